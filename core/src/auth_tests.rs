@@ -1,0 +1,100 @@
+use super::*;
+use http::HeaderValue;
+
+fn keys() -> Vec<Key> {
+    vec![
+        Key {
+            name: KeyName::new("default"),
+            token: Token::new("s3cret-token"),
+        },
+        Key {
+            name: KeyName::new("laptop"),
+            token: Token::new("other-token"),
+        },
+    ]
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in pairs {
+        h.append(*name, HeaderValue::from_str(value).unwrap());
+    }
+    h
+}
+
+const BOTH: AuthSources = AuthSources {
+    authorization_header: true,
+};
+const AIG_ONLY: AuthSources = AuthSources {
+    authorization_header: false,
+};
+
+#[test]
+fn bearer_parsing() {
+    assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+    assert_eq!(bearer_token(b"bEaReR \t abc  "), Some(&b"abc"[..]));
+    assert_eq!(bearer_token(b"Bearerabc"), None);
+    assert_eq!(bearer_token(b"Bearer "), None);
+    assert_eq!(bearer_token(b"Basic abc"), None);
+    assert_eq!(bearer_token(b"Bearer a b"), None);
+    assert_eq!(bearer_token(b""), None);
+}
+
+#[test]
+fn accepts_each_key_by_name() {
+    let h = headers(&[("cf-aig-authorization", "Bearer s3cret-token")]);
+    assert_eq!(
+        authenticate(&keys(), &h, BOTH),
+        AuthOutcome::Accepted(KeyName::new("default"))
+    );
+    let h = headers(&[("authorization", "bearer other-token")]);
+    assert_eq!(
+        authenticate(&keys(), &h, BOTH),
+        AuthOutcome::Accepted(KeyName::new("laptop"))
+    );
+}
+
+#[test]
+fn authorization_header_only_when_allowed() {
+    let h = headers(&[("authorization", "Bearer s3cret-token")]);
+    assert_eq!(authenticate(&keys(), &h, AIG_ONLY), AuthOutcome::Missing);
+}
+
+#[test]
+fn near_misses_are_rejected() {
+    for bad in [
+        "Bearer s3cret-toke",
+        "Bearer s3cret-token2",
+        "Bearer S3CRET-TOKEN",
+        "Basic s3cret-token",
+    ] {
+        let h = headers(&[("cf-aig-authorization", bad)]);
+        assert_eq!(
+            authenticate(&keys(), &h, BOTH),
+            AuthOutcome::Rejected,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        authenticate(&keys(), &HeaderMap::new(), BOTH),
+        AuthOutcome::Missing
+    );
+}
+
+#[test]
+fn a_valid_token_in_either_header_wins() {
+    let h = headers(&[
+        ("cf-aig-authorization", "Bearer wrong"),
+        ("authorization", "Bearer s3cret-token"),
+    ]);
+    assert_eq!(
+        authenticate(&keys(), &h, BOTH),
+        AuthOutcome::Accepted(KeyName::new("default"))
+    );
+}
+
+#[test]
+fn token_debug_is_redacted() {
+    let printed = format!("{:?}", keys());
+    assert!(!printed.contains("s3cret"), "{printed}");
+}

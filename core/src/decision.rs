@@ -1,0 +1,312 @@
+//! The proxy's decision for one request, and the rewrite of the origin's answer.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, response, Method, Response, StatusCode, Version};
+
+use crate::auth::{self, AuthOutcome, AuthSources, KeyName, CF_AIG_AUTHORIZATION};
+use crate::config::Config;
+use crate::cors::{self, CorsHeaders};
+use crate::error::ProxyError;
+use crate::hop::strip_hop_by_hop;
+use crate::policy;
+use crate::route::RouteFamily;
+
+const HEALTHZ_PATH: &str = "/healthz";
+const HEALTHZ_BODY: &[u8] = br#"{"status":"ok"}"#;
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const NO: HeaderValue = HeaderValue::from_static("no");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const CF_ACCESS_CLIENT_ID: HeaderName = HeaderName::from_static("cf-access-client-id");
+const CF_ACCESS_CLIENT_SECRET: HeaderName = HeaderName::from_static("cf-access-client-secret");
+const BEARER: HeaderValue = HeaderValue::from_static("Bearer");
+const BEARER_INVALID: HeaderValue = HeaderValue::from_static("Bearer error=\"invalid_token\"");
+
+/// The proxy: a validated configuration and the decisions made from it.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    config: Config,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub struct Decision {
+    /// What the rest of the exchange needs: CORS, key name, body limit.
+    pub exchange: Exchange,
+    /// Answer locally, or forward.
+    pub action: Action,
+}
+
+/// The two outcomes of [`Proxy::decide`].
+#[derive(Debug)]
+pub enum Action {
+    /// Answer with this response; nothing reaches the origin.
+    Respond(Response<Bytes>),
+    /// Send this head to the origin, with the request body streamed as is.
+    /// Its URI is absolute (the origin's scheme and authority).
+    Forward(request::Parts),
+}
+
+/// The state one request carries from the decision to its response.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    cors: CorsHeaders,
+    key: Option<KeyName>,
+    route: RouteFamily,
+    body_limit: u64,
+    rejection: Option<ProxyError>,
+}
+
+impl Proxy {
+    /// Wraps a validated configuration.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// The configuration this proxy was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decides what to do with a request, given its head.
+    ///
+    /// In order: CORS preflights and `GET /healthz` are answered here without
+    /// a token; then the token is checked, the endpoint policy applied, the
+    /// request target and `Content-Length` validated; what passes is
+    /// rewritten for the origin.
+    pub fn decide(&self, request: request::Parts) -> Decision {
+        let cfg = &self.config;
+        let mut exchange = Exchange {
+            cors: CorsHeaders::for_request(&cfg.allow_origin, &request.headers),
+            key: None,
+            route: RouteFamily::of(request.uri.path()),
+            body_limit: cfg.max_body_bytes,
+            rejection: None,
+        };
+
+        if cors::is_preflight(&request.method, &request.headers) {
+            let headers = cors::preflight_headers(&cfg.allow_origin, &request.headers);
+            return exchange.respond(local(StatusCode::NO_CONTENT, headers, Bytes::new()));
+        }
+        if is_health_check(&request) {
+            let response = exchange.local_json(StatusCode::OK, Bytes::from_static(HEALTHZ_BODY));
+            return exchange.respond(response);
+        }
+
+        let sources = AuthSources {
+            authorization_header: cfg.allow_authorization_header,
+        };
+        match auth::authenticate(&cfg.keys, &request.headers, sources) {
+            AuthOutcome::Accepted(key) => exchange.key = Some(key),
+            AuthOutcome::Missing => return exchange.reject(ProxyError::MissingToken),
+            AuthOutcome::Rejected => return exchange.reject(ProxyError::InvalidToken),
+        }
+
+        if let Err(error) = self.check(&request) {
+            return exchange.reject(error);
+        }
+        let upstream = self.upstream_head(request);
+        Decision {
+            exchange,
+            action: Action::Forward(upstream),
+        }
+    }
+
+    /// Checks an authenticated request against policy and framing rules.
+    fn check(&self, request: &request::Parts) -> Result<(), ProxyError> {
+        if request.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let origin_form = request
+            .uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().starts_with('/'));
+        if !origin_form {
+            return Err(ProxyError::BadRequest);
+        }
+        if !self.config.allow_model_management && policy::is_model_management(request.uri.path()) {
+            return Err(ProxyError::ModelManagementDisabled);
+        }
+        match content_length(&request.headers)? {
+            Some(len) if len > self.config.max_body_bytes => Err(ProxyError::BodyTooLarge),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rewrites an accepted request head for the origin.
+    fn upstream_head(&self, request: request::Parts) -> request::Parts {
+        let cfg = &self.config;
+        let request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = request;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(CF_AIG_AUTHORIZATION);
+        headers.remove(header::ORIGIN);
+        drop_proxy_authorization(&cfg.keys, &mut headers);
+        headers.insert(header::HOST, cfg.origin.host_header().clone());
+        if let Some(access) = &cfg.access {
+            headers.insert(CF_ACCESS_CLIENT_ID, access.client_id.clone());
+            headers.insert(CF_ACCESS_CLIENT_SECRET, access.client_secret.clone());
+        }
+        let path_and_query = uri.path_and_query().expect("checked to be origin-form");
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = cfg.origin.join(path_and_query);
+        parts.version = Version::HTTP_11;
+        parts.headers = headers;
+        parts
+    }
+}
+
+impl Exchange {
+    /// The name of the key that authenticated the request, if any.
+    pub fn key(&self) -> Option<&KeyName> {
+        self.key.as_ref()
+    }
+
+    /// The API family of the request path.
+    pub fn route(&self) -> RouteFamily {
+        self.route
+    }
+
+    /// The request body limit the adapter must enforce while streaming.
+    pub fn body_limit(&self) -> u64 {
+        self.body_limit
+    }
+
+    /// Why the proxy answered the request itself with an error, if it did.
+    pub fn rejection(&self) -> Option<ProxyError> {
+        self.rejection
+    }
+
+    /// Rewrites the origin's response head in place: hop-by-hop headers
+    /// dropped, the origin's CORS headers replaced by the proxy's, and
+    /// anti-buffering headers on streamed responses. Status is kept.
+    pub fn rewrite_response(&self, head: &mut response::Parts) {
+        strip_hop_by_hop(&mut head.headers);
+        self.cors.apply(&mut head.headers);
+        let bodiless = matches!(
+            head.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+        if !bodiless && is_streamed(&head.headers) {
+            head.headers.insert(header::CACHE_CONTROL, NO_CACHE);
+            head.headers.insert(X_ACCEL_BUFFERING, NO);
+        }
+    }
+
+    /// The proxy's own error response: OpenAI-shaped JSON with CORS headers.
+    pub fn error_response(&self, error: ProxyError) -> Response<Bytes> {
+        let mut response = self.local_json(error.status(), error.body());
+        match error {
+            ProxyError::MissingToken => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, BEARER);
+            }
+            ProxyError::InvalidToken => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, BEARER_INVALID);
+            }
+            _ => {}
+        }
+        response
+    }
+
+    fn local_json(&self, status: StatusCode, body: Bytes) -> Response<Bytes> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, JSON);
+        headers.insert(header::CACHE_CONTROL, NO_STORE);
+        self.cors.apply(&mut headers);
+        local(status, headers, body)
+    }
+
+    fn respond(self, response: Response<Bytes>) -> Decision {
+        Decision {
+            exchange: self,
+            action: Action::Respond(response),
+        }
+    }
+
+    fn reject(mut self, error: ProxyError) -> Decision {
+        self.rejection = Some(error);
+        let response = self.error_response(error);
+        self.respond(response)
+    }
+}
+
+fn local(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn is_health_check(request: &request::Parts) -> bool {
+    (request.method == Method::GET || request.method == Method::HEAD)
+        && request.uri.path() == HEALTHZ_PATH
+}
+
+/// The declared body length. Several `Content-Length` values must agree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| ProxyError::BadRequest)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ProxyError::BadRequest);
+            }
+            let n: u64 = part.parse().map_err(|_| ProxyError::BadRequest)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(ProxyError::BadRequest);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Removes `Authorization` values that carry a configured token; keeps any
+/// other credential meant for the origin.
+fn drop_proxy_authorization(keys: &[auth::Key], headers: &mut HeaderMap) {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return;
+    }
+    let keep: Vec<HeaderValue> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|value| !auth::carries_configured_token(keys, value.as_bytes()))
+        .cloned()
+        .collect();
+    headers.remove(header::AUTHORIZATION);
+    for mut value in keep {
+        value.set_sensitive(true);
+        headers.append(header::AUTHORIZATION, value);
+    }
+}
+
+/// A response is streamed when its length is not declared up front, or its
+/// type is a stream (NDJSON from `/api/*`, server-sent events from `/v1/*`).
+fn is_streamed(headers: &HeaderMap) -> bool {
+    let stream_type = headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        starts_with_ignore_case(ct, b"application/x-ndjson")
+            || starts_with_ignore_case(ct, b"text/event-stream")
+    });
+    stream_type || !headers.contains_key(header::CONTENT_LENGTH)
+}
+
+fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
+    haystack.len() >= prefix.len() && haystack[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

@@ -1,0 +1,250 @@
+use super::*;
+use http::Request;
+
+const TOKEN: &str = "tok-abc123";
+
+fn proxy(extra: &[(&str, &str)]) -> Proxy {
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "OLLAMA_ORIGIN".into(),
+            "http://origin.internal:11434/base".into(),
+        ),
+        ("AIG_AUTH_TOKEN".into(), TOKEN.into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_lookup(|var| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == var.name())
+            .map(|(_, v)| v.clone())
+    });
+    Proxy::new(config.unwrap())
+}
+
+fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> request::Parts {
+    let mut b = Request::builder().method(method).uri(target);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn respond(d: Decision) -> Response<Bytes> {
+    match d.action {
+        Action::Respond(r) => r,
+        Action::Forward(p) => panic!("forwarded: {p:?}"),
+    }
+}
+
+fn forward(d: Decision) -> request::Parts {
+    match d.action {
+        Action::Forward(p) => p,
+        Action::Respond(r) => panic!("answered locally: {r:?}"),
+    }
+}
+
+fn error_code(r: &Response<Bytes>) -> String {
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+const AUTH: (&str, &str) = ("cf-aig-authorization", "Bearer tok-abc123");
+
+#[test]
+fn preflight_is_answered_without_token() {
+    let p = proxy(&[]);
+    let r = respond(p.decide(head(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ],
+    )));
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
+
+#[test]
+fn options_without_preflight_headers_needs_a_token() {
+    let p = proxy(&[]);
+    let r = respond(p.decide(head(
+        "OPTIONS",
+        "/v1/models",
+        &[("origin", "https://app.example")],
+    )));
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn healthz_is_local() {
+    let r = respond(proxy(&[]).decide(head("GET", "/healthz", &[])));
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(&r.body()[..], br#"{"status":"ok"}"#);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
+
+#[test]
+fn missing_and_wrong_tokens_get_openai_401() {
+    let p = proxy(&[]);
+    let r = respond(p.decide(head("POST", "/v1/chat/completions", &[])));
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(&r), "missing_api_key");
+    let r = respond(p.decide(head(
+        "POST",
+        "/v1/chat/completions",
+        &[("cf-aig-authorization", "Bearer nope")],
+    )));
+    assert_eq!(error_code(&r), "invalid_api_key");
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+}
+
+#[test]
+fn forwards_with_rewritten_head() {
+    let p = proxy(&[
+        ("CF_ACCESS_CLIENT_ID", "id.access"),
+        ("CF_ACCESS_CLIENT_SECRET", "acc-secret"),
+    ]);
+    let d = p.decide(head(
+        "POST",
+        "http://evil.example/api/chat?x=%2F&y",
+        &[
+            AUTH,
+            ("authorization", "Bearer tok-abc123"),
+            ("origin", "https://app.example"),
+            ("connection", "x-custom"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("host", "proxy.example"),
+            ("content-type", "application/json"),
+        ],
+    ));
+    assert_eq!(d.exchange.key().unwrap().as_str(), "default");
+    let up = forward(d);
+    assert_eq!(up.uri, "http://origin.internal:11434/base/api/chat?x=%2F&y");
+    assert_eq!(up.headers["host"], "origin.internal:11434");
+    for gone in [
+        "cf-aig-authorization",
+        "authorization",
+        "origin",
+        "connection",
+        "x-custom",
+        "keep-alive",
+    ] {
+        assert!(!up.headers.contains_key(gone), "{gone} forwarded");
+    }
+    assert_eq!(up.headers["content-type"], "application/json");
+    assert_eq!(up.headers["cf-access-client-id"], "id.access");
+    assert!(up.headers["cf-access-client-secret"].is_sensitive());
+}
+
+#[test]
+fn origin_credentials_other_than_ours_pass() {
+    let up = forward(proxy(&[]).decide(head(
+        "GET",
+        "/api/tags",
+        &[AUTH, ("authorization", "Bearer for-origin")],
+    )));
+    assert_eq!(up.headers["authorization"], "Bearer for-origin");
+}
+
+#[test]
+fn management_endpoints_need_opt_in() {
+    let r = respond(proxy(&[]).decide(head("POST", "/api/pull", &[AUTH])));
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&r), "model_management_disabled");
+    forward(proxy(&[("ALLOW_MODEL_MANAGEMENT", "true")]).decide(head(
+        "POST",
+        "/api/pull",
+        &[AUTH],
+    )));
+}
+
+#[test]
+fn policy_is_checked_after_auth() {
+    let r = respond(proxy(&[]).decide(head("DELETE", "/api/delete", &[])));
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn oversized_and_conflicting_lengths() {
+    let p = proxy(&[("MAX_BODY_BYTES", "1KiB")]);
+    let r = respond(p.decide(head(
+        "POST",
+        "/api/chat",
+        &[AUTH, ("content-length", "1025")],
+    )));
+    assert_eq!(error_code(&r), "request_too_large");
+    forward(p.decide(head(
+        "POST",
+        "/api/chat",
+        &[AUTH, ("content-length", "1024")],
+    )));
+    let r = respond(p.decide(head(
+        "POST",
+        "/api/chat",
+        &[AUTH, ("content-length", "5, 6")],
+    )));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = respond(p.decide(head("POST", "/api/chat", &[AUTH, ("content-length", "+5")])));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn connect_and_asterisk_are_refused() {
+    let p = proxy(&[]);
+    let r = respond(p.decide(head("CONNECT", "origin.internal:11434", &[AUTH])));
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let r = respond(p.decide(head("OPTIONS", "*", &[AUTH])));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn response_rewrite() {
+    let p = proxy(&[("CORS_ALLOWED_ORIGINS", "https://app.example")]);
+    let d = p.decide(head(
+        "POST",
+        "/api/chat",
+        &[AUTH, ("origin", "https://app.example")],
+    ));
+    let mut resp = http::Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .header("transfer-encoding", "chunked")
+        .header("access-control-allow-origin", "*")
+        .header("vary", "Accept-Encoding")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    d.exchange.rewrite_response(&mut resp);
+    assert!(!resp.headers.contains_key("transfer-encoding"));
+    let acao: Vec<_> = resp
+        .headers
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(acao, ["https://app.example"]);
+    let vary: Vec<_> = resp.headers.get_all("vary").iter().collect();
+    assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+    assert_eq!(resp.headers["cache-control"], "no-cache");
+    assert_eq!(resp.headers["x-accel-buffering"], "no");
+}
+
+#[test]
+fn fixed_length_json_is_not_marked_streamed() {
+    let d = proxy(&[]).decide(head("GET", "/api/tags", &[AUTH]));
+    let mut resp = http::Response::builder()
+        .header("content-type", "application/json")
+        .header("content-length", "12")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    d.exchange.rewrite_response(&mut resp);
+    assert!(!resp.headers.contains_key("cache-control"));
+    assert!(!resp.headers.contains_key("x-accel-buffering"));
+}
