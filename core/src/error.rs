@@ -20,6 +20,8 @@ pub enum ProxyError {
     ModelManagementDisabled,
     /// A request target that is not an origin-form path, or a bad framing header (400).
     BadRequest,
+    /// The client stopped sending its request body for too long (408).
+    RequestTimeout,
     /// A method the proxy does not forward, such as `CONNECT` (405).
     MethodNotAllowed,
     /// A request body over the configured limit (413).
@@ -39,6 +41,7 @@ impl ProxyError {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::ModelManagementDisabled => StatusCode::FORBIDDEN,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::OriginUnreachable => StatusCode::BAD_GATEWAY,
@@ -52,7 +55,7 @@ impl ProxyError {
         match self {
             Self::MissingToken | Self::InvalidToken => "invalid_request_error",
             Self::ModelManagementDisabled => "permission_error",
-            Self::BadRequest | Self::MethodNotAllowed | Self::BodyTooLarge => {
+            Self::BadRequest | Self::RequestTimeout | Self::MethodNotAllowed | Self::BodyTooLarge => {
                 "invalid_request_error"
             }
             Self::OriginUnreachable | Self::OriginTimeout | Self::Misconfigured => "api_error",
@@ -66,6 +69,7 @@ impl ProxyError {
             Self::InvalidToken => "invalid_api_key",
             Self::ModelManagementDisabled => "model_management_disabled",
             Self::BadRequest => "bad_request",
+            Self::RequestTimeout => "request_timeout",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge => "request_too_large",
             Self::OriginUnreachable => "origin_unreachable",
@@ -85,6 +89,7 @@ impl ProxyError {
                 "Model management endpoints (pull, push, create, delete, copy, blobs) are disabled on this proxy."
             }
             Self::BadRequest => "The request is malformed.",
+            Self::RequestTimeout => "The request body did not arrive in time.",
             Self::MethodNotAllowed => "This method is not supported by the proxy.",
             Self::BodyTooLarge => "The request body is larger than this proxy accepts.",
             Self::OriginUnreachable => "The Ollama origin could not be reached or closed the connection.",

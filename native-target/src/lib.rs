@@ -1,1 +1,17 @@
+//! The Ollama proxy as a native server: hyper over tokio, driving the pure core.
+//!
+//! This crate translates between hyper and [`ollama_proxy_core`] and does the
+//! I/O: accepting connections, calling the origin through a pooled client,
+//! streaming bodies both ways, enforcing timeouts and the body limit, and
+//! draining connections on shutdown. Every decision about auth, CORS,
+//! endpoint policy and headers comes from the core.
+#![forbid(unsafe_code)]
 
+mod body;
+pub mod cli;
+mod client;
+mod handler;
+mod log;
+mod server;
+
+pub use server::{serve, Settings};

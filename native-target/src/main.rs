@@ -1,1 +1,70 @@
-fn main() {}
+//! `ollama-proxy`: the native server binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ollama_proxy_native::cli::Args;
+use ollama_proxy_native::serve;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ollama-proxy: config error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ollama-proxy: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(args.listen_addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("ollama-proxy: cannot listen on {}: {error}", args.listen_addr);
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = settings.proxy.config();
+        let keys: Vec<&str> = config.key_names().map(|k| k.as_str()).collect();
+        tracing::info!(
+            listen = %args.listen_addr,
+            origin = %config.origin(),
+            keys = %keys.join(","),
+            "ollama-proxy {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        match serve(listener, settings, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ollama-proxy: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

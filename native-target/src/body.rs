@@ -1,0 +1,213 @@
+//! Body wrappers: streamed through untouched, with a size limit, idle
+//! timeouts and the end-of-exchange log line.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use ollama_proxy_core::Exchange;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::log::{Outcome, RequestLog};
+
+/// Why a streamed body stopped early.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The request body passed the configured limit.
+    TooLarge,
+    /// No chunk arrived within the idle timeout.
+    Idle,
+    /// The underlying connection failed.
+    Io(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("request body over the size limit"),
+            Self::Idle => f.write_str("body idle for longer than the idle timeout"),
+            Self::Io(e) => write!(f, "body stream failed: {e}"),
+        }
+    }
+}
+
+impl StdError for BodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Finds a [`BodyError`] anywhere in an error's source chain.
+pub(crate) fn find_body_error<'e>(mut err: &'e (dyn StdError + 'static)) -> Option<&'e BodyError> {
+    loop {
+        if let Some(found) = err.downcast_ref::<BodyError>() {
+            return Some(found);
+        }
+        err = err.source()?;
+    }
+}
+
+pin_project! {
+    /// A body that passes frames through unchanged, failing when no frame
+    /// arrives within the idle timeout (and, for requests, past a size limit).
+    pub(crate) struct Guarded {
+        #[pin]
+        inner: Incoming,
+        // Boxed: the origin client wants an `Unpin` body.
+        idle: Pin<Box<Sleep>>,
+        idle_timeout: Duration,
+        remaining: u64,
+        seen: u64,
+    }
+}
+
+impl Guarded {
+    /// `limit` is the most data bytes allowed through; `u64::MAX` for none.
+    pub(crate) fn new(inner: Incoming, idle_timeout: Duration, limit: u64) -> Self {
+        Self {
+            inner,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            remaining: limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                    *this.remaining -= len;
+                    *this.seen += len;
+                }
+                this.idle.as_mut().reset(Instant::now() + *this.idle_timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Idle)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The response body sent to the client: the proxy's own small answer, or
+    /// the origin's body streamed through, which logs the exchange when done.
+    #[project = ResponseBodyProj]
+    pub(crate) enum ResponseBody {
+        Local { #[pin] body: Full<Bytes> },
+        Upstream { #[pin] body: Logged },
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn local(bytes: Bytes) -> Self {
+        Self::Local { body: Full::new(bytes) }
+    }
+
+    pub(crate) fn upstream(body: Guarded, log: RequestLog, exchange: Exchange, status: StatusCode) -> Self {
+        Self::Upstream { body: Logged { body, log, exchange, status, outcome: None } }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            ResponseBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Local { body } => body.is_end_stream(),
+            Self::Upstream { body } => body.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Local { body } => body.size_hint(),
+            Self::Upstream { body } => body.body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
+    /// The origin's body, which writes the request's log line when it ends or
+    /// is dropped (a client that goes away drops it mid-stream).
+    pub(crate) struct Logged {
+        #[pin]
+        body: Guarded,
+        log: RequestLog,
+        exchange: Exchange,
+        status: StatusCode,
+        outcome: Option<Outcome>,
+    }
+
+    impl PinnedDrop for Logged {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let outcome = match *this.outcome {
+                Some(outcome) => outcome,
+                None if this.body.is_end_stream() => Outcome::Complete,
+                None => Outcome::ClientGone,
+            };
+            this.log.finish(this.exchange, *this.status, outcome, this.body.seen);
+        }
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let polled = ready!(this.body.poll_frame(cx));
+        match &polled {
+            None => *this.outcome = Some(Outcome::Complete),
+            Some(Err(BodyError::Idle)) => *this.outcome = Some(Outcome::IdleTimeout),
+            Some(Err(_)) => *this.outcome = Some(Outcome::OriginError),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(polled)
+    }
+}

@@ -1,0 +1,157 @@
+//! Command-line flags and their same-named environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use ollama_proxy_core::{Config, ConfigError, ConfigVar, Proxy, DEFAULT_ORIGIN};
+
+use crate::server::Settings;
+
+/// An authenticating reverse proxy for Ollama.
+///
+/// Every flag can also be set by the environment variable named beside it;
+/// prefer the environment for tokens, since flags show up in `ps`.
+#[derive(Debug, Parser)]
+#[command(name = "ollama-proxy", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Ollama origin URL (http or https, optionally with a base path).
+    #[arg(long, env = "OLLAMA_ORIGIN", default_value = DEFAULT_ORIGIN)]
+    pub ollama_origin: String,
+
+    /// The token clients must present as `Bearer <token>`.
+    #[arg(long, env = "AIG_AUTH_TOKEN", hide_env_values = true)]
+    pub aig_auth_token: Option<String>,
+
+    /// More tokens, comma-separated, each `name:token` or a bare token.
+    #[arg(long, env = "AIG_AUTH_TOKENS", hide_env_values = true)]
+    pub aig_auth_tokens: Option<String>,
+
+    /// `*` or a comma-separated list of exact browser origins. [default: *]
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+
+    /// Also accept the token from `Authorization: Bearer`. [default: true]
+    #[arg(long, env = "ALLOW_AUTHORIZATION_HEADER", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_authorization_header: Option<String>,
+
+    /// Forward /api/pull, push, create, delete, copy and blobs. [default: false]
+    #[arg(long, env = "ALLOW_MODEL_MANAGEMENT", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_model_management: Option<String>,
+
+    /// Cloudflare Access service-token id sent to the origin.
+    #[arg(long, env = "CF_ACCESS_CLIENT_ID")]
+    pub cf_access_client_id: Option<String>,
+
+    /// Cloudflare Access service-token secret sent to the origin.
+    #[arg(long, env = "CF_ACCESS_CLIENT_SECRET", hide_env_values = true)]
+    pub cf_access_client_secret: Option<String>,
+
+    /// Request body limit: bytes, or with a KiB/MiB/GiB suffix. [default: 100MiB]
+    #[arg(long, env = "MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<String>,
+
+    /// Time allowed to connect to the origin.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for the origin's response head (Ollama may be loading a model).
+    #[arg(long, env = "RESPONSE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+
+    /// Longest pause allowed between body chunks, in either direction.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Args {
+    /// The value given for a core variable, by flag or environment.
+    fn lookup(&self, var: ConfigVar) -> Option<String> {
+        match var {
+            ConfigVar::OllamaOrigin => Some(self.ollama_origin.clone()),
+            ConfigVar::AigAuthToken => self.aig_auth_token.clone(),
+            ConfigVar::AigAuthTokens => self.aig_auth_tokens.clone(),
+            ConfigVar::CorsAllowedOrigins => self.cors_allowed_origins.clone(),
+            ConfigVar::AllowAuthorizationHeader => self.allow_authorization_header.clone(),
+            ConfigVar::AllowModelManagement => self.allow_model_management.clone(),
+            ConfigVar::CfAccessClientId => self.cf_access_client_id.clone(),
+            ConfigVar::CfAccessClientSecret => self.cf_access_client_secret.clone(),
+            ConfigVar::MaxBodyBytes => self.max_body_bytes.clone(),
+        }
+    }
+
+    /// Validates the arguments into server settings.
+    ///
+    /// # Errors
+    /// The core's [`ConfigError`], which names the variable at fault.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let config = Config::from_lookup(|var| self.lookup(var))?;
+        Ok(Settings {
+            proxy: Proxy::new(config),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+///
+/// # Errors
+/// A message for values that are not a whole number with one of those units.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))?;
+    let millis = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn flags_feed_the_core_config() {
+        let args = Args::try_parse_from([
+            "ollama-proxy",
+            "--aig-auth-token",
+            "t0k",
+            "--allow-model-management",
+            "--ollama-origin",
+            "http://gpu-box:11434",
+        ])
+        .unwrap();
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.proxy.config().origin().to_string(), "http://gpu-box:11434");
+        let err = Args::try_parse_from(["ollama-proxy", "--ollama-origin", "http://h"]).unwrap().settings();
+        assert!(err.unwrap_err().to_string().starts_with("AIG_AUTH_TOKEN"));
+    }
+}

@@ -1,0 +1,41 @@
+//! The pooled HTTP client to the origin (http, or https with rustls).
+
+use std::io;
+use std::time::Duration;
+
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ollama_proxy_core::Origin;
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::body::Guarded;
+
+pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, Guarded>;
+
+/// Builds the client. Trust roots are the system's, loaded only when the
+/// origin is https, so an http origin works on a machine without CA files.
+///
+/// # Errors
+/// When the origin is https and no system trust roots can be loaded.
+pub(crate) fn build(origin: &Origin, connect_timeout: Duration) -> io::Result<OriginClient> {
+    let tls = if origin.scheme() == &http::uri::Scheme::HTTPS {
+        ClientConfig::builder().with_native_roots()?.with_no_client_auth()
+    } else {
+        ClientConfig::builder().with_root_certificates(RootCertStore::empty()).with_no_client_auth()
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
+}

@@ -1,0 +1,63 @@
+//! One request: translate to the core, ask it, do what it decided.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use ollama_proxy_core::{Action, Exchange, Proxy, ProxyError};
+
+use crate::body::{find_body_error, BodyError, Guarded, ResponseBody};
+use crate::client::OriginClient;
+use crate::log::{Outcome, RequestLog};
+
+/// What every request needs, shared across connections.
+pub(crate) struct Shared {
+    pub(crate) proxy: Proxy,
+    pub(crate) client: OriginClient,
+    pub(crate) response_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Handles one request. The origin call runs inside this future, so a client
+/// that goes away drops it and the origin sees the connection close.
+pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let log = RequestLog::start(&parts.method, parts.uri.path());
+    let decision = shared.proxy.decide(parts);
+    let exchange = decision.exchange;
+    let head = match decision.action {
+        Action::Respond(response) => return Ok(local(response, &exchange, &log)),
+        Action::Forward(head) => head,
+    };
+
+    let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit());
+    let upstream = shared.client.request(Request::from_parts(head, body));
+    let response = match tokio::time::timeout(shared.response_timeout, upstream).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let kind = match find_body_error(&error) {
+                Some(BodyError::TooLarge) => ProxyError::BodyTooLarge,
+                Some(BodyError::Idle) => ProxyError::RequestTimeout,
+                _ => ProxyError::OriginUnreachable,
+            };
+            tracing::debug!(error = %error, "origin request failed");
+            return Ok(local(exchange.error_response(kind), &exchange, &log));
+        }
+        Err(_elapsed) => return Ok(local(exchange.error_response(ProxyError::OriginTimeout), &exchange, &log)),
+    };
+
+    let (mut head, body) = response.into_parts();
+    exchange.rewrite_response(&mut head);
+    let status = head.status;
+    let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
+    Ok(Response::from_parts(head, ResponseBody::upstream(body, log, exchange, status)))
+}
+
+fn local(response: Response<Bytes>, exchange: &Exchange, log: &RequestLog) -> Response<ResponseBody> {
+    let len = response.body().len() as u64;
+    log.finish(exchange, response.status(), Outcome::Complete, len);
+    response.map(ResponseBody::local)
+}

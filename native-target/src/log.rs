@@ -1,0 +1,67 @@
+//! One log line per request: method, path, status, duration, key name.
+//!
+//! The line is written when the exchange is over: at once for answers the
+//! proxy makes itself, and when the response body ends (or is abandoned) for
+//! forwarded requests, so the duration covers the whole stream. Only the
+//! path is logged (no query), and never a header value.
+
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+use ollama_proxy_core::Exchange;
+
+/// How a forwarded exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The whole response was sent.
+    Complete,
+    /// The client went away before the response was complete.
+    ClientGone,
+    /// The origin paused longer than the idle timeout mid-body.
+    IdleTimeout,
+    /// The origin's body failed mid-stream.
+    OriginError,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::ClientGone => "client_gone",
+            Self::IdleTimeout => "idle_timeout",
+            Self::OriginError => "origin_error",
+        }
+    }
+}
+
+/// What is known of a request when it arrives.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    method: Method,
+    path: String,
+    start: Instant,
+}
+
+impl RequestLog {
+    pub(crate) fn start(method: &Method, path: &str) -> Self {
+        Self { method: method.clone(), path: path.to_owned(), start: Instant::now() }
+    }
+
+    /// Writes the line for a finished exchange.
+    pub(crate) fn finish(&self, exchange: &Exchange, status: StatusCode, outcome: Outcome, bytes_out: u64) {
+        let key = exchange.key().map_or("-", |k| k.as_str());
+        let error = exchange.rejection().map_or("-", |e| e.code());
+        tracing::info!(
+            method = %self.method,
+            path = %self.path,
+            status = status.as_u16(),
+            duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            key,
+            route = exchange.route().as_str(),
+            outcome = outcome.as_str(),
+            error,
+            bytes_out,
+            "request"
+        );
+    }
+}
