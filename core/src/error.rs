@@ -55,9 +55,10 @@ impl ProxyError {
         match self {
             Self::MissingToken | Self::InvalidToken => "invalid_request_error",
             Self::ModelManagementDisabled => "permission_error",
-            Self::BadRequest | Self::RequestTimeout | Self::MethodNotAllowed | Self::BodyTooLarge => {
-                "invalid_request_error"
-            }
+            Self::BadRequest
+            | Self::RequestTimeout
+            | Self::MethodNotAllowed
+            | Self::BodyTooLarge => "invalid_request_error",
             Self::OriginUnreachable | Self::OriginTimeout | Self::Misconfigured => "api_error",
         }
     }

@@ -90,7 +90,10 @@ impl Body for Guarded {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -103,7 +106,9 @@ impl Body for Guarded {
                     *this.remaining -= len;
                     *this.seen += len;
                 }
-                this.idle.as_mut().reset(Instant::now() + *this.idle_timeout);
+                this.idle
+                    .as_mut()
+                    .reset(Instant::now() + *this.idle_timeout);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e)))),
@@ -136,11 +141,26 @@ pin_project! {
 
 impl ResponseBody {
     pub(crate) fn local(bytes: Bytes) -> Self {
-        Self::Local { body: Full::new(bytes) }
+        Self::Local {
+            body: Full::new(bytes),
+        }
     }
 
-    pub(crate) fn upstream(body: Guarded, log: RequestLog, exchange: Exchange, status: StatusCode) -> Self {
-        Self::Upstream { body: Logged { body, log, exchange, status, outcome: None } }
+    pub(crate) fn upstream(
+        body: Guarded,
+        log: RequestLog,
+        exchange: Exchange,
+        status: StatusCode,
+    ) -> Self {
+        Self::Upstream {
+            body: Logged {
+                body,
+                log,
+                exchange,
+                status,
+                outcome: None,
+            },
+        }
     }
 }
 
@@ -148,7 +168,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             ResponseBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
@@ -199,7 +222,10 @@ impl Body for Logged {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         let polled = ready!(this.body.poll_frame(cx));
         match &polled {

@@ -112,7 +112,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))?;
     let millis = match unit.trim() {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1_000),
@@ -150,8 +152,13 @@ mod tests {
         ])
         .unwrap();
         let settings = args.settings().unwrap();
-        assert_eq!(settings.proxy.config().origin().to_string(), "http://gpu-box:11434");
-        let err = Args::try_parse_from(["ollama-proxy", "--ollama-origin", "http://h"]).unwrap().settings();
+        assert_eq!(
+            settings.proxy.config().origin().to_string(),
+            "http://gpu-box:11434"
+        );
+        let err = Args::try_parse_from(["ollama-proxy", "--ollama-origin", "http://h"])
+            .unwrap()
+            .settings();
         assert!(err.unwrap_err().to_string().starts_with("AIG_AUTH_TOKEN"));
     }
 }

@@ -21,9 +21,13 @@ pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, Guarded>;
 /// When the origin is https and no system trust roots can be loaded.
 pub(crate) fn build(origin: &Origin, connect_timeout: Duration) -> io::Result<OriginClient> {
     let tls = if origin.scheme() == &http::uri::Scheme::HTTPS {
-        ClientConfig::builder().with_native_roots()?.with_no_client_auth()
+        ClientConfig::builder()
+            .with_native_roots()?
+            .with_no_client_auth()
     } else {
-        ClientConfig::builder().with_root_certificates(RootCertStore::empty()).with_no_client_auth()
+        ClientConfig::builder()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth()
     };
     let mut http = HttpConnector::new();
     http.enforce_http(false);

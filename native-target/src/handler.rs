@@ -23,7 +23,10 @@ pub(crate) struct Shared {
 
 /// Handles one request. The origin call runs inside this future, so a client
 /// that goes away drops it and the origin sees the connection close.
-pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let log = RequestLog::start(&parts.method, parts.uri.path());
     let decision = shared.proxy.decide(parts);
@@ -46,17 +49,30 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> R
             tracing::debug!(error = %error, "origin request failed");
             return Ok(local(exchange.error_response(kind), &exchange, &log));
         }
-        Err(_elapsed) => return Ok(local(exchange.error_response(ProxyError::OriginTimeout), &exchange, &log)),
+        Err(_elapsed) => {
+            return Ok(local(
+                exchange.error_response(ProxyError::OriginTimeout),
+                &exchange,
+                &log,
+            ))
+        }
     };
 
     let (mut head, body) = response.into_parts();
     exchange.rewrite_response(&mut head);
     let status = head.status;
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
-    Ok(Response::from_parts(head, ResponseBody::upstream(body, log, exchange, status)))
+    Ok(Response::from_parts(
+        head,
+        ResponseBody::upstream(body, log, exchange, status),
+    ))
 }
 
-fn local(response: Response<Bytes>, exchange: &Exchange, log: &RequestLog) -> Response<ResponseBody> {
+fn local(
+    response: Response<Bytes>,
+    exchange: &Exchange,
+    log: &RequestLog,
+) -> Response<ResponseBody> {
     let len = response.body().len() as u64;
     log.finish(exchange, response.status(), Outcome::Complete, len);
     response.map(ResponseBody::local)

@@ -44,11 +44,21 @@ pub(crate) struct RequestLog {
 
 impl RequestLog {
     pub(crate) fn start(method: &Method, path: &str) -> Self {
-        Self { method: method.clone(), path: path.to_owned(), start: Instant::now() }
+        Self {
+            method: method.clone(),
+            path: path.to_owned(),
+            start: Instant::now(),
+        }
     }
 
     /// Writes the line for a finished exchange.
-    pub(crate) fn finish(&self, exchange: &Exchange, status: StatusCode, outcome: Outcome, bytes_out: u64) {
+    pub(crate) fn finish(
+        &self,
+        exchange: &Exchange,
+        status: StatusCode,
+        outcome: Outcome,
+        bytes_out: u64,
+    ) {
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = exchange.rejection().map_or("-", |e| e.code());
         tracing::info!(

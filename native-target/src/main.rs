@@ -9,7 +9,10 @@ use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(error) => {
@@ -17,7 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ollama-proxy: cannot start the runtime: {error}");
@@ -28,7 +34,10 @@ fn main() -> ExitCode {
         let listener = match TcpListener::bind(args.listen_addr).await {
             Ok(listener) => listener,
             Err(error) => {
-                eprintln!("ollama-proxy: cannot listen on {}: {error}", args.listen_addr);
+                eprintln!(
+                    "ollama-proxy: cannot listen on {}: {error}",
+                    args.listen_addr
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -56,10 +65,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return interrupt.await.unwrap_or(()),
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

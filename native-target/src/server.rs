@@ -38,7 +38,11 @@ pub struct Settings {
 /// # Errors
 /// When the origin client cannot be built (an https origin and no system
 /// trust roots).
-pub async fn serve(listener: TcpListener, settings: Settings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let client = client::build(settings.proxy.config().origin(), settings.connect_timeout)?;
     let shared = Arc::new(Shared {
         proxy: settings.proxy,
@@ -47,7 +51,10 @@ pub async fn serve(listener: TcpListener, settings: Settings, shutdown: impl Fut
         idle_timeout: settings.idle_timeout,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new());
 
     let graceful = GracefulShutdown::new();
@@ -82,7 +89,11 @@ pub async fn serve(listener: TcpListener, settings: Settings, shutdown: impl Fut
     }
     drop(listener);
     let open = connections.len();
-    tracing::info!(open, grace_s = settings.shutdown_grace.as_secs_f64(), "shutting down: draining connections");
+    tracing::info!(
+        open,
+        grace_s = settings.shutdown_grace.as_secs_f64(),
+        "shutting down: draining connections"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.shutdown_grace) => {

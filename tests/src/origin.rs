@@ -1,0 +1,364 @@
+//! A mock Ollama origin that records what it receives.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The method.
+    pub method: Method,
+    /// The request target: path and query, as received.
+    pub target: String,
+    /// Every header, as received.
+    pub headers: HeaderMap,
+    /// The body bytes that arrived.
+    pub body: Bytes,
+    /// False when the body ended with an error (the sender aborted it).
+    pub body_complete: bool,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    /// Responses or handlers abandoned because the client went away.
+    disconnects: usize,
+}
+
+/// A running mock origin. Dropping it stops the server.
+pub struct MockOrigin {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    changed: watch::Receiver<u64>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<State>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Shared {
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+impl MockOrigin {
+    /// Starts the origin on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock origin");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, changed) = watch::channel(0);
+        let shared = Shared {
+            state: Arc::clone(&state),
+            changed: Arc::new(tx),
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| respond(shared.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            changed,
+            _stop: stop,
+        }
+    }
+
+    /// The origin's base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the origin listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order of completion.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// How many times a client went away before a response was complete.
+    pub fn disconnects(&self) -> usize {
+        self.state.lock().unwrap().disconnects
+    }
+
+    /// Waits until `done` holds for the recorded requests and disconnect
+    /// count, failing the test after `limit` (a bound, not a delay).
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[Recorded], usize) -> bool,
+    ) {
+        let mut changed = self.changed.clone();
+        let check = || {
+            let s = self.state.lock().unwrap();
+            done(&s.requests, s.disconnects)
+        };
+        let waited = tokio::time::timeout(limit, async {
+            while !check() {
+                changed.changed().await.expect("origin alive");
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "origin: gave up after {limit:?} waiting for {what}"
+        );
+    }
+}
+
+/// Marks a response abandoned (client gone) when dropped before `finish`.
+struct Watch {
+    shared: Shared,
+    finished: bool,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.update(|s| s.disconnects += 1);
+        }
+    }
+}
+
+async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.to_string(), |pq| pq.to_string());
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let param = |name: &str| -> Option<u64> {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    let chunks = param("chunks").unwrap_or(3);
+    let delay = Duration::from_millis(param("delay_ms").unwrap_or(0));
+
+    if path == "/echo" {
+        // Streams the request body back as it arrives and records it at the end.
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let recorded = Recorded {
+            method: parts.method,
+            target,
+            headers: parts.headers,
+            body: Bytes::new(),
+            body_complete: false,
+        };
+        let shared2 = shared.clone();
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut all = Vec::new();
+            let mut complete = true;
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            all.extend_from_slice(&data);
+                            let _ = tx.send(data).await;
+                        }
+                    }
+                    Some(Err(_)) => {
+                        complete = false;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            shared2.update(|s| {
+                s.requests.push(Recorded {
+                    body: all.into(),
+                    body_complete: complete,
+                    ..recorded
+                })
+            });
+        });
+        return Ok(stream_response("application/octet-stream", rx));
+    }
+
+    // Every other route reads the whole body first, like Ollama does.
+    let (bytes, complete) = match body.collect().await {
+        Ok(collected) => (collected.to_bytes(), true),
+        Err(_) => (Bytes::new(), false),
+    };
+    shared.update(|s| {
+        s.requests.push(Recorded {
+            method: parts.method.clone(),
+            target,
+            headers: parts.headers.clone(),
+            body: bytes,
+            body_complete: complete,
+        })
+    });
+
+    let response = match path.as_str() {
+        "/api/version" => json(StatusCode::OK, r#"{"version":"0.0.0-mock"}"#),
+        "/api/tags" => json(
+            StatusCode::OK,
+            r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b"}]}"#,
+        ),
+        "/v1/models" => json(
+            StatusCode::OK,
+            r#"{"object":"list","data":[{"id":"llama3.2:1b","object":"model"}]}"#,
+        ),
+        "/api/chat" | "/api/generate" => {
+            let lines = (0..chunks).map(|i| {
+                let done = i + 1 == chunks;
+                Bytes::from(format!("{{\"model\":\"llama3.2:1b\",\"message\":{{\"role\":\"assistant\",\"content\":\"tok{i} \"}},\"done\":{done}}}\n"))
+            });
+            paced(&shared, "application/x-ndjson", lines.collect(), delay)
+        }
+        "/v1/chat/completions" => {
+            let mut events: Vec<Bytes> = (0..chunks)
+                .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")))
+                .collect();
+            events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            paced(&shared, "text/event-stream", events, delay)
+        }
+        "/big" => {
+            let size = param("bytes").unwrap_or(1 << 20) as usize;
+            let data = Bytes::from(pattern(size));
+            let pieces: Vec<Bytes> = (0..size)
+                .step_by(64 * 1024)
+                .map(|at| data.slice(at..(at + 64 * 1024).min(size)))
+                .collect();
+            paced(&shared, "application/octet-stream", pieces, Duration::ZERO)
+        }
+        "/hang" => {
+            // Never answers; notices when the caller gives up.
+            let _watch = Watch {
+                shared: shared.clone(),
+                finished: false,
+            };
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/headers" => {
+            let mut r = json(StatusCode::OK, r#"{"ok":true}"#);
+            let h = r.headers_mut();
+            h.insert(
+                "access-control-allow-origin",
+                "http://origin-own.example".parse().unwrap(),
+            );
+            h.insert("access-control-allow-credentials", "true".parse().unwrap());
+            h.insert("connection", "x-origin-hop".parse().unwrap());
+            h.insert("x-origin-hop", "1".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("vary", "Accept-Encoding".parse().unwrap());
+            h.insert("x-origin-kept", "yes".parse().unwrap());
+            r
+        }
+        p if p.starts_with("/status/") => {
+            let code = p["/status/".len()..]
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::IM_A_TEAPOT);
+            json(code, r#"{"error":"from origin"}"#)
+        }
+        _ => json(StatusCode::NOT_FOUND, "404 page not found"),
+    };
+    Ok(response)
+}
+
+/// The deterministic byte pattern used for large bodies.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 12)) as u8)
+        .collect()
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+        .unwrap()
+}
+
+/// Sends `pieces` one by one, `delay` apart, as separate body frames.
+fn paced(
+    shared: &Shared,
+    content_type: &str,
+    pieces: Vec<Bytes>,
+    delay: Duration,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let watch = Watch {
+        shared: shared.clone(),
+        finished: false,
+    };
+    tokio::spawn(async move {
+        let mut watch = watch; // the whole guard moves in, not just one field
+        for piece in pieces {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(piece).await.is_err() {
+                return; // receiver dropped: the client went away; `watch` records it
+            }
+        }
+        watch.finished = true;
+    });
+    stream_response(content_type, rx)
+}
+
+fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let builder = Response::builder().header("content-type", content_type);
+    builder.body(ChannelBody(rx).boxed()).unwrap()
+}
+
+/// A body fed by a channel: each message is one frame; ends when the sender drops.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}

@@ -1,0 +1,638 @@
+//! Behaviour scenarios that every target must pass, written once.
+//!
+//! Each scenario starts its own harness (a fresh mock origin and the target
+//! in front of it, configured as the scenario needs), talks HTTP to it over
+//! loopback, and checks what the client got and what the origin saw.
+//! [`scenario_tests!`](crate::scenario_tests) turns the list into one test
+//! per scenario for a target.
+
+use std::time::Duration;
+
+use crate::client::{call, empty, full, lines_with_arrival, raw, read_until, request, send};
+use crate::origin::pattern;
+use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
+
+/// How long a scenario waits for the origin to see something before failing.
+const ORIGIN_WAIT: Duration = Duration::from_secs(10);
+const BROWSER: &str = "https://app.example";
+
+/// Generates one `#[tokio::test]` per shared scenario for a target value.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($target:expr) => {
+        $crate::scenario_tests!(@each $target;
+            healthz_is_answered_without_token,
+            preflight_is_answered_and_never_forwarded,
+            preflight_from_foreign_origin_is_not_allowed,
+            missing_token_gets_openai_401,
+            wrong_tokens_get_401_and_nothing_is_forwarded,
+            authorization_header_fallback_can_be_turned_off,
+            every_configured_token_works,
+            model_management_is_refused_unless_allowed,
+            request_head_is_rewritten_for_the_origin,
+            origin_base_path_is_prefixed,
+            absolute_form_target_stays_on_the_origin,
+            response_head_is_rewritten_for_the_client,
+            origin_status_and_body_pass_through,
+            ndjson_streams_chunk_by_chunk,
+            sse_streams_chunk_by_chunk,
+            openai_and_native_json_endpoints,
+            large_download_is_intact,
+            large_upload_is_intact,
+            client_disconnect_mid_stream_reaches_origin,
+            client_disconnect_before_response_reaches_origin,
+            origin_down_gets_502,
+            body_over_limit_by_content_length_gets_413,
+            proxy_errors_carry_cors_headers,
+        );
+    };
+    (@each $target:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::scenarios::$name(&$target).await;
+            }
+        )*
+    };
+}
+
+fn assert_openai_error(got: &crate::client::Got, status: u16, code: &str) {
+    assert_eq!(
+        got.status,
+        status,
+        "body: {:?}",
+        String::from_utf8_lossy(&got.body)
+    );
+    let v = got.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"].is_string() && v["error"]["type"].is_string(),
+        "{v}"
+    );
+    assert_eq!(got.header("content-type"), Some("application/json"));
+}
+
+pub async fn healthz_is_answered_without_token<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let got = call(h.proxy, "GET", "/healthz", &[], empty()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), serde_json::json!({"status": "ok"}));
+    assert!(h.origin.requests().is_empty(), "healthz reached the origin");
+}
+
+pub async fn preflight_is_answered_and_never_forwarded<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let requested =
+        "authorization, content-type, x-stainless-os, x-stainless-lang, cf-aig-authorization";
+    let got = call(
+        h.proxy,
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("origin", BROWSER),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", requested),
+        ],
+        empty(),
+    )
+    .await;
+    assert!(got.status == 204 || got.status == 200, "{got:?}");
+    assert_eq!(got.all("access-control-allow-origin"), ["*"]);
+    let allowed = got
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "authorization",
+        "content-type",
+        "x-stainless-os",
+        "cf-aig-authorization",
+    ] {
+        assert!(allowed.contains(name), "{name} not allowed: {allowed}");
+    }
+    assert!(got
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    assert!(got.header("access-control-max-age").is_some());
+    assert!(
+        h.origin.requests().is_empty(),
+        "preflight reached the origin"
+    );
+}
+
+pub async fn preflight_from_foreign_origin_is_not_allowed<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("CORS_ALLOWED_ORIGINS", BROWSER)]).await;
+    let preflight = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let foreign = call(h.proxy, "OPTIONS", "/api/chat", &preflight, empty()).await;
+    assert!(
+        foreign.header("access-control-allow-origin").is_none(),
+        "{foreign:?}"
+    );
+    let preflight = [
+        ("origin", BROWSER),
+        ("access-control-request-method", "POST"),
+    ];
+    let allowed = call(h.proxy, "OPTIONS", "/api/chat", &preflight, empty()).await;
+    assert_eq!(allowed.all("access-control-allow-origin"), [BROWSER]);
+    assert!(allowed.all("vary").join(",").contains("Origin"));
+    assert!(h.origin.requests().is_empty());
+}
+
+pub async fn missing_token_gets_openai_401<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let got = call(
+        h.proxy,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        full("{}"),
+    )
+    .await;
+    assert_openai_error(&got, 401, "missing_api_key");
+    assert!(got
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+    assert!(
+        h.origin.requests().is_empty(),
+        "unauthenticated request reached the origin"
+    );
+}
+
+pub async fn wrong_tokens_get_401_and_nothing_is_forwarded<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let near_misses = [
+        format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", TOKEN.to_uppercase()),
+        format!("Basic {TOKEN}"),
+        format!("Token {TOKEN}"),
+        TOKEN.to_string(),
+    ];
+    for value in &near_misses {
+        for header in ["cf-aig-authorization", "authorization"] {
+            let got = call(h.proxy, "GET", "/api/tags", &[(header, value)], empty()).await;
+            assert_eq!(got.status, 401, "{header}: {value} was accepted");
+            assert!(!String::from_utf8_lossy(&got.body).contains(TOKEN));
+        }
+    }
+    for method in ["GET", "POST", "DELETE", "PUT", "OPTIONS"] {
+        let got = call(h.proxy, method, "/api/tags", &[], empty()).await;
+        assert_eq!(got.status, 401, "{method} without a token");
+    }
+    assert!(
+        h.origin.requests().is_empty(),
+        "a request without a valid token reached the origin"
+    );
+}
+
+pub async fn authorization_header_fallback_can_be_turned_off<T: Target>(t: &T) {
+    let bearer = format!("Bearer {TOKEN}");
+    let on = Harness::start(t, &[]).await;
+    let got = call(
+        on.proxy,
+        "GET",
+        "/api/tags",
+        &[("authorization", &bearer)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = &on.origin.requests()[0];
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "proxy token forwarded in Authorization"
+    );
+
+    let off = Harness::start(t, &[("ALLOW_AUTHORIZATION_HEADER", "false")]).await;
+    let got = call(
+        off.proxy,
+        "GET",
+        "/api/tags",
+        &[("authorization", &bearer)],
+        empty(),
+    )
+    .await;
+    assert_openai_error(&got, 401, "missing_api_key");
+    let got = call(off.proxy, "GET", "/api/tags", &[AUTH], empty()).await;
+    assert_eq!(got.status, 200);
+}
+
+pub async fn every_configured_token_works<T: Target>(t: &T) {
+    let h = Harness::start(
+        t,
+        &[("AIG_AUTH_TOKENS", "laptop:laptop-token-1,bare-token-2")],
+    )
+    .await;
+    for token in [TOKEN, "laptop-token-1", "bare-token-2"] {
+        let bearer = format!("Bearer {token}");
+        let got = call(
+            h.proxy,
+            "GET",
+            "/api/tags",
+            &[("cf-aig-authorization", &bearer)],
+            empty(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "token {token}");
+    }
+    assert_eq!(h.origin.requests().len(), 3);
+}
+
+pub async fn model_management_is_refused_unless_allowed<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let refused = [
+        ("POST", "/api/pull"),
+        ("POST", "/api/push"),
+        ("POST", "/api/create"),
+        ("DELETE", "/api/delete"),
+        ("POST", "/api/copy"),
+        ("POST", "/api/blobs/sha256:0123"),
+        ("HEAD", "/api/blobs/sha256:0123"),
+        ("POST", "/api/%70ull"),
+        ("POST", "//api/pull"),
+        ("POST", "/api/pull/"),
+        ("POST", "/v1/../api/pull"),
+    ];
+    for (method, path) in refused {
+        let got = call(h.proxy, method, path, &[AUTH], full("{}")).await;
+        assert_eq!(got.status, 403, "{method} {path}");
+        if method != "HEAD" {
+            assert_openai_error(&got, 403, "model_management_disabled");
+        }
+    }
+    assert!(
+        h.origin.requests().is_empty(),
+        "a management call reached the origin: {:?}",
+        h.origin.requests()
+    );
+
+    let allowed = Harness::start(t, &[("ALLOW_MODEL_MANAGEMENT", "true")]).await;
+    let got = call(allowed.proxy, "POST", "/api/pull", &[AUTH], full("{}")).await;
+    assert_eq!(
+        got.status, 404,
+        "forwarded to the mock, which has no /api/pull"
+    );
+    assert_eq!(allowed.origin.requests()[0].target, "/api/pull");
+}
+
+pub async fn request_head_is_rewritten_for_the_origin<T: Target>(t: &T) {
+    let h = Harness::start(
+        t,
+        &[
+            ("CF_ACCESS_CLIENT_ID", "id.access"),
+            ("CF_ACCESS_CLIENT_SECRET", "access-secret-1"),
+        ],
+    )
+    .await;
+    let bearer = format!("Bearer {TOKEN}");
+    let target = "/api/tags?q=a%2Fb&x=%E2%9C%93&empty=&&dup=1&dup=2";
+    let got = call(
+        h.proxy,
+        "GET",
+        target,
+        &[
+            AUTH,
+            ("authorization", &bearer),
+            ("origin", BROWSER),
+            ("connection", "x-nominated"),
+            ("x-nominated", "drop me"),
+            ("proxy-authorization", "Basic abc"),
+            ("x-stainless-os", "Linux"),
+            ("user-agent", "scenario/1"),
+            ("accept", "application/json"),
+        ],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = &h.origin.requests()[0];
+    assert_eq!(
+        seen.target, target,
+        "path and query must reach the origin exactly"
+    );
+    assert_eq!(seen.headers["host"], h.origin.addr().to_string());
+    for gone in [
+        "cf-aig-authorization",
+        "authorization",
+        "origin",
+        "x-nominated",
+        "proxy-authorization",
+    ] {
+        assert!(
+            seen.headers.get(gone).is_none(),
+            "{gone} reached the origin"
+        );
+    }
+    assert_eq!(seen.headers["x-stainless-os"], "Linux");
+    assert_eq!(seen.headers["user-agent"], "scenario/1");
+    assert_eq!(seen.headers["cf-access-client-id"], "id.access");
+    assert_eq!(seen.headers["cf-access-client-secret"], "access-secret-1");
+    let leaked = seen
+        .headers
+        .values()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains(TOKEN)));
+    assert!(
+        !leaked,
+        "the proxy token reached the origin: {:?}",
+        seen.headers
+    );
+}
+
+pub async fn origin_base_path_is_prefixed<T: Target>(t: &T) {
+    let h = Harness::start_at(t, "/ollama/", &[]).await;
+    let got = call(h.proxy, "GET", "/api/tags?x=1", &[AUTH], empty()).await;
+    assert_eq!(got.status, 404, "the mock serves nothing under /ollama");
+    assert_eq!(h.origin.requests()[0].target, "/ollama/api/tags?x=1");
+}
+
+pub async fn absolute_form_target_stays_on_the_origin<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let req = format!(
+        "GET http://evil.example:1/api/tags?via=absolute HTTP/1.1\r\nHost: evil.example:1\r\ncf-aig-authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = raw(h.proxy, req.as_bytes()).await;
+    let answer = read_until(&mut stream, b"\r\n\r\n").await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = &h.origin.requests()[0];
+    assert_eq!(seen.target, "/api/tags?via=absolute");
+    assert_eq!(seen.headers["host"], h.origin.addr().to_string());
+}
+
+pub async fn response_head_is_rewritten_for_the_client<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("CORS_ALLOWED_ORIGINS", BROWSER)]).await;
+    let got = call(
+        h.proxy,
+        "GET",
+        "/headers",
+        &[AUTH, ("origin", BROWSER)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.all("access-control-allow-origin"),
+        [BROWSER],
+        "never two, never the origin's own"
+    );
+    assert!(got.header("access-control-allow-credentials").is_none());
+    assert!(
+        got.header("x-origin-hop").is_none(),
+        "header nominated by Connection was passed on"
+    );
+    assert!(got.header("keep-alive").is_none());
+    assert_eq!(got.header("x-origin-kept"), Some("yes"));
+    let vary = got.all("vary").join(",");
+    assert!(
+        vary.contains("Accept-Encoding") && vary.contains("Origin"),
+        "vary: {vary}"
+    );
+}
+
+pub async fn origin_status_and_body_pass_through<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    for code in [200u16, 400, 404, 418, 500, 503] {
+        let got = call(
+            h.proxy,
+            "POST",
+            &format!("/status/{code}"),
+            &[AUTH],
+            full("{}"),
+        )
+        .await;
+        assert_eq!(got.status, code);
+        assert_eq!(
+            got.body.as_ref(),
+            br#"{"error":"from origin"}"#,
+            "status {code}"
+        );
+    }
+}
+
+/// Checks lines arrived spread out as the origin sent them, not all at the end.
+fn assert_live(lines: &[(std::time::Instant, String)], expected: usize, delay: Duration) {
+    assert_eq!(lines.len(), expected, "lines: {lines:?}");
+    let first = lines.first().unwrap().0;
+    let last = lines.last().unwrap().0;
+    let spread = last - first;
+    // The origin paced lines `delay` apart; a buffering proxy would deliver
+    // them together. Require at least half the paced spread.
+    let paced = delay * (expected as u32 - 1);
+    assert!(
+        spread >= paced / 2,
+        "lines arrived within {spread:?}, origin spread them over {paced:?}: buffered"
+    );
+}
+
+pub async fn ndjson_streams_chunk_by_chunk<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let delay = Duration::from_millis(150);
+    let req = request(
+        h.proxy,
+        "POST",
+        "/api/chat?chunks=5&delay_ms=150",
+        &[AUTH],
+        full(r#"{"model":"m","stream":true}"#),
+    );
+    let response = send(req).await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+    let lines = lines_with_arrival(response).await;
+    assert_live(&lines, 5, delay);
+    for (i, (_, line)) in lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["message"]["content"], format!("tok{i} "));
+    }
+}
+
+pub async fn sse_streams_chunk_by_chunk<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let delay = Duration::from_millis(150);
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let response = send(request(
+        h.proxy,
+        "POST",
+        "/v1/chat/completions?chunks=4&delay_ms=150",
+        &[AUTH],
+        full(body),
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let lines = lines_with_arrival(response).await;
+    assert_live(&lines, 5, delay);
+    assert_eq!(lines.last().unwrap().1, "data: [DONE]");
+}
+
+pub async fn openai_and_native_json_endpoints<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let models = call(h.proxy, "GET", "/v1/models", &[AUTH], empty()).await;
+    assert_eq!(models.status, 200);
+    assert_eq!(models.json()["data"][0]["id"], "llama3.2:1b");
+    let tags = call(h.proxy, "GET", "/api/tags", &[AUTH], empty()).await;
+    assert_eq!(tags.json()["models"][0]["name"], "llama3.2:1b");
+    assert!(
+        tags.header("x-accel-buffering").is_none(),
+        "a fixed-length reply is not a stream"
+    );
+    let version = call(h.proxy, "GET", "/api/version", &[AUTH], empty()).await;
+    assert_eq!(version.json()["version"], "0.0.0-mock");
+}
+
+pub async fn large_download_is_intact<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let size = 48 << 20;
+    let got = call(
+        h.proxy,
+        "GET",
+        &format!("/big?bytes={size}"),
+        &[AUTH],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), size);
+    assert!(
+        got.body == pattern(size),
+        "downloaded bytes differ from what the origin sent"
+    );
+}
+
+pub async fn large_upload_is_intact<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let size = 32 << 20;
+    let sent = pattern(size);
+    let got = call(
+        h.proxy,
+        "POST",
+        "/echo",
+        &[AUTH, ("content-type", "application/octet-stream")],
+        full(sent.clone()),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == sent, "echoed bytes differ from the upload");
+    h.origin
+        .wait_until(ORIGIN_WAIT, "the upload to be recorded", |r, _| {
+            r.len() == 1
+        })
+        .await;
+    let seen = &h.origin.requests()[0];
+    assert!(
+        seen.body_complete && seen.body == sent,
+        "origin got {} bytes",
+        seen.body.len()
+    );
+    assert_eq!(seen.headers["content-length"], size.to_string());
+}
+
+pub async fn client_disconnect_mid_stream_reaches_origin<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let req = format!(
+        "POST /api/chat?chunks=200&delay_ms=50 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(h.proxy, req.as_bytes()).await;
+    let first = read_until(&mut stream, b"tok0").await;
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(stream);
+    h.origin
+        .wait_until(
+            ORIGIN_WAIT,
+            "the origin to notice the client left",
+            |_, gone| gone == 1,
+        )
+        .await;
+}
+
+pub async fn client_disconnect_before_response_reaches_origin<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let req = format!(
+        "GET /hang HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let stream = raw(h.proxy, req.as_bytes()).await;
+    h.origin
+        .wait_until(ORIGIN_WAIT, "the request to reach the origin", |r, _| {
+            r.len() == 1
+        })
+        .await;
+    drop(stream);
+    h.origin
+        .wait_until(
+            ORIGIN_WAIT,
+            "the origin to notice the client left",
+            |_, gone| gone == 1,
+        )
+        .await;
+}
+
+pub async fn origin_down_gets_502<T: Target>(t: &T) {
+    let down = format!("http://{}", closed_port().await);
+    let h = Harness::start(t, &[("OLLAMA_ORIGIN", &down)]).await;
+    let got = call(
+        h.proxy,
+        "POST",
+        "/api/chat",
+        &[AUTH, ("origin", BROWSER)],
+        full("{}"),
+    )
+    .await;
+    assert_openai_error(&got, 502, "origin_unreachable");
+    assert_eq!(got.all("access-control-allow-origin"), ["*"]);
+}
+
+pub async fn body_over_limit_by_content_length_gets_413<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_BODY_BYTES", "1KiB")]).await;
+    let got = call(h.proxy, "POST", "/echo", &[AUTH], full(vec![b'x'; 1025])).await;
+    assert_openai_error(&got, 413, "request_too_large");
+    let got = call(h.proxy, "POST", "/echo", &[AUTH], full(vec![b'x'; 1024])).await;
+    assert_eq!(got.status, 200);
+    h.origin
+        .wait_until(ORIGIN_WAIT, "the allowed upload", |r, _| r.len() == 1)
+        .await;
+    assert_eq!(
+        h.origin.requests().len(),
+        1,
+        "the oversized body reached the origin"
+    );
+}
+
+pub async fn proxy_errors_carry_cors_headers<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("CORS_ALLOWED_ORIGINS", BROWSER)]).await;
+    let got = call(
+        h.proxy,
+        "POST",
+        "/v1/chat/completions",
+        &[("origin", BROWSER)],
+        full("{}"),
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.all("access-control-allow-origin"), [BROWSER]);
+    assert!(got.all("vary").join(",").contains("Origin"));
+    let got = call(
+        h.proxy,
+        "POST",
+        "/api/pull",
+        &[AUTH, ("origin", "https://evil.example")],
+        full("{}"),
+    )
+    .await;
+    assert_eq!(got.status, 403);
+    assert!(got.header("access-control-allow-origin").is_none());
+}

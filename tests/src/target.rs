@@ -1,0 +1,68 @@
+//! What a scenario runs against: a proxy target started with some config,
+//! in front of a fresh mock origin.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::origin::MockOrigin;
+
+/// The token every harness configures as `AIG_AUTH_TOKEN`.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Configuration variables by name, as both targets read them.
+pub type Vars = Vec<(String, String)>;
+
+/// A way to run the proxy: natively, or as a Worker in workerd.
+pub trait Target: Sync {
+    /// Starts the proxy with `vars` and returns its address and a guard that
+    /// stops it when dropped.
+    fn launch(&self, vars: &Vars) -> impl Future<Output = (SocketAddr, Box<dyn Send>)> + Send;
+}
+
+/// A running proxy in front of a fresh mock origin.
+pub struct Harness {
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// The origin behind it.
+    pub origin: MockOrigin,
+    _running: Box<dyn Send>,
+}
+
+impl Harness {
+    /// Starts a mock origin and the target in front of it. `extra` overrides
+    /// the defaults (`OLLAMA_ORIGIN` = the mock, `AIG_AUTH_TOKEN` = [`TOKEN`]).
+    pub async fn start<T: Target>(target: &T, extra: &[(&str, &str)]) -> Self {
+        Self::start_at(target, "", extra).await
+    }
+
+    /// Like [`Harness::start`], with `OLLAMA_ORIGIN` carrying a base path.
+    pub async fn start_at<T: Target>(target: &T, base_path: &str, extra: &[(&str, &str)]) -> Self {
+        let origin = MockOrigin::start().await;
+        let mut vars: Vars = vec![
+            (
+                "OLLAMA_ORIGIN".into(),
+                format!("{}{base_path}", origin.url()),
+            ),
+            ("AIG_AUTH_TOKEN".into(), TOKEN.into()),
+        ];
+        for (name, value) in extra {
+            vars.retain(|(n, _)| n != name);
+            vars.push(((*name).into(), (*value).into()));
+        }
+        let (proxy, running) = target.launch(&vars).await;
+        Self {
+            proxy,
+            origin,
+            _running: running,
+        }
+    }
+}
+
+/// `Bearer <TOKEN>` in the proxy's own header.
+pub const AUTH: (&str, &str) = ("cf-aig-authorization", "Bearer test-token-0123456789abcdef");
+
+/// An address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}

@@ -1,0 +1,193 @@
+//! The shared scenarios, and native-only behaviour, against the native proxy
+//! running in-process on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use ollama_proxy_native::cli::Args;
+use ollama_proxy_tests::client::{call, empty, full, raw, read_until};
+use ollama_proxy_tests::target::AUTH;
+use ollama_proxy_tests::{Harness, Target, Vars, TOKEN};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The native proxy, started in-process. Variables become the flags of the
+/// same name (`MAX_BODY_BYTES` → `--max-body-bytes`), so the CLI mapping is
+/// exercised too.
+struct Native;
+
+impl Target for Native {
+    async fn launch(&self, vars: &Vars) -> (SocketAddr, Box<dyn Send>) {
+        let mut argv = vec!["ollama-proxy".to_owned()];
+        for (name, value) in vars {
+            argv.push(format!(
+                "--{}={value}",
+                name.to_ascii_lowercase().replace('_', "-")
+            ));
+        }
+        let args = Args::try_parse_from(argv).expect("flags parse");
+        let settings = args.settings().expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(ollama_proxy_native::serve(listener, settings, async move {
+            let _ = stopped.await;
+        }));
+        (addr, Box::new(stop))
+    }
+}
+
+ollama_proxy_tests::scenario_tests!(Native);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_origin_gets_504_and_is_released() {
+    let h = Harness::start(&Native, &[("RESPONSE_TIMEOUT", "300ms")]).await;
+    let got = call(h.proxy, "GET", "/hang", &[AUTH], empty()).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.json()["error"]["code"], "origin_timeout");
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to see the request dropped",
+            |_, gone| gone == 1,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_limit_is_cut_off() {
+    let h = Harness::start(&Native, &[("MAX_BODY_BYTES", "64KiB")]).await;
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let mut stream = raw(h.proxy, head.as_bytes()).await;
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "y".repeat(16 * 1024));
+    use tokio::io::AsyncWriteExt;
+    for _ in 0..8 {
+        // The proxy may close the connection once the limit is passed.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to record the aborted upload",
+            |r, _| r.len() == 1,
+        )
+        .await;
+    let seen = &h.origin.requests()[0];
+    assert!(
+        !seen.body_complete,
+        "the origin saw a complete body of {} bytes",
+        seen.body.len()
+    );
+    assert!(
+        seen.body.len() <= 64 * 1024,
+        "more than the limit reached the origin: {}",
+        seen.body.len()
+    );
+    // The client's response: the echo route answers early, so the client sees
+    // either our 413 or the origin's 200 followed by a cut stream; never a
+    // complete echo of the oversized body.
+    let answer = read_until(&mut stream, b"\r\n0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        !text.ends_with("\r\n0\r\n\r\n") || text.starts_with("HTTP/1.1 413"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_origin_stream_is_cut_after_idle_timeout() {
+    let h = Harness::start(&Native, &[("IDLE_TIMEOUT", "200ms")]).await;
+    let head = format!(
+        "POST /api/chat?chunks=3&delay_ms=2000 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(h.proxy, head.as_bytes()).await;
+    // The head arrives; then the origin stalls past the idle timeout and the
+    // proxy closes the connection without a final chunk.
+    let answer = read_until(&mut stream, b"never-sent").await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.contains("tok0"),
+        "a chunk arrived although the origin had not sent one: {text}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "stream ended cleanly instead of being cut: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served() {
+    let h = Harness::start(&Native, &[]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<ollama_proxy_tests::client::ReqBody>();
+    let req = ollama_proxy_tests::client::request(
+        h.proxy,
+        "POST",
+        "/api/chat?chunks=2",
+        &[AUTH],
+        full("{}"),
+    );
+    let response = client.request(req).await.expect("h2 request");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let got = ollama_proxy_tests::client::collect(response).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(String::from_utf8_lossy(&got.body).lines().count(), 2);
+    assert_eq!(
+        h.origin.requests()[0].headers["host"],
+        h.origin.addr().to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_streams() {
+    let origin = ollama_proxy_tests::MockOrigin::start().await;
+    let args = Args::try_parse_from([
+        "ollama-proxy".to_owned(),
+        format!("--ollama-origin={}", origin.url()),
+        format!("--aig-auth-token={TOKEN}"),
+        "--shutdown-grace=10s".to_owned(),
+    ])
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(ollama_proxy_native::serve(
+        listener,
+        args.settings().unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let head = format!(
+        "POST /api/chat?chunks=4&delay_ms=200 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(addr, head.as_bytes()).await;
+    let first = read_until(&mut stream, b"tok0").await;
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    stop.send(()).unwrap();
+
+    let rest = read_until(&mut stream, b"\r\n0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.contains("tok3") && text.ends_with("\r\n0\r\n\r\n"),
+        "stream was cut by shutdown: {text}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped after the drain")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
