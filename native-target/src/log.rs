@@ -66,10 +66,10 @@ impl RequestLog {
             path = %self.path,
             status = status.as_u16(),
             duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
-            key,
-            route = exchange.route().as_str(),
-            outcome = outcome.as_str(),
-            error,
+            key = %key,
+            route = %exchange.route().as_str(),
+            outcome = %outcome.as_str(),
+            error = %error,
             bytes_out,
             "request"
         );

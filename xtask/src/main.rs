@@ -1,1 +1,34 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>` (matklad's xtask convention).
+//!
+//! No dependencies on purpose: this crate builds first on a fresh machine.
+
+mod tasks;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test-all    install what the tests need, then: fmt check, clippy -D warnings,
+              the core built for wasm32, and every test in the workspace
+";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1);
+    let result = match task.as_deref() {
+        Some("test-all") => tasks::test_all(),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The `ollama-proxy` binary as an operator runs it: config errors, help,
+//! request logs, and a clean exit on SIGTERM after draining.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ollama_proxy_tests::client::{call, empty, raw, read_until};
+use ollama_proxy_tests::MockOrigin;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ollama-proxy");
+const TOKEN: &str = "binary-test-token-5f2c9a";
+
+fn proxy_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what the test sets: an inherited AIG_* variable must not leak in.
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn config_error_is_one_line_naming_the_variable() {
+    let out = proxy_command()
+        .env("OLLAMA_ORIGIN", "not a url")
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("ollama-proxy: config error: OLLAMA_ORIGIN:"),
+        "{stderr}"
+    );
+
+    let out = proxy_command().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("AIG_AUTH_TOKEN: is required"), "{stderr}");
+
+    let out = proxy_command()
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("AIG_AUTH_TOKENS", format!("a:{TOKEN}x,b:{TOKEN}x"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("AIG_AUTH_TOKENS") && !stderr.contains(TOKEN),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_lists_every_variable_without_secret_values() {
+    let out = proxy_command()
+        .arg("--help")
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in ollama_proxy_core::ConfigVar::ALL {
+        assert!(
+            help.contains(var.name()),
+            "{} missing from --help",
+            var.name()
+        );
+    }
+    for var in [
+        "LISTEN_ADDR",
+        "CONNECT_TIMEOUT",
+        "RESPONSE_TIMEOUT",
+        "IDLE_TIMEOUT",
+        "SHUTDOWN_GRACE",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help");
+    }
+    assert!(!help.contains(TOKEN), "--help printed the token");
+}
+
+struct Running {
+    child: Child,
+    addr: std::net::SocketAddr,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on a free port and waits for its ready line.
+fn start(origin: &str) -> Running {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = proxy_command()
+        .env("OLLAMA_ORIGIN", origin)
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("LISTEN_ADDR", addr.to_string())
+        .env("SHUTDOWN_GRACE", "10s")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, stderr) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = stderr
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a ready line");
+    assert!(ready.contains("ready"), "{ready}");
+    Running {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_each_request_and_drains_on_sigterm() {
+    let origin = MockOrigin::start().await;
+    let mut proxy = start(&origin.url());
+    let auth = format!("Bearer {TOKEN}");
+
+    let ok = call(
+        proxy.addr,
+        "GET",
+        "/api/tags?secret=query",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let denied = call(
+        proxy.addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", "Bearer wrong-token-123")],
+        empty(),
+    )
+    .await;
+    assert_eq!(denied.status, 401);
+
+    // A stream in flight when SIGTERM arrives must finish.
+    let head = format!(
+        "POST /api/chat?chunks=4&delay_ms=200 HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(proxy.addr, head.as_bytes()).await;
+    let first = read_until(&mut stream, b"tok0").await;
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    sigterm(&proxy.child);
+    let rest = read_until(&mut stream, b"\r\n0\r\n\r\n").await;
+    assert!(
+        String::from_utf8_lossy(&rest).contains("tok3"),
+        "stream cut by shutdown"
+    );
+    drop(stream);
+
+    let status = tokio::task::block_in_place(|| proxy.child.wait()).unwrap();
+    assert_eq!(status.code(), Some(0), "exit after drain");
+
+    let lines: Vec<String> = proxy.stderr.try_iter().collect();
+    let log = lines.join("\n");
+    assert!(!log.contains(TOKEN), "token in the log:\n{log}");
+    assert!(
+        !log.contains("wrong-token-123"),
+        "presented token in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("secret=query"),
+        "query string in the log:\n{log}"
+    );
+    let requests: Vec<&String> = lines.iter().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(requests.len(), 3, "one line per request:\n{log}");
+    assert!(
+        requests[0].contains("method=GET") && requests[0].contains("path=/api/tags"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0].contains("status=200") && requests[0].contains("key=default"),
+        "{}",
+        requests[0]
+    );
+    assert!(requests[0].contains("duration_ms="), "{}", requests[0]);
+    assert!(
+        requests[1].contains("status=401") && requests[1].contains("error=invalid_api_key"),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[2].contains("path=/api/chat") && requests[2].contains("outcome=complete"),
+        "{}",
+        requests[2]
+    );
+}

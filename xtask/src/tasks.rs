@@ -1,0 +1,104 @@
+//! The tasks themselves, and the small helpers they share.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// The workspace root (the parent of this crate's directory).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, echoing it first; fails with the command line.
+fn run(mut cmd: Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("\n$ {shown}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    eprintln!("  ({:.1}s)", start.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("failed ({status}): {shown}"))
+    }
+}
+
+/// Output of a command, or `None` when it cannot run or fails.
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Adds the wasm32 target with rustup unless it is already installed.
+fn ensure_wasm_target() -> Result<(), String> {
+    match output("rustup", &["target", "list", "--installed"]) {
+        Some(list) if list.lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Some(_) => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["target", "add", WASM_TARGET]);
+            run(cmd)
+        }
+        None => Err(format!(
+            "rustup not found: install the {WASM_TARGET} target for this toolchain by hand"
+        )),
+    }
+}
+
+/// fmt check, clippy, the core for wasm32, and all tests.
+pub(crate) fn test_all() -> Result<(), String> {
+    let start = Instant::now();
+    ensure_wasm_target()?;
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+
+    // The core must stay free of platform code: prove it builds for wasm32.
+    let mut wasm = cargo();
+    wasm.args([
+        "build",
+        "--locked",
+        "-p",
+        "ollama-proxy-core",
+        "--target",
+        WASM_TARGET,
+    ]);
+    run(wasm)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--locked"]);
+    run(test)?;
+
+    eprintln!(
+        "\ntest-all: everything passed in {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
