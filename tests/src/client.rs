@@ -161,16 +161,25 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
     stream
 }
 
-/// Reads from a raw connection until `needle` has been seen (or EOF).
+/// Reads from a raw connection until `needle` has been seen, or the
+/// connection ends (EOF or reset); returns what arrived.
 pub async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 8192];
     while !seen.windows(needle.len()).any(|w| w == needle) {
-        let n = stream.read(&mut buf).await.expect("read raw response");
-        if n == 0 {
-            break;
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
-        seen.extend_from_slice(&buf[..n]);
     }
     seen
+}
+
+/// A streamed request body of unknown length, fed through the returned sender.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ReqBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = crate::origin::ChannelBody(rx)
+        .map_err(|never| match never {})
+        .boxed();
+    (tx, body)
 }

@@ -12,6 +12,8 @@ use crate::client::{call, empty, full, lines_with_arrival, raw, read_until, requ
 use crate::origin::pattern;
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
 
+/// The most a scenario may take before it fails as hung.
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 /// How long a scenario waits for the origin to see something before failing.
 const ORIGIN_WAIT: Duration = Duration::from_secs(10);
 const BROWSER: &str = "https://app.example";
@@ -50,7 +52,9 @@ macro_rules! scenario_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::scenarios::$name(&$target).await;
+                let limit = $crate::scenarios::SCENARIO_LIMIT;
+                let run = tokio::time::timeout(limit, $crate::scenarios::$name(&$target)).await;
+                assert!(run.is_ok(), "scenario {} did not finish within {limit:?}", stringify!($name));
             }
         )*
     };
