@@ -41,15 +41,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let config = settings.proxy.config();
-        let keys: Vec<&str> = config.key_names().map(|k| k.as_str()).collect();
-        tracing::info!(
-            listen = %args.listen_addr,
-            origin = %config.origin(),
-            keys = %keys.join(","),
-            "ollama-proxy {} ready",
-            env!("CARGO_PKG_VERSION")
-        );
         match serve(listener, settings, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

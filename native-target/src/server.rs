@@ -43,7 +43,21 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let client = client::build(settings.proxy.config().origin(), settings.connect_timeout)?;
+    let config = settings.proxy.config();
+    let client = client::build(config.origin(), settings.connect_timeout).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot load trusted root certificates for the https origin: {e}"),
+        )
+    })?;
+    let keys: Vec<&str> = config.key_names().map(|k| k.as_str()).collect();
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        origin = %config.origin(),
+        keys = %keys.join(","),
+        "ollama-proxy {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
     let shared = Arc::new(Shared {
         proxy: settings.proxy,
         client,

@@ -94,6 +94,10 @@ impl Drop for Running {
 
 /// Starts the binary on a free port and waits for its ready line.
 fn start(origin: &str) -> Running {
+    start_with(origin, &[])
+}
+
+fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -105,6 +109,7 @@ fn start(origin: &str) -> Running {
         .env("AIG_AUTH_TOKEN", TOKEN)
         .env("LISTEN_ADDR", addr.to_string())
         .env("SHUTDOWN_GRACE", "10s")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -211,4 +216,58 @@ async fn logs_each_request_and_drains_on_sigterm() {
         "{}",
         requests[2]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_is_verified_against_the_system_trust_store() {
+    let origin = MockOrigin::start_tls().await;
+    let auth = format!("Bearer {TOKEN}");
+    let ca = std::env::temp_dir().join(format!("ollama-proxy-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, ollama_proxy_tests::origin::TEST_CA_PEM).unwrap();
+
+    // Trusting the test CA (as an operator would add an internal CA), the
+    // proxy reaches the https origin and streams from it.
+    let trusted = start_with(&origin.url(), &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let got = call(
+        trusted.addr,
+        "POST",
+        "/api/chat?chunks=3",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", String::from_utf8_lossy(&got.body));
+    assert_eq!(String::from_utf8_lossy(&got.body).lines().count(), 3);
+    assert_eq!(
+        origin.requests()[0].headers["host"],
+        format!("localhost:{}", origin.addr().port())
+    );
+
+    // Without it, the certificate is refused: 502, and nothing reaches the origin.
+    let other_ca = ca.with_extension("other.pem");
+    std::fs::write(
+        &other_ca,
+        include_bytes!("../../tests/fixtures/tls/other-ca.pem"),
+    )
+    .unwrap();
+    let untrusted = start_with(
+        &origin.url(),
+        &[("SSL_CERT_FILE", other_ca.to_str().unwrap())],
+    );
+    let got = call(
+        untrusted.addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert_eq!(
+        origin.requests().len(),
+        1,
+        "a request crossed an unverified TLS connection"
+    );
+    let _ = std::fs::remove_file(ca);
+    let _ = std::fs::remove_file(other_ca);
 }

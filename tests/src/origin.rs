@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -42,6 +43,7 @@ struct State {
 /// A running mock origin. Dropping it stops the server.
 pub struct MockOrigin {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     changed: watch::Receiver<u64>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -61,8 +63,18 @@ impl Shared {
 }
 
 impl MockOrigin {
-    /// Starts the origin on an ephemeral loopback port.
+    /// Starts the origin on an ephemeral loopback port, over plain http.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts the origin over https, with the certificate for `localhost`
+    /// from `tests/fixtures/tls` (signed by the test CA in [`TEST_CA_PEM`]).
+    pub async fn start_tls() -> Self {
+        Self::start_with(Some(tls_acceptor())).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mock origin");
@@ -74,6 +86,7 @@ impl MockOrigin {
             changed: Arc::new(tx),
         };
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -81,16 +94,22 @@ impl MockOrigin {
                     _ = &mut stopped => return,
                 };
                 let shared = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| respond(shared.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => serve_connection(TokioIo::new(stream), shared).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_connection(TokioIo::new(stream), shared).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Self {
             addr,
+            scheme,
             state,
             changed,
             _stop: stop,
@@ -99,7 +118,10 @@ impl MockOrigin {
 
     /// The origin's base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     /// The address the origin listens on.
@@ -141,6 +163,38 @@ impl MockOrigin {
             "origin: gave up after {limit:?} waiting for {what}"
         );
     }
+}
+
+/// The test CA that signed the mock origin's https certificate.
+pub const TEST_CA_PEM: &[u8] = include_bytes!("../fixtures/tls/ca.pem");
+const LOCALHOST_CERT_PEM: &[u8] = include_bytes!("../fixtures/tls/localhost.pem");
+const LOCALHOST_KEY_PEM: &[u8] = include_bytes!("../fixtures/tls/localhost.key");
+
+fn tls_acceptor() -> TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(LOCALHOST_CERT_PEM)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(LOCALHOST_KEY_PEM).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+async fn serve_connection<IO>(io: TokioIo<IO>, shared: Shared)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| respond(shared.clone(), req));
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
 }
 
 /// Marks a response abandoned (client gone) when dropped before `finish`.
