@@ -65,7 +65,7 @@ impl RequestLog {
             method = %self.method,
             path = %self.path,
             status = status.as_u16(),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            duration_ms = (self.start.elapsed().as_micros() as f64 / 1e3),
             key = %key,
             route = %exchange.route().as_str(),
             outcome = %outcome.as_str(),
