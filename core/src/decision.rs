@@ -241,6 +241,17 @@ impl Exchange {
     }
 }
 
+/// The answer when the configuration is invalid and no [`Proxy`] exists: a
+/// generic 500 (details belong in the log, never in the response). Without a
+/// configuration there is no CORS allowlist, so no CORS headers either.
+pub fn misconfigured_response() -> Response<Bytes> {
+    let error = ProxyError::Misconfigured;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, JSON);
+    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    local(error.status(), headers, error.body())
+}
+
 fn local(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod origin;
 pub mod scenarios;
 pub mod target;
+pub mod workerd;
 
 pub use origin::{MockOrigin, Recorded};
 pub use target::{Harness, Target, Vars, TOKEN};

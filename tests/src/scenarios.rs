@@ -18,11 +18,16 @@ pub const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 const ORIGIN_WAIT: Duration = Duration::from_secs(10);
 const BROWSER: &str = "https://app.example";
 
-/// Generates one `#[tokio::test]` per shared scenario for a target value.
+/// Generates one `#[tokio::test]` per shared scenario for a target value;
+/// with a second argument, each test returns early when it is false (a
+/// target that is not built).
 #[macro_export]
 macro_rules! scenario_tests {
     ($target:expr) => {
-        $crate::scenario_tests!(@each $target;
+        $crate::scenario_tests!($target, true);
+    };
+    ($target:expr, $enabled:expr) => {
+        $crate::scenario_tests!(@each $target, $enabled;
             healthz_is_answered_without_token,
             preflight_is_answered_and_never_forwarded,
             preflight_from_foreign_origin_is_not_allowed,
@@ -48,10 +53,13 @@ macro_rules! scenario_tests {
             proxy_errors_carry_cors_headers,
         );
     };
-    (@each $target:expr; $($name:ident),* $(,)?) => {
+    (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                if !$enabled {
+                    return;
+                }
                 let limit = $crate::scenarios::SCENARIO_LIMIT;
                 let run = tokio::time::timeout(limit, $crate::scenarios::$name(&$target)).await;
                 assert!(run.is_ok(), "scenario {} did not finish within {limit:?}", stringify!($name));
@@ -361,6 +369,18 @@ pub async fn absolute_form_target_stays_on_the_origin<T: Target>(t: &T) {
     );
     let mut stream = raw(h.proxy, req.as_bytes()).await;
     let answer = read_until(&mut stream, b"\r\n\r\n").await;
+    if t.quirks().refuses_absolute_form {
+        assert!(
+            !answer.starts_with(b"HTTP/1.1 2"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(
+            h.origin.requests().is_empty(),
+            "the refused request reached the origin"
+        );
+        return;
+    }
     assert!(
         answer.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -565,6 +585,12 @@ pub async fn client_disconnect_mid_stream_reaches_origin<T: Target>(t: &T) {
 }
 
 pub async fn client_disconnect_before_response_reaches_origin<T: Target>(t: &T) {
+    if t.quirks().misses_disconnect_before_response {
+        eprintln!(
+            "skipped: this runtime does not notice a client leaving before the response head"
+        );
+        return;
+    }
     let h = Harness::start(t, &[]).await;
     let req = format!(
         "GET /hang HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\n\r\n"

@@ -17,6 +17,24 @@ pub trait Target: Sync {
     /// Starts the proxy with `vars` and returns its address and a guard that
     /// stops it when dropped.
     fn launch(&self, vars: &Vars) -> impl Future<Output = (SocketAddr, Box<dyn Send>)> + Send;
+
+    /// What the runtime under this target does differently on its own,
+    /// before or around the proxy's code. Each is listed and explained where
+    /// a target sets it; the scenarios check the runtime's behaviour instead.
+    fn quirks(&self) -> Quirks {
+        Quirks::default()
+    }
+}
+
+/// Runtime behaviour outside the proxy's control (none for the native target).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// The runtime answers an absolute-form request target
+    /// (`GET http://host/path`) itself, with an error, before the proxy runs.
+    pub refuses_absolute_form: bool,
+    /// The runtime does not notice a client that leaves before the response
+    /// head, so the origin request is not cancelled until the origin answers.
+    pub misses_disconnect_before_response: bool,
 }
 
 /// A running proxy in front of a fresh mock origin.

@@ -3,6 +3,7 @@
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
 mod tasks;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -12,12 +13,16 @@ usage: cargo xtask <task>
 tasks:
   test-all    install what the tests need, then: fmt check, clippy -D warnings,
               the core built for wasm32, and every test in the workspace
+  build-worker
+              build the Cloudflare Worker bundle into worker-target/build/
+              (installs wasm-bindgen-cli and the npm tools it needs)
 ";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("test-all") => tasks::test_all(),
+        Some("build-worker") => worker::build_worker(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

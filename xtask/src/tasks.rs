@@ -4,24 +4,24 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-const WASM_TARGET: &str = "wasm32-unknown-unknown";
+pub(crate) const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// The workspace root (the parent of this crate's directory).
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd
 }
 
 /// Runs a command, echoing it first; fails with the command line.
-fn run(mut cmd: Command) -> Result<(), String> {
+pub(crate) fn run(mut cmd: Command) -> Result<(), String> {
     let shown = format!("{cmd:?}").replace('"', "");
     eprintln!("\n$ {shown}");
     let start = Instant::now();
@@ -37,7 +37,7 @@ fn run(mut cmd: Command) -> Result<(), String> {
 }
 
 /// Output of a command, or `None` when it cannot run or fails.
-fn output(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
@@ -45,7 +45,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// Adds the wasm32 target with rustup unless it is already installed.
-fn ensure_wasm_target() -> Result<(), String> {
+pub(crate) fn ensure_wasm_target() -> Result<(), String> {
     match output("rustup", &["target", "list", "--installed"]) {
         Some(list) if list.lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
         Some(_) => {

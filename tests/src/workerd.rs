@@ -1,0 +1,194 @@
+//! Runs the built Worker in the real Workers runtime (workerd from npm).
+//!
+//! Each launch writes a workerd config binding the given variables as text
+//! bindings, with outbound traffic limited to local addresses (so the Worker
+//! can reach the mock origin on loopback and nothing else), and serves on a
+//! free loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::target::{Quirks, Target, Vars};
+
+/// workerd's own build date bounds the compatibility date it accepts. Keep
+/// this and the flags in step with `worker-target/wrangler.toml`:
+/// `enable_request_signal` makes `request.signal` fire when the client goes
+/// away, which the Worker passes to its subrequest to cancel it.
+const COMPATIBILITY_DATE: &str = "2026-04-01";
+const WASM_NAME: &str = "ollama_proxy_worker_bg.wasm";
+
+/// The Worker bundle and the workerd binary, as `cargo xtask build-worker` leaves them.
+pub struct Workerd {
+    bundle_dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl Workerd {
+    /// Finds the built bundle. Returns `None` when it has not been built, so a
+    /// plain `cargo test` can skip; `cargo xtask test-all` builds it first and
+    /// sets `OLLAMA_PROXY_REQUIRE_WORKER=1`, which turns a missing bundle into
+    /// a failure.
+    pub fn find() -> Option<Self> {
+        let worker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker-target");
+        let found = Self {
+            bundle_dir: worker.join("build"),
+            binary: worker.join("node_modules/.bin/workerd"),
+        };
+        let present = found.bundle_dir.join("worker.js").exists()
+            && found.bundle_dir.join(WASM_NAME).exists()
+            && found.binary.exists();
+        if present {
+            return Some(found);
+        }
+        let required = std::env::var_os("OLLAMA_PROXY_REQUIRE_WORKER").is_some_and(|v| v == "1");
+        assert!(
+            !required,
+            "the Worker bundle or workerd is missing: run `cargo xtask build-worker`"
+        );
+        eprintln!(
+            "skipped: no Worker bundle (run `cargo xtask build-worker`, or `cargo xtask test-all`)"
+        );
+        None
+    }
+}
+
+/// A running workerd, killed on drop.
+struct Running {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn capnp_string(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+fn config(port: u16, vars: &Vars) -> String {
+    let bindings: Vec<String> = vars
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "    (name = {}, text = {}),",
+                capnp_string(name),
+                capnp_string(value)
+            )
+        })
+        .collect();
+    format!(
+        r#"using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .proxy),
+    (name = "loopback", network = (allow = ["local"])),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:{port}", http = (), service = "main") ],
+);
+const proxy :Workerd.Worker = (
+  modules = [
+    (name = "worker.js", esModule = embed "worker.js"),
+    (name = "{WASM_NAME}", wasm = embed "{WASM_NAME}"),
+  ],
+  compatibilityDate = "{COMPATIBILITY_DATE}",
+  compatibilityFlags = ["enable_request_signal"],
+  bindings = [
+{}
+  ],
+  globalOutbound = "loopback",
+);
+"#,
+        bindings.join("\n")
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Workerd {
+    fn spawn(&self, vars: &Vars) -> (SocketAddr, Running) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        for _attempt in 0..3 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("ollama-proxy-workerd-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let dir = TempDir(dir);
+            for file in ["worker.js", WASM_NAME] {
+                std::fs::copy(self.bundle_dir.join(file), dir.0.join(file)).unwrap();
+            }
+            let port = free_port();
+            std::fs::write(dir.0.join("config.capnp"), config(port, vars)).unwrap();
+            let child = Command::new(&self.binary)
+                .args(["serve", "config.capnp"])
+                .current_dir(&dir.0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start workerd");
+            let mut running = Running { child, _dir: dir };
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            // Wait for the socket to accept (a readiness condition, bounded).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = running.child.try_wait() {
+                    break; // exited: most likely the port was taken; try another
+                }
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return (addr, running);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("workerd did not start");
+    }
+}
+
+impl Target for Workerd {
+    async fn launch(&self, vars: &Vars) -> (SocketAddr, Box<dyn Send>) {
+        let (addr, running) = tokio::task::block_in_place(|| self.spawn(vars));
+        (addr, Box::new(running))
+    }
+
+    fn quirks(&self) -> Quirks {
+        Quirks {
+            // workerd's HTTP front end fails to parse an absolute-form target
+            // and answers 500 itself; the Worker never runs, nothing is sent.
+            refuses_absolute_form: true,
+            // workerd does not read the client connection while the Worker
+            // awaits the origin's response head, so a client that leaves
+            // then is only noticed once the origin answers (a client leaving
+            // mid-stream is noticed at once and cancels the origin request).
+            misses_disconnect_before_response: true,
+        }
+    }
+}

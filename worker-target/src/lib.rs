@@ -1,0 +1,86 @@
+//! The Ollama proxy as a Cloudflare Worker, driving the pure core.
+//!
+//! The handler works on `web_sys::Request`/`Response` directly rather than
+//! the `worker` crate's `http` feature, so bodies stay JS streams: the
+//! request body is handed to the subrequest and the origin's body returned
+//! as is, and no chunk is copied through WASM memory. Only headers cross into
+//! Rust, where they become `http` types for the core; every decision (auth,
+//! policy, CORS, header rewrite, proxy-made errors) comes from the core.
+#![forbid(unsafe_code)]
+
+mod convert;
+mod log;
+
+use std::cell::RefCell;
+
+use ollama_proxy_core::{misconfigured_response, Action, Config, ConfigVar, Proxy, ProxyError};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::{event, Context, Env};
+
+use crate::convert::{
+    js_response, local_response, request_parts, upstream_init, upstream_response_head,
+};
+
+thread_local! {
+    /// The parsed configuration, kept for the life of the isolate: vars and
+    /// secrets cannot change without a new deployment (and a new isolate).
+    static PROXY: RefCell<Option<Proxy>> = const { RefCell::new(None) };
+}
+
+/// Reads the configuration from vars and secrets (the same names as native).
+fn proxy(env: &Env) -> Result<Proxy, ollama_proxy_core::ConfigError> {
+    if let Some(proxy) = PROXY.with(|p| p.borrow().clone()) {
+        return Ok(proxy);
+    }
+    let lookup = |var: ConfigVar| env.var(var.name()).ok().map(|v| v.to_string());
+    let proxy = Proxy::new(Config::from_lookup(lookup)?);
+    PROXY.with(|p| *p.borrow_mut() = Some(proxy.clone()));
+    Ok(proxy)
+}
+
+#[event(fetch)]
+async fn fetch(
+    request: web_sys::Request,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<web_sys::Response> {
+    let started = js_sys::Date::now();
+    let proxy = match proxy(&env) {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            // The variable's name and the rule it broke; never its value.
+            worker::console_error!("ollama-proxy: config error: {error}");
+            return local_response(misconfigured_response());
+        }
+    };
+    let parts = request_parts(&request)?;
+    let mut line = log::Line::start(&parts, started);
+    let decision = proxy.decide(parts);
+    let exchange = decision.exchange;
+    let head = match decision.action {
+        Action::Respond(response) => {
+            line.finish(&exchange, response.status());
+            return local_response(response);
+        }
+        Action::Forward(head) => head,
+    };
+
+    // Body and abort signal ride along untouched: the client going away
+    // cancels the subrequest, and the body never enters WASM memory.
+    let init = upstream_init(&head, request.body().as_ref(), &request.signal())?;
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let url = head.uri.to_string();
+    let upstream = match JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
+        Ok(response) => response.unchecked_into::<web_sys::Response>(),
+        Err(_) => {
+            let response = exchange.error_response(ProxyError::OriginUnreachable);
+            line.finish(&exchange, response.status());
+            return local_response(response);
+        }
+    };
+    let mut head = upstream_response_head(&upstream)?;
+    exchange.rewrite_response(&mut head);
+    line.finish(&exchange, head.status);
+    js_response(&head, upstream.body().as_ref())
+}

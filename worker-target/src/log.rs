@@ -1,0 +1,52 @@
+//! One JSON log line per request, for Workers Logs: method, path, status,
+//! duration, key name. Never a token, never the query.
+
+use http::{request, StatusCode};
+use ollama_proxy_core::Exchange;
+
+pub(crate) struct Line {
+    method: String,
+    path: String,
+    started: f64,
+}
+
+impl Line {
+    pub(crate) fn start(parts: &request::Parts, started: f64) -> Self {
+        Self {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            started,
+        }
+    }
+
+    /// Logs the line; for forwarded requests, when the response head arrives.
+    pub(crate) fn finish(&mut self, exchange: &Exchange, status: StatusCode) {
+        let duration_ms = js_sys::Date::now() - self.started;
+        let key = exchange.key().map_or("-", |k| k.as_str());
+        let error = exchange.rejection().map_or("-", |e| e.code());
+        let mut line = String::with_capacity(160);
+        line.push_str("{\"message\":\"request\",\"method\":");
+        push_json(&mut line, &self.method);
+        line.push_str(",\"path\":");
+        push_json(&mut line, &self.path);
+        line.push_str(&format!(
+            ",\"status\":{},\"duration_ms\":{duration_ms},\"key\":",
+            status.as_u16()
+        ));
+        push_json(&mut line, key);
+        line.push_str(",\"route\":");
+        push_json(&mut line, exchange.route().as_str());
+        line.push_str(",\"error\":");
+        push_json(&mut line, error);
+        line.push('}');
+        worker::console_log!("{line}");
+    }
+}
+
+fn push_json(out: &mut String, s: &str) {
+    out.push_str(
+        &js_sys::JSON::stringify(&s.into())
+            .map(String::from)
+            .unwrap_or_else(|_| "\"?\"".into()),
+    );
+}
