@@ -10,6 +10,8 @@
 
 mod convert;
 mod log;
+#[cfg(all(test, target_arch = "wasm32"))]
+mod wasm_tests;
 
 use std::cell::RefCell;
 

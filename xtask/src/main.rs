@@ -12,7 +12,9 @@ usage: cargo xtask <task>
 
 tasks:
   test-all    install what the tests need, then: fmt check, clippy -D warnings,
-              the core built for wasm32, and every test in the workspace
+              the core built for wasm32, the Worker built and dry-run deployed,
+              its wasm tests under Node, and every test in the workspace
+              (the shared scenarios on the native proxy and in workerd)
   build-worker
               build the Cloudflare Worker bundle into worker-target/build/
               (installs wasm-bindgen-cli and the npm tools it needs)

@@ -59,7 +59,8 @@ pub(crate) fn ensure_wasm_target() -> Result<(), String> {
     }
 }
 
-/// fmt check, clippy, the core for wasm32, and all tests.
+/// fmt check, clippy, the core for wasm32, the Worker bundle and its wasm
+/// tests, and all tests (the shared scenarios run on both targets).
 pub(crate) fn test_all() -> Result<(), String> {
     let start = Instant::now();
     ensure_wasm_target()?;
@@ -92,8 +93,34 @@ pub(crate) fn test_all() -> Result<(), String> {
     ]);
     run(wasm)?;
 
+    // Installs wasm-bindgen-cli and the npm tools (workerd) when missing.
+    crate::worker::build_worker()?;
+
+    // What `wrangler deploy --env production` would upload, checked offline:
+    // the config parses, the build step runs, the bundle resolves.
+    crate::worker::wrangler_dry_run()?;
+
+    // The adapter's conversions against real web_sys types, under Node.
+    let mut wasm_tests = cargo();
+    wasm_tests
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "ollama-proxy-worker",
+            "--lib",
+            "--target",
+            WASM_TARGET,
+        ])
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        );
+    run(wasm_tests)?;
+
     let mut test = cargo();
-    test.args(["test", "--workspace", "--locked"]);
+    test.args(["test", "--workspace", "--locked"])
+        .env("OLLAMA_PROXY_REQUIRE_WORKER", "1");
     run(test)?;
 
     eprintln!(

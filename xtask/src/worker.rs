@@ -156,6 +156,22 @@ pub(crate) fn build_worker() -> Result<(), String> {
     Ok(())
 }
 
+/// `wrangler deploy --dry-run --env production` into a scratch directory:
+/// no account or network needed.
+pub(crate) fn wrangler_dry_run() -> Result<(), String> {
+    let out = std::env::temp_dir().join(format!("ollama-proxy-wrangler-{}", std::process::id()));
+    let mut wrangler = Command::new(worker_dir().join("node_modules/.bin/wrangler"));
+    wrangler
+        .current_dir(worker_dir())
+        .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
+        .arg(&out)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true");
+    let result = run(wrangler);
+    let _ = fs::remove_dir_all(&out);
+    result
+}
+
 fn report_size(js: &Path, wasm: &Path) {
     let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
     let gzip = |p: &Path| {
