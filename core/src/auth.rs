@@ -82,7 +82,14 @@ pub(crate) struct AuthSources {
     pub(crate) authorization_header: bool,
 }
 
-/// Checks every bearer credential in the accepted headers against every key.
+/// Checks the bearer credential in each accepted header against every key.
+///
+/// A header counts only when it carries exactly one credential. Repeated
+/// fields and comma-joined values are the same thing to HTTP (RFC 9110 §5.3),
+/// and runtimes differ in which form they hand over (the Workers runtime
+/// joins repeated fields with ", "), so a header with several credentials is
+/// ambiguous in either form and never authenticates. Tokens cannot contain
+/// commas, so no valid token is split.
 ///
 /// Each candidate is compared with every key, without stopping at the first
 /// match, so the time taken does not say which key (or how much of one)
@@ -90,20 +97,17 @@ pub(crate) struct AuthSources {
 pub(crate) fn authenticate(keys: &[Key], headers: &HeaderMap, sources: AuthSources) -> AuthOutcome {
     let mut presented = false;
     let mut matched: Option<&KeyName> = None;
-    let mut candidates = headers
-        .get_all(CF_AIG_AUTHORIZATION)
-        .iter()
-        .collect::<Vec<_>>();
+    let mut names = vec![CF_AIG_AUTHORIZATION];
     if sources.authorization_header {
-        candidates.extend(headers.get_all(AUTHORIZATION).iter());
+        names.push(AUTHORIZATION);
     }
-    for value in candidates {
-        let Some(token) = bearer_token(value.as_bytes()) else {
-            presented |= !value.as_bytes().iter().all(u8::is_ascii_whitespace);
-            continue;
+    for name in names {
+        let pieces = credential_pieces(headers, &name);
+        presented |= !pieces.is_empty();
+        let [piece] = pieces.as_slice() else {
+            continue; // none, or ambiguous
         };
-        presented = true;
-        if let Some(name) = match_key(keys, token) {
+        if let Some(name) = bearer_token(piece).and_then(|token| match_key(keys, token)) {
             matched.get_or_insert(name);
         }
     }
@@ -114,10 +118,23 @@ pub(crate) fn authenticate(keys: &[Key], headers: &HeaderMap, sources: AuthSourc
     }
 }
 
-/// True when `value` is `Bearer <token>` for one of the configured tokens.
-/// Used to decide whether an `Authorization` header is the proxy's to drop.
-pub(crate) fn carries_configured_token(keys: &[Key], value: &[u8]) -> bool {
-    bearer_token(value).is_some_and(|token| match_key(keys, token).is_some())
+/// The comma-separated, non-blank pieces of every value of header `name`.
+fn credential_pieces<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Vec<&'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter(|piece| !piece.trim_ascii().is_empty())
+        .collect()
+}
+
+/// True when any credential in the `Authorization` header (in any value, or
+/// any comma-separated piece of one) is `Bearer <token>` for a configured
+/// token: then the whole header is the proxy's and must not be forwarded.
+pub(crate) fn authorization_carries_configured_token(keys: &[Key], headers: &HeaderMap) -> bool {
+    credential_pieces(headers, &AUTHORIZATION)
+        .into_iter()
+        .any(|piece| bearer_token(piece).is_some_and(|token| match_key(keys, token).is_some()))
 }
 
 fn match_key<'k>(keys: &'k [Key], token: &[u8]) -> Option<&'k KeyName> {

@@ -82,6 +82,39 @@ fn near_misses_are_rejected() {
 }
 
 #[test]
+fn several_credentials_in_one_header_never_authenticate() {
+    // As separate fields (native) or joined (the Workers runtime): the same.
+    let separate = headers(&[
+        ("cf-aig-authorization", "Bearer s3cret-token"),
+        ("cf-aig-authorization", "Bearer x"),
+    ]);
+    let joined = headers(&[("cf-aig-authorization", "Bearer s3cret-token, Bearer x")]);
+    assert_eq!(
+        authenticate(&keys(), &separate, BOTH),
+        AuthOutcome::Rejected
+    );
+    assert_eq!(authenticate(&keys(), &joined, BOTH), AuthOutcome::Rejected);
+    let twice = headers(&[
+        ("cf-aig-authorization", "Bearer s3cret-token"),
+        ("cf-aig-authorization", "Bearer s3cret-token"),
+    ]);
+    assert_eq!(authenticate(&keys(), &twice, BOTH), AuthOutcome::Rejected);
+}
+
+#[test]
+fn authorization_is_dropped_whole_when_it_carries_a_token() {
+    let joined = headers(&[("authorization", "Bearer for-origin, Bearer s3cret-token")]);
+    assert!(authorization_carries_configured_token(&keys(), &joined));
+    let separate = headers(&[
+        ("authorization", "Bearer for-origin"),
+        ("authorization", "Bearer other-token"),
+    ]);
+    assert!(authorization_carries_configured_token(&keys(), &separate));
+    let foreign = headers(&[("authorization", "Bearer for-origin")]);
+    assert!(!authorization_carries_configured_token(&keys(), &foreign));
+}
+
+#[test]
 fn a_valid_token_in_either_header_wins() {
     let h = headers(&[
         ("cf-aig-authorization", "Bearer wrong"),

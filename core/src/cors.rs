@@ -91,7 +91,7 @@ pub(crate) struct CorsHeaders {
 impl CorsHeaders {
     pub(crate) fn for_request(allow: &AllowOrigin, request: &HeaderMap) -> Self {
         Self {
-            allow_origin: allow.allow(request.get(header::ORIGIN)),
+            allow_origin: allow.allow(single_origin(request)),
             vary_origin: matches!(allow, AllowOrigin::List(_)),
         }
     }
@@ -122,7 +122,7 @@ pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 pub(crate) fn preflight_headers(allow: &AllowOrigin, request: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     out.insert(header::VARY, PREFLIGHT_VARY);
-    let Some(origin) = allow.allow(request.get(header::ORIGIN)) else {
+    let Some(origin) = allow.allow(single_origin(request)) else {
         return out;
     };
     out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -141,6 +141,16 @@ pub(crate) fn preflight_headers(allow: &AllowOrigin, request: &HeaderMap) -> Hea
     out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
     out.insert(header::ACCESS_CONTROL_MAX_AGE, MAX_AGE);
     out
+}
+
+/// The request's `Origin`, when it has exactly one. Repeated fields (which
+/// some runtimes join with ", ") match no allowlist entry either way.
+fn single_origin(request: &HeaderMap) -> Option<&HeaderValue> {
+    let mut values = request.get_all(header::ORIGIN).iter();
+    match (values.next(), values.next()) {
+        (Some(origin), None) => Some(origin),
+        _ => None,
+    }
 }
 
 fn remove_access_control(headers: &mut HeaderMap) {

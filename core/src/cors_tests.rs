@@ -80,3 +80,18 @@ fn apply_replaces_origin_cors_and_appends_vary() {
     let vary: Vec<_> = resp.get_all("vary").iter().collect();
     assert_eq!(vary, ["Accept-Encoding", "Origin"]);
 }
+
+#[test]
+fn repeated_origins_are_not_allowed() {
+    let allow = AllowOrigin::parse("https://app.example").unwrap();
+    let separate = req(&[
+        ("origin", "https://app.example"),
+        ("origin", "https://evil.example"),
+    ]);
+    let joined = req(&[("origin", "https://app.example, https://evil.example")]);
+    for request in [separate, joined] {
+        let mut out = HeaderMap::new();
+        CorsHeaders::for_request(&allow, &request).apply(&mut out);
+        assert!(!out.contains_key("access-control-allow-origin"));
+    }
+}

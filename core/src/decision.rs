@@ -284,22 +284,17 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     Ok(found)
 }
 
-/// Removes `Authorization` values that carry a configured token; keeps any
-/// other credential meant for the origin.
+/// Removes the `Authorization` header when it carries a configured token
+/// anywhere in it; otherwise it is a credential meant for the origin and
+/// passes. All of it goes, not just the matching value, because a runtime may
+/// hand over repeated fields joined into one.
 fn drop_proxy_authorization(keys: &[auth::Key], headers: &mut HeaderMap) {
-    if !headers.contains_key(header::AUTHORIZATION) {
-        return;
-    }
-    let keep: Vec<HeaderValue> = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter(|value| !auth::carries_configured_token(keys, value.as_bytes()))
-        .cloned()
-        .collect();
-    headers.remove(header::AUTHORIZATION);
-    for mut value in keep {
-        value.set_sensitive(true);
-        headers.append(header::AUTHORIZATION, value);
+    if auth::authorization_carries_configured_token(keys, headers) {
+        headers.remove(header::AUTHORIZATION);
+    } else if let header::Entry::Occupied(mut entry) = headers.entry(header::AUTHORIZATION) {
+        for value in entry.iter_mut() {
+            value.set_sensitive(true);
+        }
     }
 }
 

@@ -8,9 +8,11 @@
 //! and notices when a client goes away.
 
 pub mod client;
+pub mod exchange;
 pub mod origin;
 pub mod scenarios;
 pub mod target;
+pub mod wire;
 pub mod workerd;
 
 pub use origin::{MockOrigin, Recorded};

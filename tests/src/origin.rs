@@ -45,6 +45,7 @@ pub struct MockOrigin {
     addr: SocketAddr,
     scheme: &'static str,
     state: Arc<Mutex<State>>,
+    script: Arc<Mutex<Option<Script>>>,
     changed: watch::Receiver<u64>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -53,6 +54,21 @@ pub struct MockOrigin {
 struct Shared {
     state: Arc<Mutex<State>>,
     changed: Arc<watch::Sender<u64>>,
+    script: Arc<Mutex<Option<Script>>>,
+}
+
+/// A scripted answer: when set, the origin answers every request with it,
+/// whatever the path (after reading and recording the request).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The status.
+    pub status: u16,
+    /// Headers, in order, names as written.
+    pub headers: Vec<(String, String)>,
+    /// The body, sent as one frame per chunk.
+    pub chunks: Vec<Bytes>,
+    /// Whether to declare `Content-Length` (otherwise the body is chunked).
+    pub content_length: bool,
 }
 
 impl Shared {
@@ -81,9 +97,11 @@ impl MockOrigin {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let (tx, changed) = watch::channel(0);
+        let script = Arc::new(Mutex::new(None));
         let shared = Shared {
             state: Arc::clone(&state),
             changed: Arc::new(tx),
+            script: Arc::clone(&script),
         };
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -111,6 +129,7 @@ impl MockOrigin {
             addr,
             scheme,
             state,
+            script,
             changed,
             _stop: stop,
         }
@@ -127,6 +146,19 @@ impl MockOrigin {
     /// The address the origin listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Answers every following request with `script` (or, with `None`, goes
+    /// back to the Ollama-like routes).
+    pub fn set_script(&self, script: Option<Script>) {
+        *self.script.lock().unwrap() = script;
+    }
+
+    /// Forgets the requests and disconnects recorded so far.
+    pub fn clear(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.requests.clear();
+        state.disconnects = 0;
     }
 
     /// Every request received so far, in order of completion.
@@ -283,6 +315,11 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         })
     });
 
+    let scripted = shared.script.lock().unwrap().clone();
+    if let Some(script) = scripted {
+        return Ok(scripted_response(script));
+    }
+
     let response = match path.as_str() {
         "/api/version" => json(StatusCode::OK, r#"{"version":"0.0.0-mock"}"#),
         "/api/tags" => json(
@@ -351,6 +388,46 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         _ => json(StatusCode::NOT_FOUND, "404 page not found"),
     };
     Ok(response)
+}
+
+impl std::fmt::Debug for Script {
+    /// Chunks print as lengths with a short preview, so a failing case stays readable.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chunks: Vec<String> = self
+            .chunks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}B {:?}",
+                    c.len(),
+                    String::from_utf8_lossy(&c[..c.len().min(16)])
+                )
+            })
+            .collect();
+        f.debug_struct("Script")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("chunks", &chunks)
+            .field("content_length", &self.content_length)
+            .finish()
+    }
+}
+
+fn scripted_response(script: Script) -> Response<Body> {
+    let mut builder = Response::builder().status(script.status);
+    for (name, value) in &script.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if script.content_length {
+        let len: usize = script.chunks.iter().map(Bytes::len).sum();
+        builder = builder.header("content-length", len);
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(script.chunks.len().max(1));
+    for chunk in script.chunks {
+        tx.try_send(chunk).expect("channel sized for every chunk");
+    }
+    drop(tx);
+    builder.body(ChannelBody(rx).boxed()).unwrap()
 }
 
 /// The deterministic byte pattern used for large bodies.

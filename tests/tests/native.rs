@@ -1,7 +1,6 @@
 //! The shared scenarios, and native-only behaviour, against the native proxy
 //! running in-process on loopback.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,35 +10,13 @@ use ollama_proxy_tests::client::{
     call, channel_body, collect, empty, full, raw, read_until, request, send,
 };
 use ollama_proxy_tests::target::AUTH;
-use ollama_proxy_tests::{Harness, Target, Vars, TOKEN};
+use ollama_proxy_tests::{Harness, TOKEN};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// The native proxy, started in-process. Variables become the flags of the
-/// same name (`MAX_BODY_BYTES` → `--max-body-bytes`), so the CLI mapping is
-/// exercised too.
-struct Native;
-
-impl Target for Native {
-    async fn launch(&self, vars: &Vars) -> (SocketAddr, Box<dyn Send>) {
-        let mut argv = vec!["ollama-proxy".to_owned()];
-        for (name, value) in vars {
-            argv.push(format!(
-                "--{}={value}",
-                name.to_ascii_lowercase().replace('_', "-")
-            ));
-        }
-        let args = Args::try_parse_from(argv).expect("flags parse");
-        let settings = args.settings().expect("valid config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(ollama_proxy_native::serve(listener, settings, async move {
-            let _ = stopped.await;
-        }));
-        (addr, Box::new(stop))
-    }
-}
+#[path = "common/native.rs"]
+mod native_target;
+use native_target::Native;
 
 ollama_proxy_tests::scenario_tests!(Native);
 

@@ -1,0 +1,375 @@
+//! proptest strategies for whole exchanges: a configuration, a request as
+//! it goes on the wire, and what the origin answers. The cross-target
+//! property (`tests/tests/cross_target.rs`) runs each case through the native
+//! proxy and the Worker and compares everything both sides saw.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use crate::origin::Script;
+use crate::target::Vars;
+
+/// The main token (`AIG_AUTH_TOKEN`).
+pub const MAIN_TOKEN: &str = "main-token-7f3a9c";
+/// Tokens from `AIG_AUTH_TOKENS`.
+pub const LIST_TOKENS: [&str; 2] = ["laptop-token-51be20", "bare-token-c0ffee"];
+/// The origin browsers may use when an allowlist is configured.
+pub const ALLOWED_ORIGIN: &str = "https://app.example";
+
+/// The configuration side of a case.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CaseConfig {
+    /// 0: `AIG_AUTH_TOKEN` only; 1: it and `AIG_AUTH_TOKENS`; 2: the list only.
+    pub tokens: u8,
+    /// `CORS_ALLOWED_ORIGINS` as an allowlist (otherwise `*`).
+    pub cors_list: bool,
+    /// `ALLOW_AUTHORIZATION_HEADER`.
+    pub authorization_header: bool,
+    /// `ALLOW_MODEL_MANAGEMENT`.
+    pub model_management: bool,
+    /// `CF_ACCESS_CLIENT_ID`/`SECRET` set.
+    pub access: bool,
+    /// `OLLAMA_ORIGIN` with a base path.
+    pub base_path: bool,
+}
+
+impl CaseConfig {
+    /// The variables for this configuration, with the origin at `origin_url`.
+    pub fn vars(&self, origin_url: &str) -> Vars {
+        let mut vars: Vars = Vec::new();
+        let base = if self.base_path { "/base" } else { "" };
+        vars.push(("OLLAMA_ORIGIN".into(), format!("{origin_url}{base}")));
+        if self.tokens < 2 {
+            vars.push(("AIG_AUTH_TOKEN".into(), MAIN_TOKEN.into()));
+        }
+        if self.tokens > 0 {
+            vars.push((
+                "AIG_AUTH_TOKENS".into(),
+                format!("laptop:{},{}", LIST_TOKENS[0], LIST_TOKENS[1]),
+            ));
+        }
+        if self.cors_list {
+            vars.push((
+                "CORS_ALLOWED_ORIGINS".into(),
+                format!("{ALLOWED_ORIGIN},http://localhost:5173"),
+            ));
+        }
+        vars.push((
+            "ALLOW_AUTHORIZATION_HEADER".into(),
+            self.authorization_header.to_string(),
+        ));
+        vars.push((
+            "ALLOW_MODEL_MANAGEMENT".into(),
+            self.model_management.to_string(),
+        ));
+        if self.access {
+            vars.push(("CF_ACCESS_CLIENT_ID".into(), "client-id.access".into()));
+            vars.push(("CF_ACCESS_CLIENT_SECRET".into(), "access-secret-42".into()));
+        }
+        vars
+    }
+}
+
+/// A request body: small bytes, or a large deterministic pattern (kept
+/// small in `Debug` so a failing case prints readably).
+#[derive(Clone, PartialEq, Eq)]
+pub enum BodySpec {
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// `len` bytes of [`crate::origin::pattern`].
+    Large(usize),
+}
+
+impl BodySpec {
+    /// The bytes to send.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Bytes(b) => b.clone(),
+            Self::Large(len) => crate::origin::pattern(*len),
+        }
+    }
+}
+
+impl std::fmt::Debug for BodySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes({:?})", String::from_utf8_lossy(b)),
+            Self::Large(len) => write!(f, "Large({len})"),
+        }
+    }
+}
+
+/// The request side of a case, as written on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseRequest {
+    /// The method.
+    pub method: String,
+    /// The request target (origin-form).
+    pub target: String,
+    /// Headers in order, names in the generated case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: BodySpec,
+}
+
+/// One generated exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The configuration both targets run with.
+    pub config: CaseConfig,
+    /// What the client sends.
+    pub request: CaseRequest,
+    /// What the origin answers, if the request reaches it.
+    pub origin: Script,
+}
+
+fn config() -> impl Strategy<Value = CaseConfig> {
+    (
+        0u8..3,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(tokens, cors_list, authorization_header, model_management, access, base_path)| {
+                CaseConfig {
+                    tokens,
+                    cors_list,
+                    authorization_header,
+                    model_management,
+                    access,
+                    base_path,
+                }
+            },
+        )
+}
+
+/// Changes the case of some letters of `s`, driven by `seed`.
+fn recase(s: &str, seed: u64) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if seed >> (i % 64) & 1 == 1 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn path() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        4 => prop::sample::select(vec!["api", "v1"]).prop_map(str::to_owned),
+        4 => prop::sample::select(vec!["chat", "generate", "tags", "show", "embed", "models", "chat", "completions"])
+            .prop_map(str::to_owned),
+        2 => prop::sample::select(vec!["pull", "push", "create", "delete", "copy", "blobs"]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec!["%70ull", "%E2%9C%93", "a%2Fb", "%20", "sha256:0f1e", "~user", "a;b=c", "x,y", "@"])
+            .prop_map(str::to_owned),
+        1 => "[a-zA-Z0-9._~!$&'()*+,;=:@-]{1,8}",
+    ];
+    (
+        prop::collection::vec(segment, 0..4),
+        any::<bool>(),
+        prop::option::of("[a-zA-Z0-9=&%._~-]{0,12}"),
+    )
+        .prop_map(|(segments, doubled, query)| {
+            let mut path = format!("/{}", segments.join("/"));
+            if doubled && path.len() > 1 {
+                path.insert(0, '/'); // a leading `//`
+            }
+            if let Some(query) = query {
+                path.push('?');
+                path.push_str(&query);
+            }
+            path
+        })
+}
+
+/// Credential headers: right, wrong, near misses, either header, odd spacing.
+fn credentials() -> impl Strategy<Value = Vec<(String, String)>> {
+    let token = prop::sample::select(vec![
+        MAIN_TOKEN.to_owned(),
+        LIST_TOKENS[0].to_owned(),
+        LIST_TOKENS[1].to_owned(),
+        format!("{MAIN_TOKEN}x"),
+        MAIN_TOKEN[..MAIN_TOKEN.len() - 1].to_owned(),
+        MAIN_TOKEN.to_uppercase(),
+        "wrong-token".to_owned(),
+    ]);
+    let scheme = prop::sample::select(vec![
+        "Bearer ", "bearer ", "BEARER  ", "Bearer\t", "Basic ", "",
+    ]);
+    let header = prop::sample::select(vec!["cf-aig-authorization", "authorization"]);
+    let one = (header, any::<u64>(), scheme, token)
+        .prop_map(|(h, seed, s, t)| (recase(h, seed), format!("{s}{t}")));
+    prop::collection::vec(one, 0..3)
+}
+
+/// Hop-by-hop headers, and a `Connection` that nominates others.
+fn hop_headers() -> impl Strategy<Value = Vec<(String, String)>> {
+    let one = prop_oneof![
+        Just(("Connection".to_owned(), "x-hop-a".to_owned())),
+        Just(("connection".to_owned(), "keep-alive, X-Hop-B".to_owned())),
+        Just(("x-hop-a".to_owned(), "nominated".to_owned())),
+        Just(("X-Hop-B".to_owned(), "nominated".to_owned())),
+        Just(("Keep-Alive".to_owned(), "timeout=5".to_owned())),
+        Just(("TE".to_owned(), "trailers".to_owned())),
+        Just(("Trailer".to_owned(), "x-checksum".to_owned())),
+        Just((
+            "Proxy-Authorization".to_owned(),
+            "Basic dXNlcjpwYXNz".to_owned()
+        )),
+        Just(("Proxy-Connection".to_owned(), "keep-alive".to_owned())),
+    ];
+    prop::collection::vec(one, 0..4)
+}
+
+/// Everyday headers, some repeated, in random case.
+fn plain_headers() -> impl Strategy<Value = Vec<(String, String)>> {
+    let one = prop_oneof![
+        Just(("content-type", "application/json")),
+        Just(("accept", "application/x-ndjson")),
+        Just(("user-agent", "OpenAI/Python 1.99.0")),
+        Just(("x-stainless-os", "Linux")),
+        Just(("x-custom", "one")),
+        Just(("x-custom", "two")),
+        Just(("accept-language", "en")),
+    ];
+    prop::collection::vec((one, any::<u64>()), 0..5).prop_map(|v| {
+        v.into_iter()
+            .map(|((n, val), seed)| (recase(n, seed), val.to_owned()))
+            .collect()
+    })
+}
+
+/// Browser headers: none, a simple request from an allowed or foreign
+/// origin, or a preflight.
+fn browser_headers() -> impl Strategy<Value = (bool, Vec<(String, String)>)> {
+    let origin = prop::sample::select(vec![
+        ALLOWED_ORIGIN,
+        "https://evil.example",
+        "http://localhost:5173",
+    ]);
+    prop_oneof![
+        2 => Just((false, Vec::new())),
+        1 => origin.clone().prop_map(|o| (false, vec![("Origin".to_owned(), o.to_owned())])),
+        1 => (origin, prop::option::of(Just("content-type, x-stainless-os, cf-aig-authorization"))).prop_map(|(o, h)| {
+            let mut headers = vec![
+                ("Origin".to_owned(), o.to_owned()),
+                ("Access-Control-Request-Method".to_owned(), "POST".to_owned()),
+            ];
+            if let Some(h) = h {
+                headers.push(("Access-Control-Request-Headers".to_owned(), h.to_owned()));
+            }
+            (true, headers)
+        }),
+    ]
+}
+
+fn body() -> impl Strategy<Value = BodySpec> {
+    prop_oneof![
+        3 => Just(BodySpec::Bytes(Vec::new())),
+        3 => prop::sample::select(vec![r#"{"model":"llama3.2","stream":true}"#, r#"{"messages":[]}"#, "not json"])
+            .prop_map(|s| BodySpec::Bytes(s.as_bytes().to_vec())),
+        1 => prop::collection::vec(any::<u8>(), 1..512).prop_map(BodySpec::Bytes),
+        1 => (1usize..3).prop_map(|mb| BodySpec::Large(mb << 20)),
+    ]
+}
+
+fn request() -> impl Strategy<Value = CaseRequest> {
+    let method = prop::sample::select(vec![
+        "GET", "POST", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+    ]);
+    (
+        method,
+        path(),
+        credentials(),
+        hop_headers(),
+        plain_headers(),
+        browser_headers(),
+        body(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(method, target, creds, hop, plain, (preflight, browser), body, order)| {
+                let method = if preflight { "OPTIONS" } else { method };
+                let body = if method == "GET" || method == "HEAD" || method == "OPTIONS" {
+                    BodySpec::Bytes(Vec::new())
+                } else {
+                    body
+                };
+                let mut headers: Vec<(String, String)> = Vec::new();
+                headers.extend(creds);
+                headers.extend(plain);
+                headers.extend(hop);
+                headers.extend(browser);
+                // Shuffle deterministically so header order varies too.
+                let n = headers.len();
+                if n > 1 {
+                    for i in 0..n {
+                        let j = (order.rotate_left(i as u32 * 7) as usize) % n;
+                        headers.swap(i, j);
+                    }
+                }
+                CaseRequest {
+                    method: method.to_owned(),
+                    target,
+                    headers,
+                    body,
+                }
+            },
+        )
+}
+
+fn origin_answer() -> impl Strategy<Value = Script> {
+    let status = prop::sample::select(vec![200u16, 200, 201, 400, 404, 418, 500, 503]);
+    let content_type = prop::sample::select(vec![
+        "application/json; charset=utf-8",
+        "application/x-ndjson",
+        "text/event-stream",
+        "text/plain",
+    ]);
+    let extra = prop::collection::vec(
+        prop::sample::select(vec![
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", "x-origin-kept"),
+            ("Connection", "x-origin-hop"),
+            ("X-Origin-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Vary", "Accept-Encoding"),
+            ("X-Origin-Kept", "yes"),
+            ("Cache-Control", "max-age=60"),
+            ("Proxy-Authenticate", "Basic"),
+        ]),
+        0..5,
+    );
+    let chunks = prop_oneof![
+        3 => prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200).prop_map(Bytes::from), 0..4),
+        1 => Just(vec![Bytes::from(crate::origin::pattern(2 << 20))]),
+    ];
+    (status, content_type, extra, chunks, any::<bool>()).prop_map(
+        |(status, ct, extra, chunks, content_length)| {
+            let mut headers = vec![("Content-Type".to_owned(), ct.to_owned())];
+            headers.extend(extra.into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())));
+            Script {
+                status,
+                headers,
+                chunks,
+                content_length,
+            }
+        },
+    )
+}
+
+/// A whole exchange: configuration, request, origin answer.
+pub fn case() -> impl Strategy<Value = Case> {
+    (config(), request(), origin_answer()).prop_map(|(config, request, origin)| Case {
+        config,
+        request,
+        origin,
+    })
+}

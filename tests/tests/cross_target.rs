@@ -1,0 +1,285 @@
+//! The native proxy and the Worker (in workerd) behave the same: generated
+//! exchanges run through both, in front of one recording origin, and
+//! everything is compared — what the client got (status, headers, body) and
+//! what the origin saw (method, target, headers, body).
+//!
+//! `PROPTEST_CASES` sets the number of cases (default below); failures are
+//! kept in `proptest-regressions/cross_target.txt` and replayed first.
+
+#[path = "common/native.rs"]
+mod native_target;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use native_target::Native;
+use ollama_proxy_tests::exchange::{case, Case, CaseConfig};
+use ollama_proxy_tests::workerd::Workerd;
+use ollama_proxy_tests::{wire, MockOrigin, Target};
+use proptest::prelude::ProptestConfig;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
+
+/// Default number of generated cases when `PROPTEST_CASES` is not set.
+const DEFAULT_CASES: u32 = 256;
+
+/// Response headers each runtime's own HTTP layer writes, whatever the proxy
+/// decides; they are left out of the comparison, and only these.
+const CLIENT_RUNTIME_HEADERS: [(&str, &str); 4] = [
+    ("date", "the time of each exchange (stamped by the origin, or the server when absent): differs run to run"),
+    ("connection", "hyper answers the client's `Connection: close` with its own; workerd sends none"),
+    ("transfer-encoding", "framing: each server chooses chunked or not; the de-chunked bodies are compared"),
+    ("content-length", "framing, as above; the bodies are compared byte for byte"),
+];
+
+/// Request headers each runtime's HTTP client writes on its own.
+const ORIGIN_RUNTIME_HEADERS: [(&str, &str); 2] = [
+    (
+        "transfer-encoding",
+        "framing of the forwarded body: chunked or not; the bodies are compared",
+    ),
+    ("content-length", "framing, as above"),
+];
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+static ORIGIN: LazyLock<MockOrigin> = LazyLock::new(|| RUNTIME.block_on(MockOrigin::start()));
+static WORKER: LazyLock<Option<Workerd>> = LazyLock::new(Workerd::find);
+
+/// Both targets for the current configuration; restarted when it changes.
+struct Launched {
+    config: CaseConfig,
+    native: SocketAddr,
+    worker: SocketAddr,
+    _guards: (Box<dyn Send>, Box<dyn Send>),
+}
+
+static LAUNCHED: Mutex<Option<Launched>> = Mutex::new(None);
+
+async fn targets(config: &CaseConfig) -> (SocketAddr, SocketAddr) {
+    if let Some(l) = LAUNCHED
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|l| &l.config == config)
+    {
+        return (l.native, l.worker);
+    }
+    let vars = config.vars(&ORIGIN.url());
+    let (native, native_guard) = Native.launch(&vars).await;
+    let (worker, worker_guard) = WORKER.as_ref().expect("worker checked").launch(&vars).await;
+    *LAUNCHED.lock().unwrap() = Some(Launched {
+        config: config.clone(),
+        native,
+        worker,
+        _guards: (native_guard, worker_guard),
+    });
+    (native, worker)
+}
+
+/// Headers as a map: lowercase name → values joined with ", " in order (the
+/// Workers runtime combines repeated request headers into one that way,
+/// which RFC 9110 §5.3 makes equivalent), without the listed runtime headers.
+fn normalize(headers: &[(String, String)], runtime: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        if runtime.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        map.entry(name)
+            .and_modify(|v| *v = format!("{v}, {value}"))
+            .or_insert_with(|| value.clone());
+    }
+    map
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct OriginSaw {
+    method: String,
+    target: String,
+    headers: BTreeMap<String, String>,
+    body_len: usize,
+    body_hash: u64,
+    body_complete: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body_len: usize,
+    body_hash: u64,
+    body_preview: String,
+    origin: Option<OriginSaw>,
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    // FNV-1a: enough to tell bodies apart in a diff.
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+async fn observe(addr: SocketAddr, case: &Case, body: &[u8]) -> Observed {
+    ORIGIN.clear();
+    ORIGIN.set_script(Some(case.origin.clone()));
+    let r = &case.request;
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        wire::exchange(addr, &r.method, &r.target, &r.headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer within 20s from {addr}"));
+    // The origin records a request before answering it, so it is there now.
+    let origin = ORIGIN.requests().into_iter().next().map(|seen| {
+        let headers: Vec<(String, String)> = seen
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        OriginSaw {
+            method: seen.method.to_string(),
+            target: seen.target,
+            headers: normalize(&headers, &ORIGIN_RUNTIME_HEADERS),
+            body_len: seen.body.len(),
+            body_hash: hash(&seen.body),
+            body_complete: seen.body_complete,
+        }
+    });
+    Observed {
+        status: got.status,
+        headers: normalize(&got.headers, &CLIENT_RUNTIME_HEADERS),
+        body_len: got.body.len(),
+        body_hash: hash(&got.body),
+        body_preview: String::from_utf8_lossy(&got.body[..got.body.len().min(120)]).into_owned(),
+        origin,
+    }
+}
+
+fn diff_maps(
+    out: &mut String,
+    what: &str,
+    native: &BTreeMap<String, String>,
+    worker: &BTreeMap<String, String>,
+) {
+    for name in native
+        .keys()
+        .chain(worker.keys().filter(|k| !native.contains_key(*k)))
+    {
+        let (n, w) = (native.get(name), worker.get(name));
+        if n != w {
+            let _ = writeln!(out, "  {what} header {name}: native {n:?} / worker {w:?}");
+        }
+    }
+}
+
+fn diff(native: &Observed, worker: &Observed) -> String {
+    let mut out = String::new();
+    if native.status != worker.status {
+        let _ = writeln!(
+            out,
+            "  client status: native {} / worker {}",
+            native.status, worker.status
+        );
+    }
+    diff_maps(&mut out, "client", &native.headers, &worker.headers);
+    if (native.body_len, native.body_hash) != (worker.body_len, worker.body_hash) {
+        let _ = writeln!(
+            out,
+            "  client body: native {}B {:?} / worker {}B {:?}",
+            native.body_len, native.body_preview, worker.body_len, worker.body_preview
+        );
+    }
+    match (&native.origin, &worker.origin) {
+        (None, None) => {}
+        (Some(_), None) => out.push_str("  origin: reached through native only\n"),
+        (None, Some(_)) => out.push_str("  origin: reached through the worker only\n"),
+        (Some(n), Some(w)) => {
+            if n.method != w.method {
+                let _ = writeln!(
+                    out,
+                    "  origin method: native {} / worker {}",
+                    n.method, w.method
+                );
+            }
+            if n.target != w.target {
+                let _ = writeln!(
+                    out,
+                    "  origin target: native {} / worker {}",
+                    n.target, w.target
+                );
+            }
+            diff_maps(&mut out, "origin", &n.headers, &w.headers);
+            if (n.body_len, n.body_hash, n.body_complete)
+                != (w.body_len, w.body_hash, w.body_complete)
+            {
+                let _ = writeln!(
+                    out,
+                    "  origin body: native {}B complete={} / worker {}B complete={}",
+                    n.body_len, n.body_complete, w.body_len, w.body_complete
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check(case: &Case) -> Result<(), TestCaseError> {
+    LazyLock::force(&ORIGIN); // started on RUNTIME, outside the block_on below
+    RUNTIME.block_on(async {
+        let (native, worker) = targets(&case.config).await;
+        let body = case.request.body.bytes();
+        let n = observe(native, case, &body).await;
+        let w = observe(worker, case, &body).await;
+        let differences = diff(&n, &w);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(TestCaseError::fail(format!(
+                "native and worker disagree:\n{differences}"
+            )))
+        }
+    })
+}
+
+fn env_number(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn native_and_worker_agree() {
+    if WORKER.is_none() {
+        return;
+    }
+    let config = ProptestConfig {
+        cases: env_number("PROPTEST_CASES", DEFAULT_CASES),
+        max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS", 200),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/cross_target.txt",
+        ))),
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&case(), |case| check(&case));
+    // Statics are never dropped: stop the last workerd here, pass or fail.
+    *LAUNCHED.lock().unwrap() = None;
+    if let Err(failure) = result {
+        panic!("{failure}\n{runner}");
+    }
+}
