@@ -241,11 +241,12 @@ impl Exchange {
     }
 }
 
-/// The answer when the configuration is invalid and no [`Proxy`] exists: a
-/// generic 500 (details belong in the log, never in the response). Without a
-/// configuration there is no CORS allowlist, so no CORS headers either.
-pub fn misconfigured_response() -> Response<Bytes> {
-    let error = ProxyError::Misconfigured;
+/// An error answered before there is an [`Exchange`]: the configuration is
+/// invalid ([`ProxyError::Misconfigured`], a generic 500 whose details belong
+/// in the log), or the runtime handed over a request head that cannot be read
+/// ([`ProxyError::BadRequest`]). Without an exchange there is no CORS decision,
+/// so no CORS headers either.
+pub fn early_error_response(error: ProxyError) -> Response<Bytes> {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, JSON);
     headers.insert(header::CACHE_CONTROL, NO_STORE);

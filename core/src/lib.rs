@@ -24,7 +24,7 @@ mod route;
 
 pub use auth::KeyName;
 pub use config::{Config, ConfigError, ConfigVar, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORIGIN};
-pub use decision::{misconfigured_response, Action, Decision, Exchange, Proxy};
+pub use decision::{early_error_response, Action, Decision, Exchange, Proxy};
 pub use error::ProxyError;
 pub use hop::strip_hop_by_hop;
 pub use origin::Origin;

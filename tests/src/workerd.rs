@@ -55,9 +55,17 @@ impl Workerd {
 }
 
 /// A running workerd, killed on drop.
-struct Running {
+pub struct Running {
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
+}
+
+impl Running {
+    /// What workerd has printed so far (stdout and stderr: the Worker's
+    /// `console.log`/`console.error` lines and workerd's own messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("workerd.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Running {
@@ -147,15 +155,16 @@ impl Workerd {
             }
             let port = free_port();
             std::fs::write(dir.0.join("config.capnp"), config(port, vars)).unwrap();
+            let log = std::fs::File::create(dir.0.join("workerd.log")).unwrap();
             let child = Command::new(&self.binary)
                 .args(["serve", "config.capnp"])
                 .current_dir(&dir.0)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
                 .spawn()
                 .expect("start workerd");
-            let mut running = Running { child, _dir: dir };
+            let mut running = Running { child, dir };
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             // Wait for the socket to accept (a readiness condition, bounded).
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -170,6 +179,12 @@ impl Workerd {
             }
         }
         panic!("workerd did not start");
+    }
+
+    /// Starts workerd with exactly `vars` (no defaults added), for tests
+    /// that read its log or give it an invalid configuration.
+    pub fn start(&self, vars: &Vars) -> (SocketAddr, Running) {
+        self.spawn(vars)
     }
 }
 

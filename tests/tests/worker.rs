@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
+use ollama_proxy_tests::client::{call, empty};
 use ollama_proxy_tests::workerd::Workerd;
+use ollama_proxy_tests::MockOrigin;
 
 static WORKER: LazyLock<Option<Workerd>> = LazyLock::new(Workerd::find);
 
@@ -31,3 +33,103 @@ impl ollama_proxy_tests::Target for Worker {
 }
 
 ollama_proxy_tests::scenario_tests!(Worker, WORKER.is_some());
+
+const TOKEN: &str = ollama_proxy_tests::TOKEN;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_answers_500_and_logs_the_variable_not_the_secret() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), "not-a-url".to_owned()),
+        ("AIG_AUTH_TOKEN".to_owned(), TOKEN.to_owned()),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let auth = format!("Bearer {TOKEN}");
+    let got = call(
+        addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 500);
+    assert_eq!(got.json()["error"]["code"], "proxy_misconfigured");
+    assert!(
+        !String::from_utf8_lossy(&got.body).contains("OLLAMA_ORIGIN"),
+        "details leaked to the client"
+    );
+    let log = running.log();
+    assert!(log.contains("config error: OLLAMA_ORIGIN"), "log: {log}");
+    assert!(
+        !log.contains(TOKEN) && !log.contains("not-a-url"),
+        "a configured value in the log: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_one_json_line_per_request_without_tokens() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let origin = MockOrigin::start().await;
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), origin.url()),
+        ("AIG_AUTH_TOKEN".to_owned(), TOKEN.to_owned()),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let auth = format!("Bearer {TOKEN}");
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            "/api/tags?q=secret-query",
+            &[("cf-aig-authorization", &auth)],
+            empty()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            "/api/tags",
+            &[("authorization", "Bearer wrong-token-99")],
+            empty()
+        )
+        .await
+        .status,
+        401
+    );
+    // console.log lines reach the log file as workerd writes them; wait for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let log = running.log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .filter(|v| v["message"] == "request")
+            .collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            assert!(
+                !log.contains(TOKEN) && !log.contains("wrong-token-99"),
+                "token in the log: {log}"
+            );
+            assert!(!log.contains("secret-query"), "query in the log: {log}");
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["path"], "/api/tags");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["key"], "default");
+    assert!(lines[0]["duration_ms"].is_number());
+    assert_eq!(lines[1]["status"], 401);
+    assert_eq!(lines[1]["error"], "invalid_api_key");
+}

@@ -15,7 +15,7 @@ mod wasm_tests;
 
 use std::cell::RefCell;
 
-use ollama_proxy_core::{misconfigured_response, Action, Config, ConfigVar, Proxy, ProxyError};
+use ollama_proxy_core::{early_error_response, Action, Config, ConfigVar, Proxy, ProxyError};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Env};
@@ -53,10 +53,14 @@ async fn fetch(
         Err(error) => {
             // The variable's name and the rule it broke; never its value.
             worker::console_error!("ollama-proxy: config error: {error}");
-            return local_response(misconfigured_response());
+            return local_response(early_error_response(ProxyError::Misconfigured));
         }
     };
-    let parts = request_parts(&request)?;
+    let Ok(parts) = request_parts(&request) else {
+        // A URL or method `http` cannot represent; hyper refuses such a
+        // request line natively with 400 too.
+        return local_response(early_error_response(ProxyError::BadRequest));
+    };
     let mut line = log::Line::start(&parts, started);
     let decision = proxy.decide(parts);
     let exchange = decision.exchange;
