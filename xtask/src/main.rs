@@ -2,6 +2,7 @@
 //!
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
+mod bench;
 mod tasks;
 mod worker;
 
@@ -18,6 +19,8 @@ tasks:
   build-worker
               build the Cloudflare Worker bundle into worker-target/build/
               (installs wasm-bindgen-cli and the npm tools it needs)
+  bench       measure the native proxy beside direct and nginx, and the Worker
+              beside a hand-written JS Worker in workerd; writes bench/results.md
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("test-all") => tasks::test_all(),
         Some("build-worker") => worker::build_worker(),
+        Some("bench") => bench::bench(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

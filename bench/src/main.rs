@@ -1,0 +1,167 @@
+//! `bench-origin`: the origin `cargo xtask bench` measures against. Fixed
+//! answers, no recording, zero-copy bodies, so it is never the bottleneck.
+//!
+//! Routes: `GET /small` (a 60-byte JSON reply with a length), `GET
+//! /large?bytes=N` (N bytes streamed in 256 KiB frames of one shared
+//! buffer), `POST /upload` (drains the body, answers its length), `GET
+//! /stream?chunks=N&delay_ms=D` (NDJSON lines D ms apart).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+const SMALL: &[u8] = br#"{"model":"llama3.2","created_at":"2026-01-01","done":true}"#;
+const FRAME: usize = 256 * 1024;
+
+/// The bodies this origin sends.
+enum Out {
+    Full(Option<Bytes>),
+    Repeat {
+        frame: Bytes,
+        left: u64,
+    },
+    Paced {
+        lines: u32,
+        delay: Duration,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
+}
+
+impl Body for Out {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut *self {
+            Out::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Out::Repeat { frame, left } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                let n = (*left).min(frame.len() as u64) as usize;
+                *left -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(frame.slice(..n)))))
+            }
+            Out::Paced {
+                lines,
+                delay,
+                sleep,
+            } => {
+                if *lines == 0 {
+                    return Poll::Ready(None);
+                }
+                let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(*delay)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *sleep = None;
+                *lines -= 1;
+                let line = format!("{{\"response\":\"tok\",\"done\":{}}}\n", *lines == 0);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(line)))))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Out::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Out::Full(None) => SizeHint::with_exact(0),
+            Out::Repeat { left, .. } => SizeHint::with_exact(*left),
+            Out::Paced { .. } => SizeHint::default(),
+        }
+    }
+}
+
+use std::future::Future;
+
+fn param(query: &str, name: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+async fn serve(frame: Bytes, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let (content_type, body) = match req.uri().path() {
+        "/small" => (
+            "application/json",
+            Out::Full(Some(Bytes::from_static(SMALL))),
+        ),
+        "/large" => {
+            let left = param(&query, "bytes").unwrap_or(64 << 20);
+            ("application/octet-stream", Out::Repeat { frame, left })
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut total = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                total += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            (
+                "application/json",
+                Out::Full(Some(Bytes::from(format!("{{\"bytes\":{total}}}")))),
+            )
+        }
+        "/stream" => {
+            let lines = param(&query, "chunks").unwrap_or(10) as u32;
+            let delay = Duration::from_millis(param(&query, "delay_ms").unwrap_or(50));
+            (
+                "application/x-ndjson",
+                Out::Paced {
+                    lines,
+                    delay,
+                    sleep: None,
+                },
+            )
+        }
+        _ => (
+            "text/plain",
+            Out::Full(Some(Bytes::from_static(b"not found"))),
+        ),
+    };
+    Ok(Response::builder()
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap())
+}
+
+fn main() {
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18500".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(&listen).await.expect("bind");
+        let frame = Bytes::from(vec![b'x'; FRAME]);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let frame = frame.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| serve(frame.clone(), req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
