@@ -19,6 +19,7 @@ mod error;
 mod hop;
 mod json;
 mod origin;
+mod path;
 mod policy;
 mod route;
 

@@ -3,6 +3,8 @@
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderValue;
 
+use crate::path::remove_dot_segments;
+
 /// A parsed origin URL: scheme, authority and an optional base path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
@@ -80,13 +82,18 @@ impl Origin {
     }
 
     /// The upstream URI for a request target: base path, then the request's
-    /// path and query exactly as received.
+    /// path with dot segments resolved (see [`crate::path`]) and its query
+    /// exactly as received.
     pub(crate) fn join(&self, path_and_query: &PathAndQuery) -> Uri {
-        let pq = if self.base_path.is_empty() {
+        let path = remove_dot_segments(path_and_query.path());
+        let pq = if self.base_path.is_empty() && matches!(path, std::borrow::Cow::Borrowed(_)) {
             path_and_query.clone()
         } else {
-            let joined = format!("{}{}", self.base_path, path_and_query.as_str());
-            // Both halves are already valid path characters, so the join is too.
+            let query = path_and_query
+                .query()
+                .map_or(String::new(), |q| format!("?{q}"));
+            let joined = format!("{}{path}{query}", self.base_path);
+            // Every part is made of valid path characters, so the join is too.
             PathAndQuery::try_from(joined).expect("base path + valid path is valid")
         };
         Uri::builder()

@@ -166,6 +166,8 @@ fn path() -> impl Strategy<Value = String> {
         4 => prop::sample::select(vec!["chat", "generate", "tags", "show", "embed", "models", "chat", "completions"])
             .prop_map(str::to_owned),
         2 => prop::sample::select(vec!["pull", "push", "create", "delete", "copy", "blobs"]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec![".", "..", "%2e", "%2E%2e", ".%2e", "...", ".well-known"])
+            .prop_map(str::to_owned),
         1 => prop::sample::select(vec!["%70ull", "%E2%9C%93", "a%2Fb", "%20", "sha256:0f1e", "~user", "a;b=c", "x,y", "@"])
             .prop_map(str::to_owned),
         1 => "[a-zA-Z0-9._~!$&'()*+,;=:@-]{1,8}",
