@@ -213,7 +213,7 @@ pin_project! {
                 None if this.body.is_end_stream() => Outcome::Complete,
                 None => Outcome::ClientGone,
             };
-            this.log.finish(this.exchange, *this.status, outcome, this.body.seen);
+            this.log.finish(this.exchange, *this.status, outcome, this.body.seen, None);
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) async fn handle(
     let decision = shared.proxy.decide(parts);
     let exchange = decision.exchange;
     let head = match decision.action {
-        Action::Respond(response) => return Ok(local(response, &exchange, &log)),
+        Action::Respond(response) => return Ok(local(response, &exchange, &log, None)),
         Action::Forward(head) => head,
     };
 
@@ -46,15 +46,25 @@ pub(crate) async fn handle(
                 Some(BodyError::Idle) => ProxyError::RequestTimeout,
                 _ => ProxyError::OriginUnreachable,
             };
-            tracing::debug!(error = %error, "origin request failed");
-            return Ok(local(exchange.error_response(kind), &exchange, &log));
-        }
-        Err(_elapsed) => {
+            if kind == ProxyError::OriginUnreachable {
+                // The cause chain (connect refused, TLS, reset); never a header.
+                tracing::warn!(error = %ErrorChain(&error), "origin request failed");
+            }
             return Ok(local(
-                exchange.error_response(ProxyError::OriginTimeout),
+                exchange.error_response(kind),
                 &exchange,
                 &log,
-            ))
+                Some(kind),
+            ));
+        }
+        Err(_elapsed) => {
+            let kind = ProxyError::OriginTimeout;
+            return Ok(local(
+                exchange.error_response(kind),
+                &exchange,
+                &log,
+                Some(kind),
+            ));
         }
     };
 
@@ -72,8 +82,24 @@ fn local(
     response: Response<Bytes>,
     exchange: &Exchange,
     log: &RequestLog,
+    error: Option<ProxyError>,
 ) -> Response<ResponseBody> {
     let len = response.body().len() as u64;
-    log.finish(exchange, response.status(), Outcome::Complete, len);
+    log.finish(exchange, response.status(), Outcome::Complete, len, error);
     response.map(ResponseBody::local)
+}
+
+/// An error and its sources, `: `-separated.
+struct ErrorChain<'e>(&'e (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
 }

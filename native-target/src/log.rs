@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use http::{Method, StatusCode};
-use ollama_proxy_core::Exchange;
+use ollama_proxy_core::{Exchange, ProxyError};
 
 /// How a forwarded exchange ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,15 +52,18 @@ impl RequestLog {
     }
 
     /// Writes the line for a finished exchange.
+    /// `error` is a failure the adapter met (origin down, too slow); the
+    /// core's own rejections come from the exchange.
     pub(crate) fn finish(
         &self,
         exchange: &Exchange,
         status: StatusCode,
         outcome: Outcome,
         bytes_out: u64,
+        error: Option<ProxyError>,
     ) {
         let key = exchange.key().map_or("-", |k| k.as_str());
-        let error = exchange.rejection().map_or("-", |e| e.code());
+        let error = error.or(exchange.rejection()).map_or("-", |e| e.code());
         tracing::info!(
             method = %self.method,
             path = %self.path,

@@ -82,6 +82,8 @@ fn help_lists_every_variable_without_secret_values() {
 struct Running {
     child: Child,
     addr: std::net::SocketAddr,
+    /// Lines of stderr; the sender drops at EOF, so after the child exits
+    /// `iter()` yields every line and ends.
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -182,7 +184,7 @@ async fn logs_each_request_and_drains_on_sigterm() {
     let status = tokio::task::block_in_place(|| proxy.child.wait()).unwrap();
     assert_eq!(status.code(), Some(0), "exit after drain");
 
-    let lines: Vec<String> = proxy.stderr.try_iter().collect();
+    let lines: Vec<String> = proxy.stderr.iter().collect();
     let log = lines.join("\n");
     assert!(!log.contains(TOKEN), "token in the log:\n{log}");
     assert!(
@@ -268,6 +270,21 @@ async fn https_origin_is_verified_against_the_system_trust_store() {
         1,
         "a request crossed an unverified TLS connection"
     );
+    // The log says why: a warning with the cause, and the request line.
+    let mut untrusted = untrusted;
+    sigterm(&untrusted.child);
+    let _ = tokio::task::block_in_place(|| untrusted.child.wait());
+    let log: Vec<String> = untrusted.stderr.iter().collect();
+    let log = log.join("\n");
+    assert!(
+        log.contains("origin request failed") && log.contains("certificate"),
+        "{log}"
+    );
+    assert!(
+        log.contains("status=502") && log.contains("error=origin_unreachable"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "token in the log: {log}");
     let _ = std::fs::remove_file(ca);
     let _ = std::fs::remove_file(other_ca);
 }
