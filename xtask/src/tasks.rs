@@ -36,6 +36,46 @@ pub(crate) fn run(mut cmd: Command) -> Result<(), String> {
     }
 }
 
+/// Runs a test command, passing its output through while adding up its
+/// `test result:` lines; fails when the command does.
+fn run_tests(mut cmd: Command, totals: &mut (u64, u64)) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("\n$ {shown}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let _ = writeln!(out, "{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            totals.0 += count(" passed");
+            totals.1 += count(" failed");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("failed ({status}): {shown}"))
+    }
+}
+
 /// Output of a command, or `None` when it cannot run or fails.
 pub(crate) fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
@@ -116,16 +156,19 @@ pub(crate) fn test_all() -> Result<(), String> {
             "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
             "wasm-bindgen-test-runner",
         );
-    run(wasm_tests)?;
+    let mut totals = (0, 0);
+    run_tests(wasm_tests, &mut totals)?;
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"])
         .env("OLLAMA_PROXY_REQUIRE_WORKER", "1");
-    run(test)?;
+    run_tests(test, &mut totals)?;
 
     eprintln!(
         "\ntest-all: everything passed in {:.0}s",
         start.elapsed().as_secs_f64()
     );
+    // One closing line for the whole run, in the plain form CI reads.
+    println!("{} passed, {} failed", totals.0, totals.1);
     Ok(())
 }
