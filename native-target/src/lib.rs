@@ -14,4 +14,4 @@ mod handler;
 mod log;
 mod server;
 
-pub use server::{serve, Settings};
+pub use server::{bind, serve, Settings};

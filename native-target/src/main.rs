@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ollama_proxy_native::cli::Args;
-use ollama_proxy_native::serve;
-use tokio::net::TcpListener;
+use ollama_proxy_native::{bind, serve};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -20,7 +19,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This runtime only waits for signals; the server runs its own, one per core.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(args.listen_addr).await {
+        let listener = match bind(args.listen_addr).await {
             Ok(listener) => listener,
             Err(error) => {
                 eprintln!(

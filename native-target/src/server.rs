@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ollama_proxy_core::Proxy;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -68,12 +69,11 @@ pub async fn serve(
         env!("CARGO_PKG_VERSION")
     );
 
-    let listener = listener.into_std()?;
+    let listeners = thread_listeners(listener, threads)?;
     let settings = Arc::new(settings);
     let (stop, stopped) = watch::channel(false);
     let mut finished = Vec::with_capacity(threads);
-    for index in 0..threads {
-        let listener = listener.try_clone()?;
+    for (index, listener) in listeners.into_iter().enumerate() {
         let settings = Arc::clone(&settings);
         let stopped = stopped.clone();
         let (done, finished_rx) = oneshot::channel();
@@ -90,7 +90,6 @@ pub async fn serve(
             })?;
         finished.push(finished_rx);
     }
-    drop(listener);
 
     shutdown.await;
     tracing::info!(
@@ -105,6 +104,61 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a listening socket with `SO_REUSEPORT`, so that one socket per
+/// thread can share the address and the kernel spreads connections evenly
+/// between them. [`serve`] binds its extra per-thread sockets this way; a
+/// first listener bound with this function lets it.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// One listener per thread: a socket of its own when the address can be
+/// shared (`SO_REUSEPORT`, see [`bind`]), else a handle on the same socket.
+fn thread_listeners(
+    listener: TcpListener,
+    threads: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let addr = listener.local_addr()?;
+    let first = listener.into_std()?;
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 1..threads {
+        #[cfg(unix)]
+        let own = {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket
+                .bind(addr)
+                .and_then(|()| socket.listen(1024))
+                .and_then(TcpListener::into_std)
+        };
+        #[cfg(not(unix))]
+        let own: io::Result<std::net::TcpListener> = Err(io::ErrorKind::Unsupported.into());
+        listeners.push(match own {
+            Ok(own) => own,
+            Err(_) => first.try_clone()?,
+        });
+    }
+    listeners.insert(0, first);
+    Ok(listeners)
 }
 
 /// One thread's accept loop and drain.
