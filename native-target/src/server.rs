@@ -91,19 +91,42 @@ pub async fn serve(
         finished.push(finished_rx);
     }
 
-    shutdown.await;
+    // Every thread runs until told to stop; one that ends before that has
+    // failed, and the server must not carry on short-handed.
+    let mut threads = JoinSet::new();
+    for thread in finished {
+        threads.spawn(async move {
+            thread
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("a server thread panicked")))
+        });
+    }
+    let early = tokio::select! {
+        () = shutdown => None,
+        Some(ended) = threads.join_next() => Some(ended),
+    };
+    let _ = stop.send(true);
+    if let Some(ended) = early {
+        while threads.join_next().await.is_some() {}
+        let error = match ended {
+            Ok(Err(error)) => error,
+            _ => io::Error::other("a server thread stopped unexpectedly"),
+        };
+        tracing::error!(%error, "server thread failed; stopping");
+        return Err(error);
+    }
     tracing::info!(
         grace_s = settings.shutdown_grace.as_secs_f64(),
         "shutting down: draining connections"
     );
-    let _ = stop.send(true);
-    for thread in finished {
-        thread
-            .await
-            .map_err(|_| io::Error::other("a server thread stopped unexpectedly"))??;
+    let mut result = Ok(());
+    while let Some(ended) = threads.join_next().await {
+        if let Ok(Err(error)) = ended {
+            result = Err(error);
+        }
     }
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
 /// Binds a listening socket with `SO_REUSEPORT`, so that one socket per
