@@ -14,6 +14,7 @@ mod log;
 mod wasm_tests;
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use ollama_proxy_core::{early_error_response, Action, Config, ConfigVar, Proxy, ProxyError};
 use wasm_bindgen::JsCast;
@@ -27,17 +28,19 @@ use crate::convert::{
 thread_local! {
     /// The parsed configuration, kept for the life of the isolate: vars and
     /// secrets cannot change without a new deployment (and a new isolate).
-    static PROXY: RefCell<Option<Proxy>> = const { RefCell::new(None) };
+    /// Shared by reference: a request costs a reference count, not a copy.
+    static PROXY: RefCell<Option<Rc<Proxy>>> = const { RefCell::new(None) };
 }
 
-/// Reads the configuration from vars and secrets (the same names as native).
-fn proxy(env: &Env) -> Result<Proxy, ollama_proxy_core::ConfigError> {
+/// Reads the configuration from vars and secrets (the same names as native),
+/// once per isolate.
+fn proxy(env: &Env) -> Result<Rc<Proxy>, ollama_proxy_core::ConfigError> {
     if let Some(proxy) = PROXY.with(|p| p.borrow().clone()) {
         return Ok(proxy);
     }
     let lookup = |var: ConfigVar| env.var(var.name()).ok().map(|v| v.to_string());
-    let proxy = Proxy::new(Config::from_lookup(lookup)?);
-    PROXY.with(|p| *p.borrow_mut() = Some(proxy.clone()));
+    let proxy = Rc::new(Proxy::new(Config::from_lookup(lookup)?));
+    PROXY.with(|p| *p.borrow_mut() = Some(Rc::clone(&proxy)));
     Ok(proxy)
 }
 
