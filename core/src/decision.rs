@@ -129,6 +129,9 @@ impl Proxy {
         if !self.config.allow_model_management && policy::is_model_management(request.uri.path()) {
             return Err(ProxyError::ModelManagementDisabled);
         }
+        if request.headers.values().any(|v| !v.as_bytes().is_ascii()) {
+            return Err(ProxyError::NonAsciiHeader);
+        }
         match content_length(&request.headers)? {
             Some(len) if len > self.config.max_body_bytes => Err(ProxyError::BodyTooLarge),
             _ => Ok(()),
@@ -189,6 +192,7 @@ impl Exchange {
     /// anti-buffering headers on streamed responses. Status is kept.
     pub fn rewrite_response(&self, head: &mut response::Parts) {
         strip_hop_by_hop(&mut head.headers);
+        strip_non_ascii(&mut head.headers);
         self.cors.apply(&mut head.headers);
         let bodiless = matches!(
             head.status,
@@ -308,6 +312,22 @@ fn is_streamed(headers: &HeaderMap) -> bool {
             || starts_with_ignore_case(ct, b"text/event-stream")
     });
     stream_type || !headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// Drops every field that has a value with bytes outside ASCII: the Workers
+/// runtime would re-encode them, so neither target passes them on.
+fn strip_non_ascii(headers: &mut HeaderMap) {
+    if headers.values().all(|v| v.as_bytes().is_ascii()) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| !v.as_bytes().is_ascii())
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {

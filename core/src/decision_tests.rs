@@ -248,3 +248,30 @@ fn fixed_length_json_is_not_marked_streamed() {
     assert!(!resp.headers.contains_key("cache-control"));
     assert!(!resp.headers.contains_key("x-accel-buffering"));
 }
+
+#[test]
+fn non_ascii_header_values_are_refused_and_stripped() {
+    let p = proxy(&[]);
+    let r = respond(p.decide(head(
+        "POST",
+        "/v1/chat/completions",
+        &[AUTH, ("x-title", "café ☕")],
+    )));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&r), "invalid_header_value");
+    // Unauthenticated requests learn nothing beyond the 401.
+    let r = respond(p.decide(head("POST", "/api/chat", &[("x-title", "café")])));
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let d = p.decide(head("GET", "/api/tags", &[AUTH]));
+    let mut resp = http::Response::builder()
+        .header("x-origin-title", "naïve")
+        .header("x-origin-kept", "yes")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    d.exchange.rewrite_response(&mut resp);
+    assert!(!resp.headers.contains_key("x-origin-title"));
+    assert_eq!(resp.headers["x-origin-kept"], "yes");
+}

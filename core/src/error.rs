@@ -20,6 +20,10 @@ pub enum ProxyError {
     ModelManagementDisabled,
     /// A request target that is not an origin-form path, or a bad framing header (400).
     BadRequest,
+    /// A request header value with bytes outside ASCII (400). Runtimes do not
+    /// carry such bytes alike (the Workers runtime re-encodes them), so the
+    /// proxy refuses them instead of forwarding something else.
+    NonAsciiHeader,
     /// The client stopped sending its request body for too long (408).
     RequestTimeout,
     /// A method the proxy does not forward, such as `CONNECT` (405).
@@ -40,7 +44,7 @@ impl ProxyError {
         match self {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::ModelManagementDisabled => StatusCode::FORBIDDEN,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadRequest | Self::NonAsciiHeader => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -56,6 +60,7 @@ impl ProxyError {
             Self::MissingToken | Self::InvalidToken => "invalid_request_error",
             Self::ModelManagementDisabled => "permission_error",
             Self::BadRequest
+            | Self::NonAsciiHeader
             | Self::RequestTimeout
             | Self::MethodNotAllowed
             | Self::BodyTooLarge => "invalid_request_error",
@@ -70,6 +75,7 @@ impl ProxyError {
             Self::InvalidToken => "invalid_api_key",
             Self::ModelManagementDisabled => "model_management_disabled",
             Self::BadRequest => "bad_request",
+            Self::NonAsciiHeader => "invalid_header_value",
             Self::RequestTimeout => "request_timeout",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge => "request_too_large",
@@ -90,6 +96,9 @@ impl ProxyError {
                 "Model management endpoints (pull, push, create, delete, copy, blobs) are disabled on this proxy."
             }
             Self::BadRequest => "The request is malformed.",
+            Self::NonAsciiHeader => {
+                "A request header value contains non-ASCII bytes; encode it (for example percent-encoding or RFC 8187) before sending."
+            }
             Self::RequestTimeout => "The request body did not arrive in time.",
             Self::MethodNotAllowed => "This method is not supported by the proxy.",
             Self::BodyTooLarge => "The request body is larger than this proxy accepts.",

@@ -239,6 +239,7 @@ fn plain_headers() -> impl Strategy<Value = Vec<(String, String)>> {
         Just(("x-custom", "one")),
         Just(("x-custom", "two")),
         Just(("accept-language", "en")),
+        Just(("x-title", "café ☕")),
     ];
     prop::collection::vec((one, any::<u64>()), 0..5).prop_map(|v| {
         v.into_iter()
@@ -346,6 +347,7 @@ fn origin_answer() -> impl Strategy<Value = Script> {
             ("X-Origin-Kept", "yes"),
             ("Cache-Control", "max-age=60"),
             ("Proxy-Authenticate", "Basic"),
+            ("X-Origin-Title", "naïve"),
         ]),
         0..5,
     );

@@ -7,8 +7,14 @@ use std::time::Instant;
 pub(crate) const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// The workspace root (the parent of this crate's directory).
+///
+/// Read at run time: `cargo run` sets `CARGO_MANIFEST_DIR` for the process.
+/// The compile-time value would be wrong when clones share a target dir,
+/// since `target/debug/xtask` may then be a binary another clone built.
 pub(crate) fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask sits in the workspace")
         .to_path_buf()
