@@ -9,7 +9,7 @@ use ollama_proxy_native::{bind, serve};
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(log_output())
         .with_target(false)
         .init();
     let settings = match args.settings() {
@@ -49,6 +49,28 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Where log lines go: standard error, written through a `File` on a
+/// duplicate of its descriptor. `std::io::Stderr` takes a process-wide lock
+/// for every line, which made the per-core server threads wait on each
+/// other (a futex call every other request under load). Each line is one
+/// `write` of a formatted buffer, so lines do not interleave.
+#[cfg(unix)]
+fn log_output() -> std::sync::Arc<std::fs::File> {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::sync::Arc::new(std::fs::File::from(fd)),
+        Err(error) => {
+            eprintln!("ollama-proxy: cannot use standard error for logs: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn log_output() -> fn() -> std::io::Stderr {
+    std::io::stderr
 }
 
 /// Completes on the first SIGINT or SIGTERM.

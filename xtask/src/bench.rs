@@ -48,9 +48,13 @@ fn wait_for_port(port: u16) -> Result<(), String> {
 }
 
 fn spawn(mut cmd: Command, port: u16) -> Result<Proc, String> {
+    spawn_logging(cmd.stderr(Stdio::null()), port)
+}
+
+/// Starts a server whose standard error the caller has set, and waits for its port.
+fn spawn_logging(cmd: &mut Command, port: u16) -> Result<Proc, String> {
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
     let proc = Proc(child);
@@ -220,7 +224,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  access_log {dir}/access.log;
   client_body_temp_path {dir}/body;
   proxy_temp_path {dir}/proxy;
   fastcgi_temp_path {dir}/fastcgi;
@@ -363,7 +367,9 @@ pub(crate) fn bench() -> Result<(), String> {
         .env("LISTEN_ADDR", format!("127.0.0.1:{NATIVE}"))
         // nginx is configured without a body limit; match it for the upload.
         .env("MAX_BODY_BYTES", "4GiB");
-    let native = spawn(native_cmd, NATIVE)?;
+    // Both proxies write their default access log line per request to a file.
+    let native_log = fs::File::create(scratch.join("native.log")).map_err(|e| e.to_string())?;
+    let native = spawn_logging(native_cmd.stderr(native_log), NATIVE)?;
     let native_pid = native.0.id();
     let _nginx = if output("which", &["nginx"]).is_some() {
         fs::write(scratch.join("nginx.conf"), nginx_conf(&scratch)).map_err(|e| e.to_string())?;
