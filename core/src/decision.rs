@@ -13,6 +13,13 @@ use crate::policy;
 use crate::route::RouteFamily;
 
 const HEALTHZ_PATH: &str = "/healthz";
+/// The longest request target (path and query) forwarded, like nginx's
+/// default `large_client_header_buffers` line limit.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// The most header bytes (names, values and `: `/CRLF framing) forwarded.
+/// The Workers runtime accepts more than this and hyper's own cap is set
+/// higher, so the limit and its error are the same on both targets.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 const HEALTHZ_BODY: &[u8] = br#"{"status":"ok"}"#;
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -126,8 +133,23 @@ impl Proxy {
         if !origin_form {
             return Err(ProxyError::BadRequest);
         }
+        if request
+            .uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().len() > MAX_TARGET_BYTES)
+        {
+            return Err(ProxyError::UriTooLong);
+        }
         if !self.config.allow_model_management && policy::is_model_management(request.uri.path()) {
             return Err(ProxyError::ModelManagementDisabled);
+        }
+        let header_bytes: usize = request
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(ProxyError::HeadersTooLarge);
         }
         if request.headers.values().any(|v| !v.as_bytes().is_ascii()) {
             return Err(ProxyError::NonAsciiHeader);
@@ -204,6 +226,38 @@ impl Exchange {
         }
     }
 
+    /// What to write into a streamed response whose origin stream breaks
+    /// off, in the stream's own format, so that clients raise an error
+    /// instead of taking a cut stream for a complete answer: an NDJSON
+    /// `{"error": "..."}` line (Ollama's own mid-stream error shape) or a
+    /// server-sent event whose data is the OpenAI error object (the OpenAI
+    /// SDKs raise on an event carrying `error`). `None` for other bodies,
+    /// whose framing (`Content-Length`) already shows the cut.
+    ///
+    /// Call it with the rewritten head. Natively the connection is also
+    /// aborted after it; the Workers runtime ends the stream cleanly whatever
+    /// the Worker does, which makes this notice the only signal there.
+    pub fn interrupted_stream_notice(&self, head: &response::Parts) -> Option<Bytes> {
+        let error = ProxyError::OriginStreamInterrupted;
+        let content_type = head.headers.get(header::CONTENT_TYPE)?.as_bytes();
+        if starts_with_ignore_case(content_type, b"application/x-ndjson") {
+            let mut line = String::with_capacity(96);
+            line.push_str("{\"error\":");
+            crate::json::push_str(&mut line, error.message());
+            line.push_str("}\n");
+            Some(Bytes::from(line))
+        } else if starts_with_ignore_case(content_type, b"text/event-stream") {
+            let body = error.body();
+            let mut event = Vec::with_capacity(body.len() + 16);
+            event.extend_from_slice(b"\n\ndata: ");
+            event.extend_from_slice(&body);
+            event.extend_from_slice(b"\n\n");
+            Some(Bytes::from(event))
+        } else {
+            None
+        }
+    }
+
     /// The proxy's own error response: OpenAI-shaped JSON with CORS headers.
     pub fn error_response(&self, error: ProxyError) -> Response<Bytes> {
         let mut response = self.local_json(error.status(), error.body());
@@ -269,8 +323,15 @@ fn is_health_check(request: &request::Parts) -> bool {
         && request.uri.path() == HEALTHZ_PATH
 }
 
-/// The declared body length. Several `Content-Length` values must agree.
+/// The declared body length. Several `Content-Length` values must agree,
+/// and a `Transfer-Encoding` beside it is refused: RFC 9112 §6.3 calls that
+/// pair a likely smuggling attempt "ought to be handled as an error".
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    if headers.contains_key(header::CONTENT_LENGTH)
+        && headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err(ProxyError::BadRequest);
+    }
     let mut found: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         let text = value.to_str().map_err(|_| ProxyError::BadRequest)?;

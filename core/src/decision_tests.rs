@@ -275,3 +275,71 @@ fn non_ascii_header_values_are_refused_and_stripped() {
     assert!(!resp.headers.contains_key("x-origin-title"));
     assert_eq!(resp.headers["x-origin-kept"], "yes");
 }
+
+#[test]
+fn head_size_limits_and_smuggling_shapes() {
+    let p = proxy(&[]);
+    let long = format!("/api/tags?q={}", "a".repeat(MAX_TARGET_BYTES));
+    let r = respond(p.decide(head("GET", &long, &[AUTH])));
+    assert_eq!(error_code(&r), "uri_too_long");
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    let fits = format!("/api/tags?q={}", "a".repeat(MAX_TARGET_BYTES - 12));
+    forward(p.decide(head("GET", &fits, &[AUTH])));
+
+    let value = "v".repeat(4000);
+    let names: Vec<String> = (0..17).map(|i| format!("x-big-{i}")).collect();
+    let mut headers: Vec<(&str, &str)> =
+        names.iter().map(|n| (n.as_str(), value.as_str())).collect();
+    headers.push(AUTH);
+    let r = respond(p.decide(head("GET", "/api/tags", &headers)));
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(error_code(&r), "request_headers_too_large");
+    headers.drain(..2);
+    forward(p.decide(head("GET", "/api/tags", &headers)));
+
+    let r = respond(p.decide(head(
+        "POST",
+        "/api/chat",
+        &[
+            AUTH,
+            ("content-length", "6"),
+            ("transfer-encoding", "chunked"),
+        ],
+    )));
+    assert_eq!(error_code(&r), "bad_request");
+}
+
+#[test]
+fn interrupted_streams_get_a_notice_in_their_own_format() {
+    let d = proxy(&[]).decide(head("POST", "/api/chat", &[AUTH]));
+    let head_with = |ct: &str| {
+        http::Response::builder()
+            .header("content-type", ct)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let ndjson = d
+        .exchange
+        .interrupted_stream_notice(&head_with("application/x-ndjson"))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&ndjson).unwrap();
+    assert!(line["error"].as_str().unwrap().contains("broke off"));
+    assert!(ndjson.ends_with(b"\n"));
+
+    let sse = d
+        .exchange
+        .interrupted_stream_notice(&head_with("text/event-stream; charset=utf-8"))
+        .unwrap();
+    let text = std::str::from_utf8(&sse).unwrap();
+    let data = text.trim().strip_prefix("data: ").unwrap();
+    let event: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["error"]["code"], "origin_stream_interrupted");
+    assert!(text.ends_with("\n\n"));
+
+    assert!(d
+        .exchange
+        .interrupted_stream_notice(&head_with("application/json"))
+        .is_none());
+}

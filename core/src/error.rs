@@ -24,6 +24,10 @@ pub enum ProxyError {
     /// carry such bytes alike (the Workers runtime re-encodes them), so the
     /// proxy refuses them instead of forwarding something else.
     NonAsciiHeader,
+    /// A request target (path and query) over 8 KiB (414).
+    UriTooLong,
+    /// Request headers over 64 KiB in total (431).
+    HeadersTooLarge,
     /// The client stopped sending its request body for too long (408).
     RequestTimeout,
     /// A method the proxy does not forward, such as `CONNECT` (405).
@@ -34,6 +38,10 @@ pub enum ProxyError {
     OriginUnreachable,
     /// The origin did not answer in time (504).
     OriginTimeout,
+    /// The origin's stream broke after its head was sent (the status is
+    /// already out; this is written into the stream, see
+    /// [`Exchange::interrupted_stream_notice`](crate::Exchange::interrupted_stream_notice)).
+    OriginStreamInterrupted,
     /// The proxy's own configuration is invalid (500); details go to the log only.
     Misconfigured,
 }
@@ -45,10 +53,12 @@ impl ProxyError {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::ModelManagementDisabled => StatusCode::FORBIDDEN,
             Self::BadRequest | Self::NonAsciiHeader => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::OriginUnreachable => StatusCode::BAD_GATEWAY,
+            Self::OriginUnreachable | Self::OriginStreamInterrupted => StatusCode::BAD_GATEWAY,
             Self::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -61,10 +71,15 @@ impl ProxyError {
             Self::ModelManagementDisabled => "permission_error",
             Self::BadRequest
             | Self::NonAsciiHeader
+            | Self::UriTooLong
+            | Self::HeadersTooLarge
             | Self::RequestTimeout
             | Self::MethodNotAllowed
             | Self::BodyTooLarge => "invalid_request_error",
-            Self::OriginUnreachable | Self::OriginTimeout | Self::Misconfigured => "api_error",
+            Self::OriginUnreachable
+            | Self::OriginTimeout
+            | Self::OriginStreamInterrupted
+            | Self::Misconfigured => "api_error",
         }
     }
 
@@ -76,11 +91,14 @@ impl ProxyError {
             Self::ModelManagementDisabled => "model_management_disabled",
             Self::BadRequest => "bad_request",
             Self::NonAsciiHeader => "invalid_header_value",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "request_headers_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge => "request_too_large",
             Self::OriginUnreachable => "origin_unreachable",
             Self::OriginTimeout => "origin_timeout",
+            Self::OriginStreamInterrupted => "origin_stream_interrupted",
             Self::Misconfigured => "proxy_misconfigured",
         }
     }
@@ -99,11 +117,16 @@ impl ProxyError {
             Self::NonAsciiHeader => {
                 "A request header value contains non-ASCII bytes; encode it (for example percent-encoding or RFC 8187) before sending."
             }
+            Self::UriTooLong => "The request path and query are longer than 8 KiB.",
+            Self::HeadersTooLarge => "The request headers are larger than 64 KiB in total.",
             Self::RequestTimeout => "The request body did not arrive in time.",
             Self::MethodNotAllowed => "This method is not supported by the proxy.",
             Self::BodyTooLarge => "The request body is larger than this proxy accepts.",
             Self::OriginUnreachable => "The Ollama origin could not be reached or closed the connection.",
             Self::OriginTimeout => "The Ollama origin did not answer in time.",
+            Self::OriginStreamInterrupted => {
+                "The Ollama origin's stream broke off before it was complete."
+            }
             Self::Misconfigured => "The proxy is misconfigured; see its logs.",
         }
     }

@@ -146,11 +146,15 @@ impl ResponseBody {
         }
     }
 
+    /// `notice` is written into the stream if the origin's body breaks,
+    /// before the connection is aborted (see
+    /// `Exchange::interrupted_stream_notice`).
     pub(crate) fn upstream(
         body: Guarded,
         log: RequestLog,
         exchange: Exchange,
         status: StatusCode,
+        notice: Option<Bytes>,
     ) -> Self {
         Self::Upstream {
             body: Logged {
@@ -159,6 +163,8 @@ impl ResponseBody {
                 exchange,
                 status,
                 outcome: None,
+                notice,
+                failed: None,
             },
         }
     }
@@ -203,6 +209,9 @@ pin_project! {
         exchange: Exchange,
         status: StatusCode,
         outcome: Option<Outcome>,
+        notice: Option<Bytes>,
+        // The origin's error, held back while the notice goes out.
+        failed: Option<(BodyError, bool)>,
     }
 
     impl PinnedDrop for Logged {
@@ -227,6 +236,17 @@ impl Body for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
+        if let Some((error, flushed)) = this.failed.take() {
+            if flushed {
+                return Poll::Ready(Some(Err(error)));
+            }
+            // One `Pending` first: hyper flushes what it has buffered (the
+            // notice) when the body is not ready, and aborts the connection
+            // without flushing when it gets the error.
+            *this.failed = Some((error, true));
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let polled = ready!(this.body.poll_frame(cx));
         match &polled {
             None => *this.outcome = Some(Outcome::Complete),
@@ -234,6 +254,13 @@ impl Body for Logged {
             Some(Err(_)) => *this.outcome = Some(Outcome::OriginError),
             Some(Ok(_)) => {}
         }
-        Poll::Ready(polled)
+        match polled {
+            Some(Err(error)) if this.notice.is_some() => {
+                *this.failed = Some((error, false));
+                let notice = this.notice.take().unwrap_or_default();
+                Poll::Ready(Some(Ok(Frame::data(notice))))
+            }
+            polled => Poll::Ready(polled),
+        }
     }
 }

@@ -44,9 +44,16 @@ pub(crate) async fn handle(
             let kind = match find_body_error(&error) {
                 Some(BodyError::TooLarge) => ProxyError::BodyTooLarge,
                 Some(BodyError::Idle) => ProxyError::RequestTimeout,
-                _ => ProxyError::OriginUnreachable,
+                // The client's body broke (bad chunked framing, or the
+                // client left): the origin saw an aborted request.
+                Some(BodyError::Io(_)) => ProxyError::BadRequest,
+                None if timed_out(&error) => ProxyError::OriginTimeout,
+                None => ProxyError::OriginUnreachable,
             };
-            if kind == ProxyError::OriginUnreachable {
+            if matches!(
+                kind,
+                ProxyError::OriginUnreachable | ProxyError::OriginTimeout
+            ) {
                 // The cause chain (connect refused, TLS, reset); never a header.
                 tracing::warn!(error = %ErrorChain(&error), "origin request failed");
             }
@@ -71,10 +78,11 @@ pub(crate) async fn handle(
     let (mut head, body) = response.into_parts();
     exchange.rewrite_response(&mut head);
     let status = head.status;
+    let notice = exchange.interrupted_stream_notice(&head);
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
     Ok(Response::from_parts(
         head,
-        ResponseBody::upstream(body, log, exchange, status),
+        ResponseBody::upstream(body, log, exchange, status, notice),
     ))
 }
 
@@ -87,6 +95,23 @@ fn local(
     let len = response.body().len() as u64;
     log.finish(exchange, response.status(), Outcome::Complete, len, error);
     response.map(ResponseBody::local)
+}
+
+/// Whether an I/O timeout is in the error's source chain: the connect
+/// timeout, the only one the client itself applies.
+fn timed_out(mut error: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        match error.source() {
+            Some(source) => error = source,
+            None => return false,
+        }
+    }
 }
 
 /// An error and its sources, `: `-separated.

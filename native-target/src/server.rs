@@ -18,6 +18,12 @@ use tokio::task::JoinSet;
 use crate::client;
 use crate::handler::{handle, Shared};
 
+/// The largest request head (request line and headers) hyper reads, in
+/// bytes; past it hyper answers a bare 431 itself. It is above the core's
+/// limits (8 KiB target, 64 KiB of headers), so requests between those and
+/// this get the core's JSON error, as in the Worker.
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
 /// Everything the server needs besides its listener.
 #[derive(Debug)]
 pub struct Settings {
@@ -202,7 +208,8 @@ async fn serve_thread(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
 
     let graceful = GracefulShutdown::new();

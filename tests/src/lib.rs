@@ -7,8 +7,10 @@
 //! request it receives (head and body, and whether the body arrived whole),
 //! and notices when a client goes away.
 
+pub mod broken;
 pub mod client;
 pub mod exchange;
+pub mod hostile;
 pub mod origin;
 pub mod scenarios;
 pub mod target;

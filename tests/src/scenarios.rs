@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
 use crate::client::{call, empty, full, lines_with_arrival, raw, read_until, request, send};
 use crate::origin::pattern;
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
@@ -49,6 +50,9 @@ macro_rules! scenario_tests {
             client_disconnect_mid_stream_reaches_origin,
             client_disconnect_before_response_reaches_origin,
             origin_down_gets_502,
+            origin_answering_garbage_gets_502,
+            origin_reset_mid_stream_is_not_a_clean_end,
+            origin_short_body_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
             proxy_errors_carry_cors_headers,
         );
@@ -624,6 +628,68 @@ pub async fn origin_down_gets_502<T: Target>(t: &T) {
     .await;
     assert_openai_error(&got, 502, "origin_unreachable");
     assert_eq!(got.all("access-control-allow-origin"), ["*"]);
+}
+
+pub async fn origin_answering_garbage_gets_502<T: Target>(t: &T) {
+    let origin = BrokenOrigin::start(Breakage::Garbage).await;
+    let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
+    let got = call(h.proxy, "POST", "/api/chat", &[AUTH], full("{}")).await;
+    assert_openai_error(&got, 502, "origin_unreachable");
+}
+
+/// Sends a request through a proxy in front of a [`BrokenOrigin`] and
+/// returns everything the client received until the proxy closed.
+async fn through_broken(t: &impl Target, breakage: Breakage) -> String {
+    let origin = BrokenOrigin::start(breakage).await;
+    let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
+    let req = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(h.proxy, req.as_bytes()).await;
+    // Returns at the end marker of a clean chunked body, or when the proxy
+    // closes or resets the connection.
+    let got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, b"\r\n0\r\n\r\n"))
+        .await
+        .expect("the proxy kept the connection open after the origin broke it");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A stream the origin cuts off must not look complete to the client: it
+/// carries the proxy's error record in the stream's own format (Ollama's
+/// `{"error": ...}` line here), and natively it also lacks the final chunk.
+/// (The Workers runtime ends the chunked stream cleanly whatever the Worker
+/// does, so there the error record is the signal.)
+pub async fn origin_reset_mid_stream_is_not_a_clean_end<T: Target>(t: &T) {
+    let got = through_broken(t, Breakage::ResetMidStream).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains(FIRST_CHUNK), "the first chunk was lost: {got}");
+    let notice = r#"{"error":"The Ollama origin's stream broke off before it was complete."}"#;
+    assert!(
+        got.contains(&format!("{FIRST_CHUNK}\r\n")) && got.contains(notice),
+        "no error record after the cut: {got}"
+    );
+    if !t.quirks().ends_broken_streams_cleanly {
+        assert!(
+            !got.ends_with("\r\n0\r\n\r\n"),
+            "a reset stream ended like a complete one: {got}"
+        );
+    }
+}
+
+pub async fn origin_short_body_is_not_a_clean_end<T: Target>(t: &T) {
+    let got = through_broken(t, Breakage::ShortBody).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let (head, body) = got.split_once("\r\n\r\n").expect("a whole head");
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        assert!(
+            !got.ends_with("\r\n0\r\n\r\n"),
+            "a cut body ended cleanly: {got}"
+        );
+    } else {
+        assert!(head.contains("content-length: 100"), "{head}");
+        assert!(body.len() < 100, "{got}");
+    }
 }
 
 pub async fn body_over_limit_by_content_length_gets_413<T: Target>(t: &T) {

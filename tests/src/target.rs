@@ -14,6 +14,9 @@ pub type Vars = Vec<(String, String)>;
 
 /// A way to run the proxy: natively, or as a Worker in workerd.
 pub trait Target: Sync {
+    /// `native` or `worker`: which expectations apply where targets differ.
+    const NAME: &'static str;
+
     /// Starts the proxy with `vars` and returns its address and a guard that
     /// stops it when dropped.
     fn launch(&self, vars: &Vars) -> impl Future<Output = (SocketAddr, Box<dyn Send>)> + Send;
@@ -35,6 +38,9 @@ pub struct Quirks {
     /// The runtime does not notice a client that leaves before the response
     /// head, so the origin request is not cancelled until the origin answers.
     pub misses_disconnect_before_response: bool,
+    /// The runtime ends a chunked response whose body stream failed with
+    /// the final chunk, as if it were complete.
+    pub ends_broken_streams_cleanly: bool,
 }
 
 /// A running proxy in front of a fresh mock origin.

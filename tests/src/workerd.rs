@@ -189,6 +189,8 @@ impl Workerd {
 }
 
 impl Target for Workerd {
+    const NAME: &'static str = "worker";
+
     async fn launch(&self, vars: &Vars) -> (SocketAddr, Box<dyn Send>) {
         let (addr, running) = tokio::task::block_in_place(|| self.spawn(vars));
         (addr, Box::new(running))
@@ -204,6 +206,10 @@ impl Target for Workerd {
             // then is only noticed once the origin answers (a client leaving
             // mid-stream is noticed at once and cancels the origin request).
             misses_disconnect_before_response: true,
+            // Seen with a plain JS Worker too (`new Response(r.body, r)`, and
+            // through a TransformStream): a fetch body that fails with
+            // "Network connection lost" still ends with `0\r\n\r\n`.
+            ends_broken_streams_cleanly: true,
         }
     }
 }

@@ -21,6 +21,11 @@ use native_target::Native;
 ollama_proxy_tests::scenario_tests!(Native);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_and_never_forwarded() {
+    ollama_proxy_tests::hostile::check_all(&Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_origin_gets_504_and_is_released() {
     let h = Harness::start(&Native, &[("RESPONSE_TIMEOUT", "300ms")]).await;
     let got = call(h.proxy, "GET", "/hang", &[AUTH], empty()).await;
@@ -33,6 +38,20 @@ async fn slow_origin_gets_504_and_is_released() {
             |_, gone| gone == 1,
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_origin_gets_504_after_the_connect_timeout() {
+    let (hole, _guard) = ollama_proxy_tests::broken::black_hole().await;
+    let origin = format!("http://{hole}");
+    let h = Harness::start(
+        &Native,
+        &[("OLLAMA_ORIGIN", &origin), ("CONNECT_TIMEOUT", "300ms")],
+    )
+    .await;
+    let got = call(h.proxy, "GET", "/api/tags", &[AUTH], empty()).await;
+    assert_eq!(got.status, 504, "{:?}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["error"]["code"], "origin_timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

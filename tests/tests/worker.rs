@@ -13,6 +13,8 @@ static WORKER: LazyLock<Option<Workerd>> = LazyLock::new(Workerd::find);
 struct Worker;
 
 impl ollama_proxy_tests::Target for Worker {
+    const NAME: &'static str = "worker";
+
     async fn launch(
         &self,
         vars: &ollama_proxy_tests::Vars,
@@ -33,6 +35,13 @@ impl ollama_proxy_tests::Target for Worker {
 }
 
 ollama_proxy_tests::scenario_tests!(Worker, WORKER.is_some());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_and_never_forwarded() {
+    if WORKER.is_some() {
+        ollama_proxy_tests::hostile::check_all(&Worker).await;
+    }
+}
 
 const TOKEN: &str = ollama_proxy_tests::TOKEN;
 

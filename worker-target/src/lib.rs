@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ollama_proxy_core::{early_error_response, Action, Config, ConfigVar, Proxy, ProxyError};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Env};
@@ -24,6 +25,16 @@ use worker::{event, Context, Env};
 use crate::convert::{
     js_response, local_response, request_parts, upstream_init, upstream_response_head,
 };
+
+#[wasm_bindgen(module = "/js/guard.js")]
+extern "C" {
+    /// Passes `body` through, appending `notice` if it breaks off (see js/guard.js).
+    #[wasm_bindgen(js_name = guardStream)]
+    fn guard_stream(
+        body: &web_sys::ReadableStream,
+        notice: &js_sys::Uint8Array,
+    ) -> web_sys::ReadableStream;
+}
 
 thread_local! {
     /// The parsed configuration, kept for the life of the isolate: vars and
@@ -91,5 +102,9 @@ async fn fetch(
     let mut head = upstream_response_head(&upstream)?;
     exchange.rewrite_response(&mut head);
     line.finish(&exchange, head.status);
-    js_response(&head, upstream.body().as_ref())
+    let body = match (upstream.body(), exchange.interrupted_stream_notice(&head)) {
+        (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
+        (body, _) => body,
+    };
+    js_response(&head, body.as_ref())
 }

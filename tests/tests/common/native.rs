@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 pub struct Native;
 
 impl Target for Native {
+    const NAME: &'static str = "native";
+
     async fn launch(&self, vars: &Vars) -> (SocketAddr, Box<dyn Send>) {
         let mut argv = vec!["ollama-proxy".to_owned()];
         for (name, value) in vars {

@@ -1,0 +1,105 @@
+//! Origins that break the exchange on purpose, written on raw TCP so they
+//! can send what no HTTP library would: garbage instead of a response, a
+//! stream cut by a reset, a body shorter than its `Content-Length`.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How a [`BrokenOrigin`] answers every request.
+#[derive(Clone, Copy, Debug)]
+pub enum Breakage {
+    /// Bytes that are not an HTTP response, then close.
+    Garbage,
+    /// A chunked NDJSON head and one chunk, then a TCP reset.
+    ResetMidStream,
+    /// `Content-Length: 100` and 10 bytes, then close.
+    ShortBody,
+}
+
+/// The first chunk a stream-cutting origin sends before it breaks.
+pub const FIRST_CHUNK: &str = "{\"response\":\"partial\"}\n";
+
+/// A raw origin that reads each request head and breaks its answer.
+pub struct BrokenOrigin {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl BrokenOrigin {
+    /// Starts one on a free loopback port.
+    pub async fn start(breakage: Breakage) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, breakage));
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for BrokenOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(mut stream: TcpStream, breakage: Breakage) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    match breakage {
+        Breakage::Garbage => {
+            let _ = stream.write_all(b"this is not http\r\n\r\n").await;
+        }
+        Breakage::ResetMidStream => {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{FIRST_CHUNK}\r\n",
+                FIRST_CHUNK.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.flush().await;
+            // Linger 0: closing sends RST instead of FIN.
+            let _ = stream.set_zero_linger();
+        }
+        Breakage::ShortBody => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\"")
+                .await;
+        }
+    }
+}
+
+/// An address whose connections hang: a listener with a backlog of one
+/// that never accepts, its queue filled first, so the kernel drops further
+/// SYNs and `connect` waits until the caller's timeout. Keep the returned
+/// guard alive while using the address.
+pub async fn black_hole() -> (SocketAddr, impl Send) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = socket.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    // Fill the accept queue until a connect no longer completes (two on
+    // Linux for a backlog of one); the bound only ends the filling.
+    let bound = std::time::Duration::from_millis(300);
+    while let Ok(Ok(stream)) = tokio::time::timeout(bound, TcpStream::connect(addr)).await {
+        fillers.push(stream);
+        assert!(fillers.len() < 64, "the kernel accepted every connection");
+    }
+    (addr, (listener, fillers))
+}
