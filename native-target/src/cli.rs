@@ -67,6 +67,11 @@ pub struct Args {
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Time allowed for a client to send a whole request head (slow-header
+    /// clients are disconnected after it).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -99,6 +104,7 @@ impl Args {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
             shutdown_grace: self.shutdown_grace,
         })
     }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// Longest pause between body chunks, either direction.
     pub idle_timeout: Duration,
+    /// Time allowed for a client to send a request head.
+    pub header_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -78,10 +80,13 @@ pub async fn serve(
     let listeners = thread_listeners(listener, threads)?;
     let settings = Arc::new(settings);
     let (stop, stopped) = watch::channel(false);
-    let mut finished = Vec::with_capacity(threads);
+    // Each thread reports here once its listening socket is closed.
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<()>(threads);
+    let mut finished: Vec<oneshot::Receiver<io::Result<usize>>> = Vec::with_capacity(threads);
     for (index, listener) in listeners.into_iter().enumerate() {
         let settings = Arc::clone(&settings);
         let stopped = stopped.clone();
+        let closed = closed_tx.clone();
         let (done, finished_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("ollama-proxy-{index}"))
@@ -90,7 +95,7 @@ pub async fn serve(
                     .enable_all()
                     .build()
                     .and_then(|runtime| {
-                        runtime.block_on(serve_thread(listener, &settings, stopped))
+                        runtime.block_on(serve_thread(listener, &settings, stopped, closed))
                     });
                 let _ = done.send(result);
             })?;
@@ -121,17 +126,30 @@ pub async fn serve(
         tracing::error!(%error, "server thread failed; stopping");
         return Err(error);
     }
+    drop(closed_tx);
+    // Ends when every thread has reported (or ended, dropping its sender).
+    while closed_rx.recv().await.is_some() {}
     tracing::info!(
         grace_s = settings.shutdown_grace.as_secs_f64(),
-        "shutting down: draining connections"
+        "shutting down: no longer accepting, draining connections"
     );
     let mut result = Ok(());
+    let mut cut = 0;
     while let Some(ended) = threads.join_next().await {
-        if let Ok(Err(error)) = ended {
-            result = Err(error);
+        match ended {
+            Ok(Ok(thread_cut)) => cut += thread_cut,
+            Ok(Err(error)) => result = Err(error),
+            Err(_) => {}
         }
     }
-    tracing::info!("stopped");
+    if cut == 0 {
+        tracing::info!("stopped: every connection drained");
+    } else {
+        tracing::warn!(
+            cut,
+            "stopped: {cut} connection(s) still busy after the grace period were cut"
+        );
+    }
     result
 }
 
@@ -190,12 +208,14 @@ fn thread_listeners(
     Ok(listeners)
 }
 
-/// One thread's accept loop and drain.
+/// One thread's accept loop and drain. Returns how many connections were
+/// still busy when the grace period ended, and so were cut.
 async fn serve_thread(
     listener: std::net::TcpListener,
     settings: &Settings,
     mut stopped: watch::Receiver<bool>,
-) -> io::Result<()> {
+    closed: tokio::sync::mpsc::Sender<()>,
+) -> io::Result<usize> {
     let listener = TcpListener::from_std(listener)?;
     let client = client::build(settings.proxy.config().origin(), settings.connect_timeout)?;
     let shared = Arc::new(Shared {
@@ -208,7 +228,7 @@ async fn serve_thread(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(settings.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
 
@@ -247,12 +267,16 @@ async fn serve_thread(
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
+    let _ = closed.send(()).await;
+    drop(closed);
+    let cut = tokio::select! {
+        () = graceful.shutdown() => 0,
         () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!(cut = connections.len(), "grace period over, closing remaining connections");
+            // Reap the ones that did finish; the rest are cut.
+            while connections.try_join_next().is_some() {}
+            connections.len()
         }
-    }
+    };
     connections.shutdown().await;
-    Ok(())
+    Ok(cut)
 }

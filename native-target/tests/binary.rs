@@ -220,6 +220,51 @@ async fn logs_each_request_and_drains_on_sigterm() {
     );
 }
 
+/// Waits for a stderr line containing `needle` (bounded), returning it.
+fn wait_for_line(proxy: &Running, needle: &str) -> String {
+    loop {
+        let line = proxy
+            .stderr
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no stderr line containing {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_connections_and_cuts_streams_past_the_grace_period() {
+    let origin = MockOrigin::start().await;
+    let mut proxy = start_with(&origin.url(), &[("SHUTDOWN_GRACE", "500ms")]);
+    // Far longer than the grace period: 100 chunks 100 ms apart.
+    let head = format!(
+        "POST /api/chat?chunks=100&delay_ms=100 HTTP/1.1\r\nHost: p\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let mut stream = raw(proxy.addr, head.as_bytes()).await;
+    let first = read_until(&mut stream, b"tok0").await;
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    sigterm(&proxy.child);
+    let addr = proxy.addr;
+    let draining = tokio::task::block_in_place(|| wait_for_line(&proxy, "shutting down"));
+    assert!(draining.contains("grace_s=0.5"), "{draining}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a new connection was accepted while draining"
+    );
+    let rest = read_until(&mut stream, b"\r\n0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("tok99"), "the stream finished: {text}");
+    assert!(
+        !text.ends_with("\r\n0\r\n\r\n"),
+        "cut stream ended cleanly: {text}"
+    );
+    let status = tokio::task::block_in_place(|| proxy.child.wait()).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let stopped = tokio::task::block_in_place(|| wait_for_line(&proxy, "stopped"));
+    assert!(stopped.contains("1 connection(s)"), "{stopped}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_origin_is_verified_against_the_system_trust_store() {
     let origin = MockOrigin::start_tls().await;

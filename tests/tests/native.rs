@@ -55,6 +55,60 @@ async fn unreachable_origin_gets_504_after_the_connect_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_client_is_disconnected() {
+    let h = Harness::start(&Native, &[("HEADER_TIMEOUT", "500ms")]).await;
+    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // Slowloris: a header line every 100 ms, never the blank line.
+    let dribble = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = write
+            .write_all(b"GET /api/tags HTTP/1.1\r\nHost: proxy\r\n")
+            .await;
+        for i in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncReadExt;
+        read.read_to_end(&mut buf).await
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was kept for 15 s");
+    assert!(h.origin.requests().is_empty());
+    dribble.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_body_gets_408() {
+    let h = Harness::start(&Native, &[("IDLE_TIMEOUT", "300ms")]).await;
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"model\""
+    );
+    let mut stream = raw(h.proxy, head.as_bytes()).await;
+    let answer = read_until(&mut stream, b"}}").await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to record the aborted upload",
+            |r, _| r.len() == 1,
+        )
+        .await;
+    assert!(!h.origin.requests()[0].body_complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_limit_is_cut_off() {
     let h = Harness::start(&Native, &[("MAX_BODY_BYTES", "64KiB")]).await;
     // No Content-Length: the limit can only be enforced while streaming.
