@@ -145,9 +145,17 @@ const NEVER_FORWARDED: [&str; 12] = [
     "x-custom-never",
 ];
 
+/// `PROPTEST_CASES` when set (`cargo xtask soak` raises it), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        cases: cases(512),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/properties.txt"))),
         ..ProptestConfig::default()
     })]

@@ -12,6 +12,9 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::body::Guarded;
 
+/// Idle origin connections kept per server thread.
+const MAX_IDLE_PER_THREAD: usize = 32;
+
 pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, Guarded>;
 
 /// Builds the client. Trust roots are the system's, loaded only when the
@@ -41,5 +44,8 @@ pub(crate) fn build(origin: &Origin, connect_timeout: Duration) -> io::Result<Or
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        // Enough warm connections for steady traffic; after a burst (a
+        // thousand streams) the rest close, so their buffers are freed.
+        .pool_max_idle_per_host(MAX_IDLE_PER_THREAD)
         .build(connector))
 }

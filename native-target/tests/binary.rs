@@ -1,23 +1,11 @@
 //! The `ollama-proxy` binary as an operator runs it: config errors, help,
 //! request logs, and a clean exit on SIGTERM after draining.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use ollama_proxy_tests::client::{call, empty, raw, read_until};
 use ollama_proxy_tests::MockOrigin;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ollama-proxy");
-const TOKEN: &str = "binary-test-token-5f2c9a";
-
-fn proxy_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    // Only what the test sets: an inherited AIG_* variable must not leak in.
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    cmd
-}
+mod common;
+use common::{proxy_command, sigterm, start, start_with, wait_for_line, TOKEN};
 
 #[test]
 fn config_error_is_one_line_naming_the_variable() {
@@ -77,68 +65,6 @@ fn help_lists_every_variable_without_secret_values() {
         assert!(help.contains(var), "{var} missing from --help");
     }
     assert!(!help.contains(TOKEN), "--help printed the token");
-}
-
-struct Running {
-    child: Child,
-    addr: std::net::SocketAddr,
-    /// Lines of stderr; the sender drops at EOF, so after the child exits
-    /// `iter()` yields every line and ends.
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free port and waits for its ready line.
-fn start(origin: &str) -> Running {
-    start_with(origin, &[])
-}
-
-fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = proxy_command()
-        .env("OLLAMA_ORIGIN", origin)
-        .env("AIG_AUTH_TOKEN", TOKEN)
-        .env("LISTEN_ADDR", addr.to_string())
-        .env("SHUTDOWN_GRACE", "10s")
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, stderr) = std::sync::mpsc::channel();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let ready = stderr
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a ready line");
-    assert!(ready.contains("ready"), "{ready}");
-    Running {
-        child,
-        addr,
-        stderr,
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,19 +144,6 @@ async fn logs_each_request_and_drains_on_sigterm() {
         "{}",
         requests[2]
     );
-}
-
-/// Waits for a stderr line containing `needle` (bounded), returning it.
-fn wait_for_line(proxy: &Running, needle: &str) -> String {
-    loop {
-        let line = proxy
-            .stderr
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no stderr line containing {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

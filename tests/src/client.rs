@@ -183,3 +183,24 @@ pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ReqBody) {
         .boxed();
     (tx, body)
 }
+
+/// Reads a whole response body, calling `first` once the first data
+/// arrives (to count streams that are open and flowing).
+///
+/// # Panics
+/// When the body fails.
+pub async fn collect_noting_first(response: Response<Incoming>, first: impl FnOnce()) -> Bytes {
+    let mut body = response.into_body();
+    let mut all = Vec::new();
+    let mut first = Some(first);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("response body");
+        if let Some(data) = frame.data_ref() {
+            all.extend_from_slice(data);
+            if let Some(first) = first.take() {
+                first();
+            }
+        }
+    }
+    Bytes::from(all)
+}

@@ -19,6 +19,9 @@ tasks:
   build-worker
               build the Cloudflare Worker bundle into worker-target/build/
               (installs wasm-bindgen-cli and the npm tools it needs)
+  soak        the long reliability runs: 1,000 slow streams x 6 rounds through
+              the release binary, core fuzzing at 100,000 cases, 2,000
+              cross-target cases (a few minutes; not part of test-all)
   bench       measure the native proxy beside direct and nginx, and the Worker
               beside a hand-written JS Worker in workerd; writes bench/results.md
 ";
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         Some("test-all") => tasks::test_all(),
         Some("build-worker") => worker::build_worker(),
         Some("bench") => bench::bench(),
+        Some("soak") => tasks::soak(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

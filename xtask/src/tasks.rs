@@ -178,3 +178,53 @@ pub(crate) fn test_all() -> Result<(), String> {
     println!("{} passed, {} failed", totals.0, totals.1);
     Ok(())
 }
+
+/// The long variants of the reliability tests: 1,000 slow streams for six
+/// rounds through the release binary, the core's fuzz targets and
+/// properties at 100,000 cases each, and 2,000 cross-target cases.
+pub(crate) fn soak() -> Result<(), String> {
+    let start = Instant::now();
+    ensure_wasm_target()?;
+    crate::worker::build_worker()?;
+    let mut totals = (0, 0);
+
+    let mut load = cargo();
+    load.args([
+        "test",
+        "--release",
+        "--locked",
+        "-p",
+        "ollama-proxy-native",
+        "--test",
+        "load",
+        "--",
+        "--nocapture",
+    ])
+    .env("OLLAMA_PROXY_LOAD_STREAMS", "1000")
+    .env("OLLAMA_PROXY_LOAD_ROUNDS", "6")
+    .env("OLLAMA_PROXY_LOAD_CHUNKS", "50");
+    run_tests(load, &mut totals)?;
+
+    let mut fuzz = cargo();
+    fuzz.args(["test", "--release", "--locked", "-p", "ollama-proxy-core"])
+        .env("PROPTEST_CASES", "100000");
+    run_tests(fuzz, &mut totals)?;
+
+    let mut cross = cargo();
+    cross
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "ollama-proxy-tests",
+            "--test",
+            "cross_target",
+        ])
+        .env("OLLAMA_PROXY_REQUIRE_WORKER", "1")
+        .env("PROPTEST_CASES", "2000");
+    run_tests(cross, &mut totals)?;
+
+    eprintln!("\nsoak: passed in {:.0}s", start.elapsed().as_secs_f64());
+    println!("{} passed, {} failed", totals.0, totals.1);
+    Ok(())
+}

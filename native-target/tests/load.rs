@@ -1,0 +1,166 @@
+//! Load held by the real binary: many slow streams open at once plus a
+//! steady trickle of small requests. Every stream must arrive complete and
+//! byte-identical to what the origin sent, no small request may hang, and
+//! memory must stay proportionate and come back down when idle.
+//!
+//! Sizes come from the environment: `cargo xtask test-all` runs the short
+//! default; `cargo xtask soak` sets 1,000 streams and several rounds.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ollama_proxy_tests::client::{call, collect_noting_first, empty, full, request, send};
+use ollama_proxy_tests::MockOrigin;
+use tokio::sync::Notify;
+
+mod common;
+use common::{start_with, TOKEN};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_streams_and_small_requests_complete_intact() {
+    let streams = env_number("OLLAMA_PROXY_LOAD_STREAMS", 200);
+    let rounds = env_number("OLLAMA_PROXY_LOAD_ROUNDS", 2).max(2);
+    let chunks = env_number("OLLAMA_PROXY_LOAD_CHUNKS", 20);
+    let origin = MockOrigin::start().await;
+    let proxy = start_with(&origin.url(), &[]);
+    let pid = proxy.child.id();
+    let auth = format!("Bearer {TOKEN}");
+    let auth = [("cf-aig-authorization", auth.as_str())];
+    let path = format!("/api/chat?chunks={chunks}&delay_ms=100");
+
+    // What the origin sends, read directly: every stream must match it.
+    let expected = call(origin.addr(), "POST", &path, &[], full("{}"))
+        .await
+        .body;
+    assert_eq!(expected.iter().filter(|&&b| b == b'\n').count(), chunks);
+    for _ in 0..20 {
+        assert_eq!(
+            call(proxy.addr, "GET", "/api/version", &auth, empty())
+                .await
+                .status,
+            200
+        );
+    }
+    let baseline = rss_kib(pid);
+    let mut growth_by_round = Vec::with_capacity(rounds);
+    let mut small_latencies = Vec::new();
+
+    for round in 0..rounds {
+        let flowing = Arc::new(AtomicUsize::new(0));
+        let all_flowing = Arc::new(Notify::new());
+        let mut tasks = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let req = request(proxy.addr, "POST", &path, &auth, full("{}"));
+            let (flowing, all_flowing) = (Arc::clone(&flowing), Arc::clone(&all_flowing));
+            tasks.push(tokio::spawn(async move {
+                let response = send(req).await;
+                assert_eq!(response.status(), 200);
+                collect_noting_first(response, || {
+                    if flowing.fetch_add(1, Ordering::SeqCst) + 1 == streams {
+                        all_flowing.notify_one();
+                    }
+                })
+                .await
+            }));
+        }
+
+        // Small requests, one after another, for as long as the streams run.
+        let done = Arc::new(AtomicBool::new(false));
+        let small = {
+            let (done, addr) = (Arc::clone(&done), proxy.addr);
+            let auth = auth.map(|(n, v)| (n, v.to_owned()));
+            tokio::spawn(async move {
+                let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let mut latencies = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let got = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        call(addr, "GET", "/api/version", &auth, empty()),
+                    )
+                    .await
+                    .expect("a small request hung for 10 s under load");
+                    assert_eq!(got.status, 200);
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            })
+        };
+
+        tokio::time::timeout(Duration::from_secs(120), all_flowing.notified())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: only {} of {streams} streams flowing after 120 s",
+                    flowing.load(Ordering::SeqCst)
+                )
+            });
+        growth_by_round.push(rss_kib(pid).saturating_sub(baseline));
+
+        for task in tasks {
+            let body = task.await.expect("stream task");
+            assert!(
+                body == expected,
+                "a stream arrived altered: {} bytes",
+                body.len()
+            );
+        }
+        done.store(true, Ordering::SeqCst);
+        small_latencies.extend(small.await.expect("small requests"));
+    }
+
+    // Idle again.
+    let idle = rss_kib(pid);
+
+    small_latencies.sort();
+    let pick = |q: f64| small_latencies[((small_latencies.len() - 1) as f64 * q) as usize];
+    let first = growth_by_round[0];
+    let peak_growth = growth_by_round.iter().copied().max().unwrap_or(0);
+    let per_stream = first / streams as u64;
+    eprintln!(
+        "load: {rounds} round(s) of {streams} streams x {chunks} chunks, all intact; \
+         {} small requests alongside, p50 {:?} p99 {:?} max {:?}; \
+         RSS baseline {baseline} KiB, with the streams open +{growth_by_round:?} KiB by round \
+         ({per_stream} KiB/stream), idle after {idle} KiB",
+        small_latencies.len(),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0),
+    );
+    // Generous bounds (the bench measures the real figures; this is a debug
+    // build). Memory is flat when later rounds reuse what the first one
+    // took instead of adding to it. It does not go back to the baseline
+    // when idle: glibc's allocator keeps freed memory (GLIBC_TUNABLES trim
+    // and arena settings did not change that here), and 32 warm origin
+    // connections per thread stay pooled.
+    assert!(per_stream <= 256, "{per_stream} KiB per open stream");
+    // Fragmentation settles (5 rounds of 1,000 streams: +40, +58, +66, +69,
+    // +71 MiB); a leak would add about the same every round.
+    let last_step = growth_by_round[rounds - 1].saturating_sub(growth_by_round[rounds - 2]);
+    assert!(
+        last_step <= (first / 2).max(1024),
+        "memory grew round after round: {growth_by_round:?} KiB"
+    );
+    assert!(
+        idle <= baseline + peak_growth,
+        "memory grew after the load: {idle} KiB"
+    );
+}
