@@ -1,0 +1,269 @@
+//! `docs/reliability.md`, rendered from what the tests check: the hostile
+//! request table comes from [`crate::hostile::CASES`] (which both targets'
+//! tests run against their expectations), and every other row names the
+//! test that checks it (`tests/tests/report.rs` fails if that test is gone
+//! or the committed file differs from this rendering).
+
+/// Where a row is checked: both targets, or one.
+#[derive(Clone, Copy)]
+pub enum Targets {
+    /// The shared scenario runs natively and in workerd.
+    Both,
+    /// Native only, with the reason the Worker is not checked.
+    Native(&'static str),
+    /// The core, so both targets.
+    Core,
+}
+
+/// One fault, input or load, what must happen, and the test that checks it.
+pub struct Row {
+    /// What is done to the proxy.
+    pub input: &'static str,
+    /// What the proxy does.
+    pub result: &'static str,
+    /// Where it is checked.
+    pub targets: Targets,
+    /// `path/to/file.rs::test_fn`, relative to the workspace root.
+    pub test: &'static str,
+}
+
+/// A titled group of rows.
+pub struct Section {
+    /// The heading.
+    pub title: &'static str,
+    /// The rows.
+    pub rows: &'static [Row],
+}
+
+const NO_WORKER_TIMEOUTS: &str =
+    "the Worker has no timeouts of its own; Cloudflare's platform limits apply";
+const WORKERD_FRONT: &str =
+    "on Cloudflare the client connection is Cloudflare's front line's, not the Worker's";
+
+/// Every non-table row of the report, in order.
+pub const SECTIONS: &[Section] = &[
+    Section {
+        title: "Broken origins",
+        rows: &[
+            Row {
+                input: "origin down (connection refused)",
+                result: "502 `origin_unreachable`, OpenAI-shaped, with CORS headers",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::origin_down_gets_502",
+            },
+            Row {
+                input: "origin unreachable (SYNs dropped: a full accept queue)",
+                result: "504 `origin_timeout` after `CONNECT_TIMEOUT`",
+                targets: Targets::Native(NO_WORKER_TIMEOUTS),
+                test: "tests/tests/native.rs::unreachable_origin_gets_504_after_the_connect_timeout",
+            },
+            Row {
+                input: "origin accepts and never answers",
+                result: "504 `origin_timeout` after `RESPONSE_TIMEOUT`; the origin connection is closed",
+                targets: Targets::Native(NO_WORKER_TIMEOUTS),
+                test: "tests/tests/native.rs::slow_origin_gets_504_and_is_released",
+            },
+            Row {
+                input: "origin answers bytes that are not HTTP",
+                result: "502 `origin_unreachable`",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::origin_answering_garbage_gets_502",
+            },
+            Row {
+                input: "origin resets the connection mid-stream (NDJSON)",
+                result: "the client gets what was sent, then an `{\"error\": …}` record in the stream's format (an SSE `data:` event with the OpenAI error for event streams); natively the stream then ends without its final chunk. workerd ends a failed stream with the final chunk whatever the Worker does, so there the record is the signal",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::origin_reset_mid_stream_is_not_a_clean_end",
+            },
+            Row {
+                input: "origin closes before its `Content-Length` is sent",
+                result: "the client gets fewer bytes than the `Content-Length` it was promised, then the connection closes",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::origin_short_body_is_not_a_clean_end",
+            },
+            Row {
+                input: "origin stalls mid-stream",
+                result: "cut after `IDLE_TIMEOUT` with the error record, no final chunk",
+                targets: Targets::Native(NO_WORKER_TIMEOUTS),
+                test: "tests/tests/native.rs::stalled_origin_stream_is_cut_after_idle_timeout",
+            },
+            Row {
+                input: "origin answers 400, 404, 418, 500, 503",
+                result: "passed through as is, status and body",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::origin_status_and_body_pass_through",
+            },
+        ],
+    },
+    Section {
+        title: "Clients",
+        rows: &[
+            Row {
+                input: "client disconnects mid-stream",
+                result: "the origin request is cancelled (the origin sees its connection close)",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::client_disconnect_mid_stream_reaches_origin",
+            },
+            Row {
+                input: "client disconnects before the response head",
+                result: "the origin request is cancelled",
+                targets: Targets::Native("workerd does not read the client socket then, so it cannot notice (a plain JS Worker behaves the same)"),
+                test: "tests/src/scenarios.rs::client_disconnect_before_response_reaches_origin",
+            },
+            Row {
+                input: "headers dribbled one line every 100 ms (slowloris)",
+                result: "connection closed after `HEADER_TIMEOUT`; nothing forwarded",
+                targets: Targets::Native(WORKERD_FRONT),
+                test: "tests/tests/native.rs::slow_header_client_is_disconnected",
+            },
+            Row {
+                input: "request body stalls after 10 of 100 bytes",
+                result: "408 `request_timeout` after `IDLE_TIMEOUT`; the origin sees an aborted body",
+                targets: Targets::Native(NO_WORKER_TIMEOUTS),
+                test: "tests/tests/native.rs::stalled_request_body_gets_408",
+            },
+            Row {
+                input: "`Content-Length` over `MAX_BODY_BYTES`",
+                result: "413 `request_too_large` before the body is read; nothing forwarded",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::body_over_limit_by_content_length_gets_413",
+            },
+            Row {
+                input: "chunked body that crosses `MAX_BODY_BYTES`",
+                result: "413; the origin sees an aborted body, never a truncated complete one",
+                targets: Targets::Native("the Worker streams the body untouched and cannot count it without copying it through WASM; Cloudflare's own request size limit applies"),
+                test: "tests/tests/native.rs::chunked_body_over_limit_is_cut_off",
+            },
+        ],
+    },
+    Section {
+        title: "Load and shutdown",
+        rows: &[
+            Row {
+                input: "200 slow NDJSON streams at once, twice, with small requests alongside (`cargo xtask soak`: 1,000 streams, six rounds, release build)",
+                result: "every stream byte-identical to the origin's; no small request takes 10 s; memory per open stream bounded and growth settling round over round",
+                targets: Targets::Native("workerd here is a test runtime, not Cloudflare's edge"),
+                test: "native-target/tests/load.rs::slow_streams_and_small_requests_complete_intact",
+            },
+            Row {
+                input: "SIGTERM with a stream open, within the grace period",
+                result: "the stream finishes; exit 0",
+                targets: Targets::Native("Workers have no shutdown"),
+                test: "native-target/tests/binary.rs::logs_each_request_and_drains_on_sigterm",
+            },
+            Row {
+                input: "SIGTERM with a stream longer than the grace period",
+                result: "new connections refused at once; the stream is cut when the grace period ends; the last log line says how many connections were cut; exit 0",
+                targets: Targets::Native("Workers have no shutdown"),
+                test: "native-target/tests/binary.rs::sigterm_refuses_new_connections_and_cuts_streams_past_the_grace_period",
+            },
+        ],
+    },
+    Section {
+        title: "Security",
+        rows: &[
+            Row {
+                input: "arbitrary request heads (fuzzed bytes: methods, targets, header names and values)",
+                result: "no panic; nothing forwarded without a configured token; forwarded requests go to the origin with no proxy credential, hop-by-hop header or non-ASCII value; local answers are JSON",
+                targets: Targets::Core,
+                test: "core/tests/fuzz.rs::any_request_head",
+            },
+            Row {
+                input: "arbitrary configuration strings (fuzzed)",
+                result: "parsed or refused, never a panic; no secret in an error, `Debug` or the redacted summary",
+                targets: Targets::Core,
+                test: "core/tests/fuzz.rs::any_configuration",
+            },
+            Row {
+                input: "wrong, near-miss, repeated and comma-joined tokens in either header",
+                result: "401, nothing forwarded; one header with several credentials never authenticates",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::wrong_tokens_get_401_and_nothing_is_forwarded",
+            },
+            Row {
+                input: "`%2e%2e`, `//`, dot segments, absolute-form targets, `OPTIONS` without preflight headers, random methods (generated)",
+                result: "both targets give the same answer and forward the same thing, or nothing",
+                targets: Targets::Both,
+                test: "tests/tests/cross_target.rs::native_and_worker_agree",
+            },
+            Row {
+                input: "token comparison",
+                result: "constant time per configured token (`subtle`), every token compared (no early exit)",
+                targets: Targets::Core,
+                test: "core/src/auth_tests.rs::accepts_each_key_by_name",
+            },
+            Row {
+                input: "a request with a valid token and a wrong one presented later; a query string",
+                result: "no token (configured or presented) and no query string in any log line",
+                targets: Targets::Native("the Worker's JSON log line is tested for the same in tests/tests/worker.rs"),
+                test: "native-target/tests/binary.rs::logs_each_request_and_drains_on_sigterm",
+            },
+            Row {
+                input: "browser origin outside `CORS_ALLOWED_ORIGINS`",
+                result: "no `Access-Control-Allow-Origin`; `Vary: Origin` present",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::preflight_from_foreign_origin_is_not_allowed",
+            },
+        ],
+    },
+];
+
+const BEGIN: &str = "<!-- generated by tests/src/report.rs: begin -->";
+const END: &str = "<!-- generated by tests/src/report.rs: end -->";
+
+/// The generated part of the report, markers included.
+pub fn render() -> String {
+    let mut out = format!("{BEGIN}\n\n## Hostile requests\n\n");
+    out.push_str(
+        "Sent byte for byte on a fresh connection with a valid token, so that only the \
+         malformation can stop them; then a valid request confirms the proxy still serves \
+         and shows what reached the origin. The Worker column is local workerd (tests, \
+         `wrangler dev`); on Cloudflare the client's HTTP is parsed by Cloudflare's front \
+         line before the Worker runs.\n\n",
+    );
+    out.push_str(&crate::hostile::report_table());
+    for section in SECTIONS {
+        out.push_str(&format!(
+            "\n## {}\n\n| input | result | checked on | test |\n|---|---|---|---|\n",
+            section.title
+        ));
+        for row in section.rows {
+            let targets = match row.targets {
+                Targets::Both => "native + Worker".to_owned(),
+                Targets::Core => "core (both)".to_owned(),
+                Targets::Native(why) => format!("native ({why})"),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {targets} | `{}` |\n",
+                row.input, row.result, row.test
+            ));
+        }
+    }
+    out.push_str(&format!("\n{END}\n"));
+    out
+}
+
+/// Replaces the generated part of `doc` with `generated`; `None` when the
+/// markers are missing.
+pub fn splice(doc: &str, generated: &str) -> Option<String> {
+    let start = doc.find(BEGIN)?;
+    let end = doc.find(END)? + END.len();
+    let end = end + usize::from(doc[end..].starts_with('\n'));
+    Some(format!("{}{generated}{}", &doc[..start], &doc[end..]))
+}
+
+/// The rows whose named test function is missing from the named file.
+pub fn missing_tests(root: &std::path::Path) -> Vec<&'static str> {
+    SECTIONS
+        .iter()
+        .flat_map(|s| s.rows.iter())
+        .filter(|row| {
+            let Some((file, name)) = row.test.split_once("::") else {
+                return true;
+            };
+            let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+            !text.contains(&format!("fn {name}(")) && !text.contains(&format!("fn {name}<"))
+        })
+        .map(|row| row.test)
+        .collect()
+}
