@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ollama_proxy_core::{Config, ConfigError, ConfigVar, Proxy, DEFAULT_ORIGIN};
 
 use crate::server::Settings;
@@ -15,6 +15,10 @@ use crate::server::Settings;
 #[derive(Debug, Parser)]
 #[command(name = "ollama-proxy", version, about, long_about = None)]
 pub struct Args {
+    /// What to do; without one, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
@@ -77,7 +81,48 @@ pub struct Args {
     pub shutdown_grace: Duration,
 }
 
+/// Commands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new random token: 32 bytes as hex, like `openssl rand -hex 32`.
+    GenToken,
+    /// Validate the configuration (flags and environment) and print it with
+    /// secrets redacted; exit 2 naming the variable at fault if invalid.
+    CheckConfig,
+}
+
+/// A new random token: 32 bytes from the operating system, as 64 hex digits.
+///
+/// # Errors
+/// When the operating system's random source fails.
+pub fn gen_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl Args {
+    /// The effective settings as `NAME=value` lines, secrets redacted.
+    pub fn redacted_lines(&self, settings: &Settings) -> Vec<String> {
+        let mut lines: Vec<String> = settings
+            .proxy
+            .config()
+            .redacted_summary()
+            .into_iter()
+            .map(|(var, value)| format!("{}={value}", var.name()))
+            .collect();
+        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        lines.extend([
+            format!("LISTEN_ADDR={}", self.listen_addr),
+            format!("CONNECT_TIMEOUT={}", secs(self.connect_timeout)),
+            format!("RESPONSE_TIMEOUT={}", secs(self.response_timeout)),
+            format!("IDLE_TIMEOUT={}", secs(self.idle_timeout)),
+            format!("HEADER_TIMEOUT={}", secs(self.header_timeout)),
+            format!("SHUTDOWN_GRACE={}", secs(self.shutdown_grace)),
+        ]);
+        lines
+    }
+
     /// The value given for a core variable, by flag or environment.
     fn lookup(&self, var: ConfigVar) -> Option<String> {
         match var {

@@ -3,11 +3,40 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ollama_proxy_native::cli::Args;
+use ollama_proxy_native::cli::{gen_token, Args, Command};
 use ollama_proxy_native::{bind, serve};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match args.command {
+        Some(Command::GenToken) => {
+            return match gen_token() {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ollama-proxy: no random source: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::CheckConfig) => {
+            return match args.settings() {
+                Ok(settings) => {
+                    for line in args.redacted_lines(&settings) {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ollama-proxy: config error: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        None => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(log_output())
         .with_target(false)

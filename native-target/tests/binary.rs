@@ -40,6 +40,61 @@ fn config_error_is_one_line_naming_the_variable() {
 }
 
 #[test]
+fn gen_token_prints_32_random_bytes_as_hex() {
+    let token = || {
+        let out = proxy_command().arg("gen-token").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (a, b) = (token(), token());
+    assert_eq!(a.len(), 64, "{a}");
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+    assert_ne!(a, b, "two tokens were the same");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_redacted() {
+    let out = proxy_command()
+        .arg("check-config")
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("AIG_AUTH_TOKENS", "ci:ci-token-abcdef123")
+        .env("CF_ACCESS_CLIENT_ID", "access-id.access")
+        .env("CF_ACCESS_CLIENT_SECRET", "access-secret-998877")
+        .env("IDLE_TIMEOUT", "90s")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for secret in [TOKEN, "ci-token-abcdef123", "access-secret-998877"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    for line in [
+        "OLLAMA_ORIGIN=http://127.0.0.1:11434",
+        "AIG_AUTH_TOKEN=<2 key(s): default, ci>",
+        "CF_ACCESS_CLIENT_ID=access-id.access",
+        "IDLE_TIMEOUT=90000ms",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let out = proxy_command()
+        .arg("check-config")
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("MAX_BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("MAX_BODY_BYTES"), "{stderr}");
+
+    let out = proxy_command().arg("--version").output().unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        version.trim(),
+        format!("ollama-proxy {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn help_lists_every_variable_without_secret_values() {
     let out = proxy_command()
         .arg("--help")
@@ -60,6 +115,7 @@ fn help_lists_every_variable_without_secret_values() {
         "CONNECT_TIMEOUT",
         "RESPONSE_TIMEOUT",
         "IDLE_TIMEOUT",
+        "HEADER_TIMEOUT",
         "SHUTDOWN_GRACE",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
