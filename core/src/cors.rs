@@ -101,12 +101,16 @@ impl CorsHeaders {
         remove_access_control(headers);
         if let Some(origin) = &self.allow_origin {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            // So browser apps can quote the request id in bug reports.
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_REQUEST_ID);
         }
         if self.vary_origin {
             headers.append(header::VARY, VARY_ORIGIN);
         }
     }
 }
+
+const EXPOSE_REQUEST_ID: HeaderValue = HeaderValue::from_static("x-request-id");
 
 /// True for a CORS preflight: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`.

@@ -10,6 +10,7 @@ use crate::cors::{self, CorsHeaders};
 use crate::error::ProxyError;
 use crate::hop::strip_hop_by_hop;
 use crate::policy;
+use crate::request_id::{self, X_REQUEST_ID};
 use crate::route::RouteFamily;
 
 const HEALTHZ_PATH: &str = "/healthz";
@@ -64,6 +65,7 @@ pub struct Exchange {
     route: RouteFamily,
     body_limit: u64,
     rejection: Option<ProxyError>,
+    request_id: Option<HeaderValue>,
 }
 
 impl Proxy {
@@ -77,13 +79,26 @@ impl Proxy {
         &self.config
     }
 
-    /// Decides what to do with a request, given its head.
-    ///
-    /// In order: CORS preflights and `GET /healthz` are answered here without
-    /// a token; then the token is checked, the endpoint policy applied, the
-    /// request target and `Content-Length` validated; what passes is
-    /// rewritten for the origin.
+    /// Decides what to do with a request, given its head. Without a fresh
+    /// id, a request without a usable `X-Request-Id` gets none; adapters use
+    /// [`Proxy::decide_with_request_id`].
     pub fn decide(&self, request: request::Parts) -> Decision {
+        self.decide_with_request_id(request, None)
+    }
+
+    /// Decides what to do with a request, given its head and a freshly
+    /// generated request id (see [`format_request_id`](crate::format_request_id)).
+    ///
+    /// The request id is the client's `X-Request-Id` when usable, else
+    /// `fresh`; it is sent to the origin and returned on every response.
+    /// Then, in order: CORS preflights and `GET /healthz` are answered here
+    /// without a token; the token is checked, the endpoint policy applied,
+    /// the request head validated; what passes is rewritten for the origin.
+    pub fn decide_with_request_id(
+        &self,
+        request: request::Parts,
+        fresh: Option<HeaderValue>,
+    ) -> Decision {
         let cfg = &self.config;
         let mut exchange = Exchange {
             cors: CorsHeaders::for_request(&cfg.allow_origin, &request.headers),
@@ -91,10 +106,12 @@ impl Proxy {
             route: RouteFamily::of(request.uri.path()),
             body_limit: cfg.max_body_bytes,
             rejection: None,
+            request_id: request_id::pick(&request.headers, fresh),
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
-            let headers = cors::preflight_headers(&cfg.allow_origin, &request.headers);
+            let mut headers = cors::preflight_headers(&cfg.allow_origin, &request.headers);
+            exchange.stamp(&mut headers);
             return exchange.respond(local(StatusCode::NO_CONTENT, headers, Bytes::new()));
         }
         if is_health_check(&request) {
@@ -114,7 +131,7 @@ impl Proxy {
         if let Err(error) = self.check(&request) {
             return exchange.reject(error);
         }
-        let upstream = self.upstream_head(request);
+        let upstream = self.upstream_head(request, exchange.request_id.as_ref());
         Decision {
             exchange,
             action: Action::Forward(upstream),
@@ -161,7 +178,11 @@ impl Proxy {
     }
 
     /// Rewrites an accepted request head for the origin.
-    fn upstream_head(&self, request: request::Parts) -> request::Parts {
+    fn upstream_head(
+        &self,
+        request: request::Parts,
+        request_id: Option<&HeaderValue>,
+    ) -> request::Parts {
         let cfg = &self.config;
         let request::Parts {
             method,
@@ -174,6 +195,10 @@ impl Proxy {
         headers.remove(header::ORIGIN);
         drop_proxy_authorization(&cfg.keys, &mut headers);
         headers.insert(header::HOST, cfg.origin.host_header().clone());
+        headers.remove(X_REQUEST_ID);
+        if let Some(id) = request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
+        }
         if let Some(access) = &cfg.access {
             headers.insert(CF_ACCESS_CLIENT_ID, access.client_id.clone());
             headers.insert(CF_ACCESS_CLIENT_SECRET, access.client_secret.clone());
@@ -199,6 +224,12 @@ impl Exchange {
         self.route
     }
 
+    /// The request id: the client's, or the fresh one given to
+    /// [`Proxy::decide_with_request_id`].
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
+    }
+
     /// The request body limit the adapter must enforce while streaming.
     pub fn body_limit(&self) -> u64 {
         self.body_limit
@@ -216,6 +247,7 @@ impl Exchange {
         strip_hop_by_hop(&mut head.headers);
         strip_non_ascii(&mut head.headers);
         self.cors.apply(&mut head.headers);
+        self.stamp(&mut head.headers);
         let bodiless = matches!(
             head.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
@@ -282,7 +314,16 @@ impl Exchange {
         headers.insert(header::CONTENT_TYPE, JSON);
         headers.insert(header::CACHE_CONTROL, NO_STORE);
         self.cors.apply(&mut headers);
+        self.stamp(&mut headers);
         local(status, headers, body)
+    }
+
+    /// Sets `X-Request-Id` on a response to the client.
+    fn stamp(&self, headers: &mut HeaderMap) {
+        headers.remove(X_REQUEST_ID);
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
+        }
     }
 
     fn respond(self, response: Response<Bytes>) -> Decision {

@@ -343,3 +343,66 @@ fn interrupted_streams_get_a_notice_in_their_own_format() {
         .interrupted_stream_notice(&head_with("application/json"))
         .is_none());
 }
+
+#[test]
+fn request_ids() {
+    let p = proxy(&[("CORS_ALLOWED_ORIGINS", "https://app.example")]);
+    let fresh = || Some(HeaderValue::from_static("0123456789abcdef0123456789abcdef"));
+    let d = p.decide_with_request_id(
+        head("GET", "/api/tags", &[AUTH, ("x-request-id", "abc-1")]),
+        fresh(),
+    );
+    assert_eq!(d.exchange.request_id().unwrap(), "abc-1");
+    assert_eq!(forward(d).headers["x-request-id"], "abc-1");
+
+    for bad in ["has space", "", &"x".repeat(129)] {
+        let d = p.decide_with_request_id(
+            head("GET", "/api/tags", &[AUTH, ("x-request-id", bad)]),
+            fresh(),
+        );
+        assert_eq!(
+            forward(d).headers["x-request-id"],
+            "0123456789abcdef0123456789abcdef",
+            "{bad:?}"
+        );
+    }
+    let d = p.decide_with_request_id(
+        head(
+            "GET",
+            "/api/tags",
+            &[AUTH, ("x-request-id", "a"), ("x-request-id", "b")],
+        ),
+        fresh(),
+    );
+    assert_eq!(
+        d.exchange.request_id().unwrap(),
+        "0123456789abcdef0123456789abcdef"
+    );
+
+    // On local answers and rewritten responses, replacing the origin's.
+    let d = p.decide_with_request_id(
+        head("GET", "/api/tags", &[("origin", "https://app.example")]),
+        fresh(),
+    );
+    let r = respond(d);
+    assert_eq!(
+        r.headers()["x-request-id"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
+    let d = p.decide_with_request_id(
+        head("GET", "/api/tags", &[AUTH, ("x-request-id", "abc-1")]),
+        fresh(),
+    );
+    let mut resp = http::Response::builder()
+        .header("x-request-id", "origin-own")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    d.exchange.rewrite_response(&mut resp);
+    assert_eq!(resp.headers["x-request-id"], "abc-1");
+    // Without a fresh id (plain `decide`), a request without one has none.
+    let d = p.decide(head("GET", "/api/tags", &[AUTH]));
+    assert!(d.exchange.request_id().is_none());
+}

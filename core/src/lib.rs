@@ -21,6 +21,7 @@ mod json;
 mod origin;
 mod path;
 mod policy;
+mod request_id;
 mod route;
 
 pub use auth::KeyName;
@@ -29,4 +30,5 @@ pub use decision::{early_error_response, Action, Decision, Exchange, Proxy};
 pub use error::ProxyError;
 pub use hop::strip_hop_by_hop;
 pub use origin::Origin;
+pub use request_id::{format_request_id, X_REQUEST_ID};
 pub use route::RouteFamily;

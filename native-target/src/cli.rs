@@ -76,9 +76,23 @@ pub struct Args {
     #[arg(long, env = "HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// Log format on stderr: `text` (one human-readable line per event) or
+    /// `json` (one JSON object per line, for log shippers).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-… INFO request request_id=… method=GET …`
+    Text,
+    /// `{"timestamp":"…","level":"INFO","message":"request","request_id":"…",…}`
+    Json,
 }
 
 /// Commands besides serving.

@@ -29,7 +29,9 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let log = RequestLog::start(&parts.method, parts.uri.path());
-    let decision = shared.proxy.decide(parts);
+    let decision = shared
+        .proxy
+        .decide_with_request_id(parts, Some(crate::request_id::fresh()));
     let exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => return Ok(local(response, &exchange, &log, None)),
@@ -55,7 +57,8 @@ pub(crate) async fn handle(
                 ProxyError::OriginUnreachable | ProxyError::OriginTimeout
             ) {
                 // The cause chain (connect refused, TLS, reset); never a header.
-                tracing::warn!(error = %ErrorChain(&error), "origin request failed");
+                let request_id = crate::log::request_id(&exchange);
+                tracing::warn!(request_id = %request_id, error = %ErrorChain(&error), "origin request failed");
             }
             return Ok(local(
                 exchange.error_response(kind),

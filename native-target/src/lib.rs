@@ -12,6 +12,7 @@ pub mod cli;
 mod client;
 mod handler;
 mod log;
+mod request_id;
 mod server;
 
 pub use server::{bind, serve, Settings};

@@ -1,4 +1,5 @@
-//! One log line per request: method, path, status, duration, key name.
+//! One log line per request: request id, method, path, status, duration,
+//! key name.
 //!
 //! The line is written when the exchange is over: at once for answers the
 //! proxy makes itself, and when the response body ends (or is abandoned) for
@@ -34,6 +35,14 @@ impl Outcome {
     }
 }
 
+/// The exchange's request id for a log field (`-` when there is none).
+pub(crate) fn request_id(exchange: &Exchange) -> &str {
+    exchange
+        .request_id()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("-")
+}
+
 /// What is known of a request when it arrives.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
@@ -65,6 +74,7 @@ impl RequestLog {
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = error.or(exchange.rejection()).map_or("-", |e| e.code());
         tracing::info!(
+            request_id = %request_id(exchange),
             method = %self.method,
             path = %self.path,
             status = status.as_u16(),

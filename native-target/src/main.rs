@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ollama_proxy_native::cli::{gen_token, Args, Command};
+use ollama_proxy_native::cli::{gen_token, Args, Command, LogFormat};
 use ollama_proxy_native::{bind, serve};
 
 fn main() -> ExitCode {
@@ -37,10 +37,13 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(log_output())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(error) => {

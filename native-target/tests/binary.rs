@@ -138,6 +138,7 @@ async fn logs_each_request_and_drains_on_sigterm() {
     )
     .await;
     assert_eq!(ok.status, 200);
+    let ok_id = ok.header("x-request-id").expect("a request id").to_owned();
     let denied = call(
         proxy.addr,
         "GET",
@@ -190,6 +191,11 @@ async fn logs_each_request_and_drains_on_sigterm() {
         requests[0]
     );
     assert!(requests[0].contains("duration_ms="), "{}", requests[0]);
+    assert!(
+        requests[0].contains(&format!("request_id={ok_id}")),
+        "{}",
+        requests[0]
+    );
     assert!(
         requests[1].contains("status=401") && requests[1].contains("error=invalid_api_key"),
         "{}",
@@ -301,4 +307,40 @@ async fn https_origin_is_verified_against_the_system_trust_store() {
     assert!(!log.contains(TOKEN), "token in the log: {log}");
     let _ = std::fs::remove_file(ca);
     let _ = std::fs::remove_file(other_ca);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let origin = MockOrigin::start().await;
+    let mut proxy = start_with(&origin.url(), &[("LOG_FORMAT", "json")]);
+    let auth = format!("Bearer {TOKEN}");
+    let got = call(
+        proxy.addr,
+        "GET",
+        "/api/tags",
+        &[
+            ("cf-aig-authorization", &auth),
+            ("x-request-id", "trace-me-7"),
+        ],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    sigterm(&proxy.child);
+    let status = tokio::task::block_in_place(|| proxy.child.wait()).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines: Vec<String> = proxy.stderr.iter().collect();
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = objects
+        .iter()
+        .find(|o| o["message"] == "request")
+        .expect("a request line");
+    assert_eq!(request["request_id"], "trace-me-7");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["path"], "/api/tags");
+    assert_eq!(request["key"], "default");
+    assert!(!lines.join("\n").contains(TOKEN));
 }

@@ -3,9 +3,11 @@
 //! stream cut by a reset, a body shorter than its `Content-Length`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How a [`BrokenOrigin`] answers every request.
@@ -13,7 +15,9 @@ use tokio::task::JoinHandle;
 pub enum Breakage {
     /// Bytes that are not an HTTP response, then close.
     Garbage,
-    /// A chunked NDJSON head and one chunk, then a TCP reset.
+    /// A chunked NDJSON head and one chunk, then a TCP reset when
+    /// [`BrokenOrigin::cut`] is called (a reset discards data the peer has
+    /// not read yet, so the test first sees the chunk arrive).
     ResetMidStream,
     /// `Content-Length: 100` and 10 bytes, then close.
     ShortBody,
@@ -25,6 +29,7 @@ pub const FIRST_CHUNK: &str = "{\"response\":\"partial\"}\n";
 /// A raw origin that reads each request head and breaks its answer.
 pub struct BrokenOrigin {
     addr: SocketAddr,
+    cut: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -33,12 +38,19 @@ impl BrokenOrigin {
     pub async fn start(breakage: Breakage) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(Notify::new());
+        let cut_for_task = Arc::clone(&cut);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, breakage));
+                tokio::spawn(answer(stream, breakage, Arc::clone(&cut_for_task)));
             }
         });
-        Self { addr, task }
+        Self { addr, cut, task }
+    }
+
+    /// Lets a [`Breakage::ResetMidStream`] answer reset its connection.
+    pub fn cut(&self) {
+        self.cut.notify_one();
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -53,7 +65,7 @@ impl Drop for BrokenOrigin {
     }
 }
 
-async fn answer(mut stream: TcpStream, breakage: Breakage) {
+async fn answer(mut stream: TcpStream, breakage: Breakage, cut: Arc<Notify>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -73,6 +85,7 @@ async fn answer(mut stream: TcpStream, breakage: Breakage) {
             );
             let _ = stream.write_all(answer.as_bytes()).await;
             let _ = stream.flush().await;
+            cut.notified().await;
             // Linger 0: closing sends RST instead of FIN.
             let _ = stream.set_zero_linger();
         }

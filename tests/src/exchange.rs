@@ -240,6 +240,8 @@ fn plain_headers() -> impl Strategy<Value = Vec<(String, String)>> {
         Just(("x-custom", "two")),
         Just(("accept-language", "en")),
         Just(("x-title", "café ☕")),
+        Just(("x-request-id", "client-req-0042")),
+        Just(("x-request-id", "has a space")),
     ];
     prop::collection::vec((one, any::<u64>()), 0..5).prop_map(|v| {
         v.into_iter()

@@ -55,6 +55,7 @@ macro_rules! scenario_tests {
             origin_short_body_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
             proxy_errors_carry_cors_headers,
+            request_ids_are_kept_or_generated,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {
@@ -638,7 +639,8 @@ pub async fn origin_answering_garbage_gets_502<T: Target>(t: &T) {
 }
 
 /// Sends a request through a proxy in front of a [`BrokenOrigin`] and
-/// returns everything the client received until the proxy closed.
+/// returns everything the client received until the proxy closed. For a
+/// reset, the origin is told to cut once the first chunk reached the client.
 async fn through_broken(t: &impl Target, breakage: Breakage) -> String {
     let origin = BrokenOrigin::start(breakage).await;
     let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
@@ -646,11 +648,19 @@ async fn through_broken(t: &impl Target, breakage: Breakage) -> String {
         "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
     );
     let mut stream = raw(h.proxy, req.as_bytes()).await;
+    let mut got = Vec::new();
+    if matches!(breakage, Breakage::ResetMidStream) {
+        got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, FIRST_CHUNK.as_bytes()))
+            .await
+            .expect("the first chunk did not arrive");
+        origin.cut();
+    }
     // Returns at the end marker of a clean chunked body, or when the proxy
     // closes or resets the connection.
-    let got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, b"\r\n0\r\n\r\n"))
+    let rest = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, b"\r\n0\r\n\r\n"))
         .await
         .expect("the proxy kept the connection open after the origin broke it");
+    got.extend_from_slice(&rest);
     String::from_utf8_lossy(&got).into_owned()
 }
 
@@ -731,4 +741,31 @@ pub async fn proxy_errors_carry_cors_headers<T: Target>(t: &T) {
     .await;
     assert_eq!(got.status, 403);
     assert!(got.header("access-control-allow-origin").is_none());
+}
+
+pub async fn request_ids_are_kept_or_generated<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let got = call(
+        h.proxy,
+        "GET",
+        "/api/tags",
+        &[AUTH, ("x-request-id", "client-id-42")],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.header("x-request-id"), Some("client-id-42"));
+    let got = call(h.proxy, "GET", "/api/version", &[AUTH], empty()).await;
+    let generated = got.header("x-request-id").expect("an id").to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+    assert!(
+        generated.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{generated}"
+    );
+    let seen = h.origin.requests();
+    assert_eq!(seen[0].headers["x-request-id"], "client-id-42");
+    assert_eq!(seen[1].headers["x-request-id"], generated.as_str());
+    // Local answers carry one too, and each request gets its own.
+    let denied = call(h.proxy, "GET", "/api/tags", &[], empty()).await;
+    let other = denied.header("x-request-id").expect("an id on a 401");
+    assert_ne!(other, generated);
 }

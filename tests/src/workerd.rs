@@ -133,12 +133,20 @@ const proxy :Workerd.Worker = (
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free loopback port for workerd, outside the kernel's ephemeral range
+/// (32768 and up on Linux). Everything else in the tests binds port 0 and
+/// gets an ephemeral port, so between our check here and workerd's own bind
+/// none of them can take this one and answer in workerd's place.
+fn free_port(n: usize) -> u16 {
+    let base = (std::process::id() as usize).wrapping_mul(7919);
+    for i in 0..1000 {
+        let offset = base.wrapping_add(n * 131).wrapping_add(i * 17) % 12_000;
+        let port = 20_000 + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 impl Workerd {
@@ -153,7 +161,7 @@ impl Workerd {
             for file in ["worker.js", WASM_NAME] {
                 std::fs::copy(self.bundle_dir.join(file), dir.0.join(file)).unwrap();
             }
-            let port = free_port();
+            let port = free_port(n);
             std::fs::write(dir.0.join("config.capnp"), config(port, vars)).unwrap();
             let log = std::fs::File::create(dir.0.join("workerd.log")).unwrap();
             let child = Command::new(&self.binary)

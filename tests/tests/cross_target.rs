@@ -159,13 +159,56 @@ async fn observe(addr: SocketAddr, case: &Case, body: &[u8]) -> Observed {
             body_complete: seen.body_complete,
         }
     });
-    Observed {
+    let mut observed = Observed {
         status: got.status,
         headers: normalize(&got.headers, &CLIENT_RUNTIME_HEADERS),
         body_len: got.body.len(),
         body_hash: hash(&got.body),
         body_preview: String::from_utf8_lossy(&got.body[..got.body.len().min(120)]).into_owned(),
         origin,
+    };
+    generated_ids_alike(&mut observed, &r.headers);
+    observed
+}
+
+/// A request id the proxy generated is random, so it differs between the
+/// targets: check it is the same on both sides of one exchange (the client's
+/// response and the origin's request) and 32 hex digits, then compare it
+/// as `<generated>`. An id the client sent is compared as is.
+fn generated_ids_alike(observed: &mut Observed, sent: &[(String, String)]) {
+    const ID: &str = "x-request-id";
+    let usable: Vec<&String> = sent
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(ID))
+        .map(|(_, v)| v)
+        .collect();
+    let client_id = usable.len() == 1
+        && !usable[0].is_empty()
+        && usable[0].len() <= 128
+        && usable[0].bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if client_id {
+        return;
+    }
+    let Some(generated) = observed.headers.get(ID).cloned() else {
+        return;
+    };
+    let well_formed = generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit());
+    let placeholder = if well_formed {
+        "<generated>"
+    } else {
+        "<malformed>"
+    };
+    observed
+        .headers
+        .insert(ID.to_owned(), placeholder.to_owned());
+    if let Some(origin) = &mut observed.origin {
+        let same = origin.headers.get(ID) == Some(&generated);
+        let value = if same {
+            placeholder
+        } else {
+            "<not the id returned to the client>"
+        };
+        origin.headers.insert(ID.to_owned(), value.to_owned());
     }
 }
 

@@ -90,18 +90,19 @@ async fn logs_one_json_line_per_request_without_tokens() {
     ];
     let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
     let auth = format!("Bearer {TOKEN}");
-    assert_eq!(
-        call(
-            addr,
-            "GET",
-            "/api/tags?q=secret-query",
-            &[("cf-aig-authorization", &auth)],
-            empty()
-        )
-        .await
-        .status,
-        200
-    );
+    let first = call(
+        addr,
+        "GET",
+        "/api/tags?q=secret-query",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    let first_id = first
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
     assert_eq!(
         call(
             addr,
@@ -139,6 +140,8 @@ async fn logs_one_json_line_per_request_without_tokens() {
     assert_eq!(lines[0]["status"], 200);
     assert_eq!(lines[0]["key"], "default");
     assert!(lines[0]["duration_ms"].is_number());
+    assert_eq!(lines[0]["request_id"], first_id.as_str());
     assert_eq!(lines[1]["status"], 401);
     assert_eq!(lines[1]["error"], "invalid_api_key");
+    assert_ne!(lines[1]["request_id"], lines[0]["request_id"]);
 }

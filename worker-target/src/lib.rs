@@ -55,6 +55,23 @@ fn proxy(env: &Env) -> Result<Rc<Proxy>, ollama_proxy_core::ConfigError> {
     Ok(proxy)
 }
 
+/// A new request id from the runtime's random source (32 hex digits, as
+/// natively); `None` leaves a request without a client id unlabelled.
+fn fresh_request_id() -> Option<http::HeaderValue> {
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let mut bytes = [0u8; 16];
+    scope
+        .crypto()
+        .ok()?
+        .get_random_values_with_u8_array(&mut bytes)
+        .ok()?;
+    let (high, low) = bytes.split_at(8);
+    Some(ollama_proxy_core::format_request_id(
+        u64::from_le_bytes(high.try_into().ok()?),
+        u64::from_le_bytes(low.try_into().ok()?),
+    ))
+}
+
 #[event(fetch)]
 async fn fetch(
     request: web_sys::Request,
@@ -76,7 +93,7 @@ async fn fetch(
         return local_response(early_error_response(ProxyError::BadRequest));
     };
     let mut line = log::Line::start(&parts, started);
-    let decision = proxy.decide(parts);
+    let decision = proxy.decide_with_request_id(parts, fresh_request_id());
     let exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => {

@@ -1,5 +1,5 @@
-//! One JSON log line per request, for Workers Logs: method, path, status,
-//! duration, key name. Never a token, never the query.
+//! One JSON log line per request, for Workers Logs: request id, method,
+//! path, status, duration, key name. Never a token, never the query.
 
 use http::{request, StatusCode};
 use ollama_proxy_core::Exchange;
@@ -25,7 +25,10 @@ impl Line {
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = exchange.rejection().map_or("-", |e| e.code());
         let mut line = String::with_capacity(160);
-        line.push_str("{\"message\":\"request\",\"method\":");
+        line.push_str("{\"message\":\"request\",\"request_id\":");
+        let id = exchange.request_id().and_then(|id| id.to_str().ok());
+        push_json(&mut line, id.unwrap_or("-"));
+        line.push_str(",\"method\":");
         push_json(&mut line, &self.method);
         line.push_str(",\"path\":");
         push_json(&mut line, &self.path);
