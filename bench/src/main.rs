@@ -96,7 +96,14 @@ fn param(query: &str, name: &str) -> Option<u64> {
 
 async fn serve(frame: Bytes, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
     let query = req.uri().query().unwrap_or("").to_owned();
-    let (content_type, body) = match req.uri().path() {
+    // `/api/…` and `/v1/…` answer like the bare path, so traffic can look
+    // like Ollama's two API families (the ops check's dashboard shows both).
+    let path = req.uri().path();
+    let path = path
+        .strip_prefix("/api")
+        .or_else(|| path.strip_prefix("/v1"))
+        .unwrap_or(path);
+    let (content_type, body) = match path {
         "/small" => (
             "application/json",
             Out::Full(Some(Bytes::from_static(SMALL))),

@@ -14,6 +14,7 @@ use crate::request_id::{self, X_REQUEST_ID};
 use crate::route::RouteFamily;
 
 const HEALTHZ_PATH: &str = "/healthz";
+const READINESS_PATH: &str = "/api/version";
 /// The longest request target (path and query) forwarded, like nginx's
 /// default `large_client_header_buffers` line limit.
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -136,6 +137,28 @@ impl Proxy {
             exchange,
             action: Action::Forward(upstream),
         }
+    }
+
+    /// The request a readiness check sends to the origin: `GET /api/version`
+    /// (Ollama's cheapest endpoint) under the origin's base path, with the
+    /// origin's `Host` and the Access service-token headers when configured,
+    /// exactly as a forwarded request would carry them.
+    pub fn readiness_probe(&self) -> request::Parts {
+        let cfg = &self.config;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, cfg.origin.host_header().clone());
+        if let Some(access) = &cfg.access {
+            headers.insert(CF_ACCESS_CLIENT_ID, access.client_id.clone());
+            headers.insert(CF_ACCESS_CLIENT_SECRET, access.client_secret.clone());
+        }
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::GET;
+        parts.uri = cfg
+            .origin
+            .join(&http::uri::PathAndQuery::from_static(READINESS_PATH));
+        parts.version = Version::HTTP_11;
+        parts.headers = headers;
+        parts
     }
 
     /// Checks an authenticated request against policy and framing rules.

@@ -406,3 +406,17 @@ fn request_ids() {
     let d = p.decide(head("GET", "/api/tags", &[AUTH]));
     assert!(d.exchange.request_id().is_none());
 }
+
+#[test]
+fn readiness_probe_goes_to_the_origin_like_a_forwarded_request() {
+    let p = proxy(&[
+        ("CF_ACCESS_CLIENT_ID", "id.access"),
+        ("CF_ACCESS_CLIENT_SECRET", "secret-1"),
+    ]);
+    let probe = p.readiness_probe();
+    assert_eq!(probe.method, Method::GET);
+    assert_eq!(probe.uri, "http://origin.internal:11434/base/api/version");
+    assert_eq!(probe.headers["host"], "origin.internal:11434");
+    assert_eq!(probe.headers["cf-access-client-id"], "id.access");
+    assert_eq!(probe.headers["cf-access-client-secret"], "secret-1");
+}

@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::log::{Outcome, RequestLog};
+use crate::metrics::Metrics;
 
 /// Why a streamed body stopped early.
 #[derive(Debug)]
@@ -70,6 +72,8 @@ pin_project! {
         idle_timeout: Duration,
         remaining: u64,
         seen: u64,
+        // Where request body bytes are counted, for request bodies.
+        counter: Option<Arc<Metrics>>,
     }
 }
 
@@ -82,7 +86,14 @@ impl Guarded {
             idle_timeout,
             remaining: limit,
             seen: 0,
+            counter: None,
         }
+    }
+
+    /// Counts the bytes passed through as request body bytes.
+    pub(crate) fn counting_into(mut self, metrics: Arc<Metrics>) -> Self {
+        self.counter = Some(metrics);
+        self
     }
 }
 
@@ -105,6 +116,9 @@ impl Body for Guarded {
                     }
                     *this.remaining -= len;
                     *this.seen += len;
+                    if let Some(counter) = this.counter {
+                        counter.request_bytes(len);
+                    }
                 }
                 this.idle
                     .as_mut()
@@ -156,6 +170,7 @@ impl ResponseBody {
         status: StatusCode,
         notice: Option<Bytes>,
     ) -> Self {
+        log.metrics.stream_opened();
         Self::Upstream {
             body: Logged {
                 body,
@@ -223,6 +238,7 @@ pin_project! {
                 None => Outcome::ClientGone,
             };
             this.log.finish(this.exchange, *this.status, outcome, this.body.seen, None);
+            this.log.metrics.stream_closed();
         }
     }
 }

@@ -76,6 +76,11 @@ pub struct Args {
     #[arg(long, env = "HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// Admin listener for `/metrics`, `/readyz` and `/healthz`; `off` disables it.
+    /// Keep it off the public port and unexposed: it has no authentication.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_admin_addr)]
+    pub metrics_addr: AdminAddr,
+
     /// Log format on stderr: `text` (one human-readable line per event) or
     /// `json` (one JSON object per line, for log shippers).
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
@@ -84,6 +89,24 @@ pub struct Args {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// Where the admin listener binds, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+/// Parses `METRICS_ADDR`: an address, or `off`/`none`/empty to disable.
+///
+/// # Errors
+/// A message naming the expected forms.
+pub fn parse_admin_addr(raw: &str) -> Result<AdminAddr, String> {
+    match raw.trim() {
+        "" | "off" | "none" | "false" => Ok(AdminAddr(None)),
+        addr => addr
+            .parse()
+            .map(|a| AdminAddr(Some(a)))
+            .map_err(|_| format!("`{raw}` is not an address such as 127.0.0.1:9464, or `off`")),
+    }
 }
 
 /// How log lines are written.
@@ -128,6 +151,12 @@ impl Args {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         lines.extend([
             format!("LISTEN_ADDR={}", self.listen_addr),
+            format!(
+                "METRICS_ADDR={}",
+                self.metrics_addr
+                    .0
+                    .map_or("off".to_owned(), |a| a.to_string())
+            ),
             format!("CONNECT_TIMEOUT={}", secs(self.connect_timeout)),
             format!("RESPONSE_TIMEOUT={}", secs(self.response_timeout)),
             format!("IDLE_TIMEOUT={}", secs(self.idle_timeout)),
@@ -159,6 +188,7 @@ impl Args {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let config = Config::from_lookup(|var| self.lookup(var))?;
         Ok(Settings {
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new(&config)),
             proxy: Proxy::new(config),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,

@@ -23,6 +23,19 @@ pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, Guarded>;
 /// # Errors
 /// When the origin is https and no system trust roots can be loaded.
 pub(crate) fn build(origin: &Origin, connect_timeout: Duration) -> io::Result<OriginClient> {
+    build_for(origin, connect_timeout)
+}
+
+/// [`build`] for any request body type (the admin listener's probe sends none).
+pub(crate) fn build_for<B>(
+    origin: &Origin,
+    connect_timeout: Duration,
+) -> io::Result<Client<HttpsConnector<HttpConnector>, B>>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tls = if origin.scheme() == &http::uri::Scheme::HTTPS {
         ClientConfig::builder()
             .with_native_roots()?

@@ -16,6 +16,7 @@ use crate::log::{Outcome, RequestLog};
 /// What every request needs, shared across connections.
 pub(crate) struct Shared {
     pub(crate) proxy: Proxy,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) client: OriginClient,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -28,7 +29,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    let log = RequestLog::start(&parts.method, parts.uri.path());
+    let log = RequestLog::start(&parts.method, parts.uri.path(), &shared.metrics);
     let decision = shared
         .proxy
         .decide_with_request_id(parts, Some(crate::request_id::fresh()));
@@ -38,7 +39,8 @@ pub(crate) async fn handle(
         Action::Forward(head) => head,
     };
 
-    let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit());
+    let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit())
+        .counting_into(Arc::clone(&shared.metrics));
     let upstream = shared.client.request(Request::from_parts(head, body));
     let response = match tokio::time::timeout(shared.response_timeout, upstream).await {
         Ok(Ok(response)) => response,
@@ -80,6 +82,7 @@ pub(crate) async fn handle(
 
     let (mut head, body) = response.into_parts();
     exchange.rewrite_response(&mut head);
+    log.first_byte(&exchange);
     let status = head.status;
     let notice = exchange.interrupted_stream_notice(&head);
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
@@ -96,6 +99,7 @@ fn local(
     error: Option<ProxyError>,
 ) -> Response<ResponseBody> {
     let len = response.body().len() as u64;
+    log.first_byte(exchange);
     log.finish(exchange, response.status(), Outcome::Complete, len, error);
     response.map(ResponseBody::local)
 }

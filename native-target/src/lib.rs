@@ -7,12 +7,15 @@
 //! endpoint policy and headers comes from the core.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod body;
 pub mod cli;
 mod client;
 mod handler;
 mod log;
+mod metrics;
 mod request_id;
 mod server;
 
+pub use metrics::Metrics;
 pub use server::{bind, serve, Settings};

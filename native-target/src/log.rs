@@ -6,10 +6,13 @@
 //! forwarded requests, so the duration covers the whole stream. Only the
 //! path is logged (no query), and never a header value.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
 use ollama_proxy_core::{Exchange, ProxyError};
+
+use crate::metrics::Metrics;
 
 /// How a forwarded exchange ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,15 +52,22 @@ pub(crate) struct RequestLog {
     method: Method,
     path: String,
     start: Instant,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl RequestLog {
-    pub(crate) fn start(method: &Method, path: &str) -> Self {
+    pub(crate) fn start(method: &Method, path: &str, metrics: &Arc<Metrics>) -> Self {
         Self {
             method: method.clone(),
             path: path.to_owned(),
             start: Instant::now(),
+            metrics: Arc::clone(metrics),
         }
+    }
+
+    /// Records that the response head is ready to send.
+    pub(crate) fn first_byte(&self, exchange: &Exchange) {
+        self.metrics.first_byte(exchange, self.start.elapsed());
     }
 
     /// Writes the line for a finished exchange.
@@ -71,6 +81,9 @@ impl RequestLog {
         bytes_out: u64,
         error: Option<ProxyError>,
     ) {
+        let elapsed = self.start.elapsed();
+        self.metrics
+            .finished(exchange, status, elapsed, outcome, bytes_out, error);
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = error.or(exchange.rejection()).map_or("-", |e| e.code());
         tracing::info!(
@@ -78,7 +91,7 @@ impl RequestLog {
             method = %self.method,
             path = %self.path,
             status = status.as_u16(),
-            duration_ms = (self.start.elapsed().as_micros() as f64 / 1e3),
+            duration_ms = (elapsed.as_micros() as f64 / 1e3),
             key = %key,
             route = %exchange.route().as_str(),
             outcome = %outcome.as_str(),

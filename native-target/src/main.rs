@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ollama_proxy_native::admin::Admin;
 use ollama_proxy_native::cli::{gen_token, Args, Command, LogFormat};
 use ollama_proxy_native::{bind, serve};
 
@@ -73,7 +74,32 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match serve(listener, settings, shutdown_signal()).await {
+        // The admin listener: bound before serving, so a taken port fails
+        // the start instead of leaving the proxy without metrics.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = args.metrics_addr.0 {
+            let admin = match Admin::new(&settings) {
+                Ok(admin) => admin,
+                Err(error) => {
+                    eprintln!("ollama-proxy: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let admin_listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("ollama-proxy: cannot listen on {addr} (METRICS_ADDR): {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(admin = %addr, "admin listener: /metrics /readyz /healthz");
+            tokio::spawn(admin.serve(admin_listener, async move {
+                let _ = admin_stopped.await;
+            }));
+        }
+        let served = serve(listener, settings, shutdown_signal()).await;
+        let _ = admin_stop.send(());
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("ollama-proxy: {error}");

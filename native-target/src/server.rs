@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::client;
 use crate::handler::{handle, Shared};
+use crate::metrics::Metrics;
 
 /// The largest request head (request line and headers) hyper reads, in
 /// bytes; past it hyper answers a bare 431 itself. It is above the core's
@@ -29,6 +30,8 @@ const MAX_HEAD_BYTES: usize = 128 * 1024;
 pub struct Settings {
     /// The core, with its validated configuration.
     pub proxy: Proxy,
+    /// The metrics every request records (served by [`Admin`](crate::admin::Admin)).
+    pub metrics: Arc<Metrics>,
     /// Time allowed to connect to the origin.
     pub connect_timeout: Duration,
     /// Time allowed for the origin's response head.
@@ -220,6 +223,7 @@ async fn serve_thread(
     let client = client::build(settings.proxy.config().origin(), settings.connect_timeout)?;
     let shared = Arc::new(Shared {
         proxy: settings.proxy.clone(),
+        metrics: Arc::clone(&settings.metrics),
         client,
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,

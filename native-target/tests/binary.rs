@@ -1,7 +1,7 @@
 //! The `ollama-proxy` binary as an operator runs it: config errors, help,
 //! request logs, and a clean exit on SIGTERM after draining.
 
-use ollama_proxy_tests::client::{call, empty, raw, read_until};
+use ollama_proxy_tests::client::{call, empty, full, raw, read_until};
 use ollama_proxy_tests::MockOrigin;
 
 mod common;
@@ -343,4 +343,282 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     assert_eq!(request["path"], "/api/tags");
     assert_eq!(request["key"], "default");
     assert!(!lines.join("\n").contains(TOKEN));
+}
+
+/// A free loopback port (bound then released; the same small race as the
+/// public port above).
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The value of the sample `name{labels}` in an exposition, or 0 when absent.
+fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// `histogram_quantile` as Prometheus computes it, from cumulative buckets.
+fn quantile(text: &str, name: &str, route: &str, q: f64) -> f64 {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{name}_bucket{{"))?;
+            let (labels, value) = rest.split_once("} ")?;
+            if !labels.contains(&format!("route=\"{route}\"")) {
+                return None;
+            }
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = buckets.last().expect("buckets").1;
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            return lower.0 + (le - lower.0) * (rank - lower.1) / (count - lower.1);
+        }
+        lower = (le, count);
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_sequence_and_readyz_checks_the_origin() {
+    let origin = MockOrigin::start().await;
+    let admin = free_addr();
+    let proxy = start_with(&origin.url(), &[("METRICS_ADDR", admin.as_str())]);
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let ok = [("cf-aig-authorization", auth.as_str())];
+    let wrong = [("cf-aig-authorization", "Bearer nope-nope-nope")];
+    for _ in 0..3 {
+        assert_eq!(
+            call(proxy.addr, "GET", "/api/tags", &ok, empty())
+                .await
+                .status,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            call(proxy.addr, "GET", "/api/tags", &wrong, empty())
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        call(proxy.addr, "GET", "/v1/models", &[], empty())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        call(proxy.addr, "POST", "/api/pull", &ok, full("{}"))
+            .await
+            .status,
+        403
+    );
+    // One stream of 3 chunks 100 ms apart: at least 200 ms long.
+    let stream = call(
+        proxy.addr,
+        "POST",
+        "/api/chat?chunks=3&delay_ms=100",
+        &ok,
+        full("{}"),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+
+    let got = call(admin, "GET", "/metrics", &[], empty()).await;
+    assert_eq!(got.status, 200);
+    assert!(got
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(got.body.to_vec()).unwrap();
+    let requests = "ollama_proxy_requests_total";
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            r#"route="api",status_class="2xx",key="default""#
+        ),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, requests, r#"route="api",status_class="4xx",key="-""#),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            r#"route="api",status_class="4xx",key="default""#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, requests, r#"route="v1",status_class="4xx",key="-""#),
+        1.0,
+        "{text}"
+    );
+    let failures = "ollama_proxy_auth_failures_total";
+    assert_eq!(
+        sample(&text, failures, r#"reason="invalid""#),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, failures, r#"reason="missing""#),
+        1.0,
+        "{text}"
+    );
+    let duration = "ollama_proxy_request_duration_seconds";
+    assert_eq!(
+        sample(&text, &format!("{duration}_count"), r#"route="api""#),
+        7.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ollama_proxy_open_streams", ""),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ollama_proxy_request_body_bytes_total", ""),
+        2.0,
+        "{text}"
+    );
+    assert!(sample(&text, "ollama_proxy_response_body_bytes_total", "") > 0.0);
+    // Six quick answers and one 200+ ms stream: the median is in the lowest
+    // buckets, the 95th percentile in the stream's.
+    let p50 = quantile(&text, duration, "api", 0.5);
+    let p95 = quantile(&text, duration, "api", 0.95);
+    assert!(p50 <= 0.1, "p50 {p50}\n{text}");
+    assert!(p95 > 0.1 && p95 <= 0.5, "p95 {p95}\n{text}");
+    let ttfb = "ollama_proxy_time_to_first_byte_seconds";
+    assert_eq!(
+        sample(&text, &format!("{ttfb}_count"), r#"route="api""#),
+        7.0,
+        "{text}"
+    );
+
+    let ready = call(admin, "GET", "/readyz", &[], empty()).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(origin.requests().last().unwrap().target, "/api/version");
+    // A proxy whose origin is down is up (healthz) but not ready.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin = free_addr();
+    let _down = start_with(
+        &format!("http://{closed}"),
+        &[("METRICS_ADDR", admin.as_str())],
+    );
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let unready = call(admin, "GET", "/readyz", &[], empty()).await;
+    assert_eq!(unready.status, 503);
+    assert_eq!(unready.json()["status"], "unready");
+    assert!(
+        !String::from_utf8_lossy(&unready.body).contains(TOKEN),
+        "{unready:?}"
+    );
+    assert_eq!(
+        call(admin, "GET", "/healthz", &[], empty()).await.status,
+        200
+    );
+}
+
+/// The dashboard and the scrape example in `ops/` must use only metrics the
+/// proxy exports (a rename would leave panels empty without this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_name_only_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("ops/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+
+    let origin = MockOrigin::start().await;
+    let admin = free_addr();
+    let proxy = start_with(
+        &origin.url(),
+        &[
+            ("METRICS_ADDR", admin.as_str()),
+            ("RESPONSE_TIMEOUT", "200ms"),
+        ],
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let ok = [("cf-aig-authorization", auth.as_str())];
+    // A success, an auth failure and an origin timeout: every family has a
+    // sample (an empty family is not listed at all).
+    call(proxy.addr, "GET", "/api/tags", &ok, empty()).await;
+    call(proxy.addr, "GET", "/api/tags", &[], empty()).await;
+    assert_eq!(
+        call(proxy.addr, "GET", "/hang", &ok, empty()).await.status,
+        504
+    );
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let text = String::from_utf8(
+        call(admin, "GET", "/metrics", &[], empty())
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    let declared: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("ollama_proxy_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_total", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    declared.contains(&base),
+                    "panel {:?} uses {name}, which the proxy does not export",
+                    panel["title"]
+                );
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
 }

@@ -27,7 +27,7 @@ const ANALYSIS: &str = "## Analysis";
 const SECONDS: u32 = 4;
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for_port(port: u16) -> Result<(), String> {
+pub(crate) fn wait_for_port(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -47,12 +47,12 @@ fn wait_for_port(port: u16) -> Result<(), String> {
     Err(format!("nothing listening on port {port} after 20s"))
 }
 
-fn spawn(mut cmd: Command, port: u16) -> Result<Proc, String> {
+pub(crate) fn spawn(mut cmd: Command, port: u16) -> Result<Proc, String> {
     spawn_logging(cmd.stderr(Stdio::null()), port)
 }
 
 /// Starts a server whose standard error the caller has set, and waits for its port.
-fn spawn_logging(cmd: &mut Command, port: u16) -> Result<Proc, String> {
+pub(crate) fn spawn_logging(cmd: &mut Command, port: u16) -> Result<Proc, String> {
     let child = cmd
         .stdout(Stdio::null())
         .spawn()
@@ -63,7 +63,7 @@ fn spawn_logging(cmd: &mut Command, port: u16) -> Result<Proc, String> {
 }
 
 /// Installs Debian packages for the programs that are missing.
-fn ensure_apt(tools: &[(&str, &str)]) {
+pub(crate) fn ensure_apt(tools: &[(&str, &str)]) {
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| output("which", &[bin]).is_none())

@@ -3,6 +3,7 @@
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
 mod bench;
+mod ops;
 mod tasks;
 mod worker;
 
@@ -22,6 +23,9 @@ tasks:
   soak        the long reliability runs: 1,000 slow streams x 6 rounds through
               the release binary, core fuzzing at 100,000 cases, 2,000
               cross-target cases (a few minutes; not part of test-all)
+  ops-check   run the Grafana dashboard's queries against a real Prometheus
+              (installed with apt) scraping a loaded native proxy; prints
+              each panel's series
   bench       measure the native proxy beside direct and nginx, and the Worker
               beside a hand-written JS Worker in workerd; writes bench/results.md
 ";
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Some("build-worker") => worker::build_worker(),
         Some("bench") => bench::bench(),
         Some("soak") => tasks::soak(),
+        Some("ops-check") => ops::ops_check(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

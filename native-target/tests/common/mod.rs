@@ -49,6 +49,8 @@ pub fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
         .env("AIG_AUTH_TOKEN", TOKEN)
         .env("LISTEN_ADDR", addr.to_string())
         .env("SHUTDOWN_GRACE", "10s")
+        // Parallel tests must not all bind the default admin port.
+        .env("METRICS_ADDR", "off")
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
@@ -63,7 +65,14 @@ pub fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
     let ready = stderr
         .recv_timeout(Duration::from_secs(30))
         .expect("a ready line");
-    assert!(ready.contains("ready"), "{ready}");
+    let ready = if ready.contains("admin listener") {
+        stderr
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a ready line")
+    } else {
+        ready
+    };
+    assert!(ready.contains(" ready"), "{ready}");
     Running {
         child,
         addr,

@@ -1,0 +1,216 @@
+//! Prometheus metrics, with the `prometheus-client` crate: what operators
+//! otherwise read off Cloudflare's dashboard (requests per minute, error
+//! rate, latency quantiles) plus streams, bytes, auth failures and origin
+//! errors. Served on the admin listener (see `admin.rs`).
+
+use std::time::Duration;
+
+use http::StatusCode;
+use ollama_proxy_core::{Config, Exchange, ProxyError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::log::Outcome;
+
+/// Latency buckets in seconds: from a cached local answer to a long
+/// generation (an LLM stream can run for minutes).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+type HistogramFamily = Family<Labels<1>, Histogram, fn() -> Histogram>;
+
+/// Every metric the native proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels<3>, Counter>,
+    duration: HistogramFamily,
+    first_byte: HistogramFamily,
+    open_streams: Gauge,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    auth_failures: Family<Labels<1>, Counter>,
+    origin_errors: Family<Labels<1>, Counter>,
+    /// Key names as label values, fixed at start-up (bounded cardinality).
+    keys: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Metrics {
+    /// Registers every metric; `config` names the keys that may appear as labels.
+    pub fn new(config: &Config) -> Self {
+        // Label values must live as long as the metrics; the key names are
+        // few and fixed for the life of the process.
+        let keys = config
+            .key_names()
+            .map(|k| &*Box::leak(k.as_str().to_owned().into_boxed_str()))
+            .collect();
+        let mut registry = Registry::with_prefix("ollama_proxy");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route family (api, v1, other), status class and key name (- when unauthenticated)",
+            requests.clone(),
+        );
+        let duration = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Whole exchange, until the last byte of the response (streams included), by route family",
+            duration.clone(),
+        );
+        let first_byte = HistogramFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Until the response head is ready to send (for forwarded requests: the origin's head arrived), by route family",
+            first_byte.clone(),
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "open_streams",
+            "Forwarded responses still streaming to clients",
+            open_streams.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "request_body_bytes",
+            "Request body bytes forwarded to the origin",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes sent to clients",
+            bytes_out.clone(),
+        );
+        let auth_failures = Family::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or invalid token, by reason",
+            auth_failures.clone(),
+        );
+        let origin_errors = Family::default();
+        registry.register(
+            "origin_errors",
+            "Origin failures: unreachable, timeout (connect or response head), stream_interrupted, idle_timeout",
+            origin_errors.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            first_byte,
+            open_streams,
+            bytes_in,
+            bytes_out,
+            auth_failures,
+            origin_errors,
+            keys,
+        }
+    }
+
+    fn key_label(&self, exchange: &Exchange) -> &'static str {
+        exchange
+            .key()
+            .and_then(|k| self.keys.iter().find(|name| **name == k.as_str()))
+            .copied()
+            .unwrap_or("-")
+    }
+
+    /// Records a finished exchange.
+    pub(crate) fn finished(
+        &self,
+        exchange: &Exchange,
+        status: StatusCode,
+        elapsed: Duration,
+        outcome: Outcome,
+        bytes_out: u64,
+        error: Option<ProxyError>,
+    ) {
+        let route = exchange.route().as_str();
+        self.requests
+            .get_or_create(&[
+                ("route", route),
+                ("status_class", status_class(status)),
+                ("key", self.key_label(exchange)),
+            ])
+            .inc();
+        self.duration
+            .get_or_create(&[("route", route)])
+            .observe(elapsed.as_secs_f64());
+        self.bytes_out.inc_by(bytes_out);
+        match exchange.rejection() {
+            Some(ProxyError::MissingToken) => self.auth_failure("missing"),
+            Some(ProxyError::InvalidToken) => self.auth_failure("invalid"),
+            _ => {}
+        }
+        let origin_error = match (error, outcome) {
+            (Some(ProxyError::OriginUnreachable), _) => Some("unreachable"),
+            (Some(ProxyError::OriginTimeout), _) => Some("timeout"),
+            (_, Outcome::OriginError) => Some("stream_interrupted"),
+            (_, Outcome::IdleTimeout) => Some("idle_timeout"),
+            _ => None,
+        };
+        if let Some(kind) = origin_error {
+            self.origin_errors.get_or_create(&[("kind", kind)]).inc();
+        }
+    }
+
+    fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Records the time until a response head was ready.
+    pub(crate) fn first_byte(&self, exchange: &Exchange, elapsed: Duration) {
+        self.first_byte
+            .get_or_create(&[("route", exchange.route().as_str())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A forwarded response started streaming.
+    pub(crate) fn stream_opened(&self) {
+        self.open_streams.inc();
+    }
+
+    /// A forwarded response ended (completed, failed or abandoned).
+    pub(crate) fn stream_closed(&self) {
+        self.open_streams.dec();
+    }
+
+    /// Request body bytes passed to the origin.
+    pub(crate) fn request_bytes(&self, n: u64) {
+        self.bytes_in.inc_by(n);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
