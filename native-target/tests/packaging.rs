@@ -88,9 +88,7 @@ fn dockerfile_builds_the_binary_into_a_non_root_image() {
     assert!(runtime
         .iter()
         .any(|l| l.starts_with("COPY --from=build /ollama-proxy ")));
-    assert!(runtime
-        .iter()
-        .any(|l| *l == &r#"ENTRYPOINT ["/usr/local/bin/ollama-proxy"]"#));
+    assert!(runtime.contains(&&r#"ENTRYPOINT ["/usr/local/bin/ollama-proxy"]"#));
     // Every variable the image sets is one the binary reads.
     let help = Command::new(env!("CARGO_BIN_EXE_ollama-proxy"))
         .arg("--help")
