@@ -96,10 +96,32 @@ fn capnp_string(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// A variable with this name (any value) binds a fake Workers Analytics
+/// Engine dataset as `ANALYTICS`, which logs each data point as a JSON line
+/// (`{"message":"analytics","point":{…}}`) for tests to read.
+pub const ANALYTICS: &str = "ANALYTICS";
+
+const FAKE_ANALYTICS: &str = r#"// A stand-in for a Workers Analytics Engine dataset binding.
+export default function dataset() {
+  return {
+    writeDataPoint(point) {
+      console.log(JSON.stringify({ message: "analytics", point }));
+    },
+  };
+}
+"#;
+
 fn config(port: u16, vars: &Vars) -> String {
     let bindings: Vec<String> = vars
         .iter()
         .map(|(name, value)| {
+            if name == ANALYTICS {
+                // Not a variable: bind the fake Analytics Engine dataset.
+                return format!(
+                    "    (name = {}, wrapped = (moduleName = \"fake-analytics:dataset\")),",
+                    capnp_string(name)
+                );
+            }
             format!(
                 "    (name = {}, text = {}),",
                 capnp_string(name),
@@ -115,6 +137,9 @@ const config :Workerd.Config = (
     (name = "loopback", network = (allow = ["local"])),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:{port}", http = (), service = "main") ],
+  extensions = [ (modules = [
+    (name = "fake-analytics:dataset", esModule = embed "fake-analytics.js", internal = true),
+  ]) ],
 );
 const proxy :Workerd.Worker = (
   modules = [
@@ -161,6 +186,7 @@ impl Workerd {
             for file in ["worker.js", WASM_NAME] {
                 std::fs::copy(self.bundle_dir.join(file), dir.0.join(file)).unwrap();
             }
+            std::fs::write(dir.0.join("fake-analytics.js"), FAKE_ANALYTICS).unwrap();
             let port = free_port(n);
             std::fs::write(dir.0.join("config.capnp"), config(port, vars)).unwrap();
             let log = std::fs::File::create(dir.0.join("workerd.log")).unwrap();

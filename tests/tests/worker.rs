@@ -145,3 +145,58 @@ async fn logs_one_json_line_per_request_without_tokens() {
     assert_eq!(lines[1]["error"], "invalid_api_key");
     assert_ne!(lines[1]["request_id"], lines[0]["request_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_engine_gets_one_data_point_per_request_when_bound() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let origin = MockOrigin::start().await;
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), origin.url()),
+        ("AIG_AUTH_TOKENS".to_owned(), format!("team-a:{TOKEN}")),
+        (
+            ollama_proxy_tests::workerd::ANALYTICS.to_owned(),
+            "fake".to_owned(),
+        ),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let auth = format!("Bearer {TOKEN}");
+    let ok = call(
+        addr,
+        "GET",
+        "/v1/models",
+        &[("authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let denied = call(addr, "GET", "/api/tags", &[], empty()).await;
+    assert_eq!(denied.status, 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let points = loop {
+        let points: Vec<serde_json::Value> = running
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .filter(|v| v["message"] == "analytics")
+            .map(|v| v["point"].clone())
+            .collect();
+        if points.len() >= 2 || std::time::Instant::now() > deadline {
+            break points;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(points.len(), 2, "{points:?}");
+    let id = ok.header("x-request-id").unwrap();
+    assert_eq!(points[0]["indexes"], serde_json::json!(["team-a"]));
+    assert_eq!(
+        points[0]["blobs"],
+        serde_json::json!(["v1", "2xx", "team-a", "GET", "-", id])
+    );
+    assert_eq!(points[0]["doubles"][0], 200.0);
+    assert!(points[0]["doubles"][1].as_f64().unwrap() >= 0.0);
+    assert_eq!(points[1]["blobs"][1], "4xx");
+    assert_eq!(points[1]["blobs"][4], "missing_api_key");
+    assert!(!running.log().contains(TOKEN));
+}

@@ -97,7 +97,7 @@ async fn fetch(
     let exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => {
-            line.finish(&exchange, response.status());
+            line.finish(&exchange, response.status(), &env);
             return local_response(response);
         }
         Action::Forward(head) => head,
@@ -112,13 +112,13 @@ async fn fetch(
         Ok(response) => response.unchecked_into::<web_sys::Response>(),
         Err(_) => {
             let response = exchange.error_response(ProxyError::OriginUnreachable);
-            line.finish(&exchange, response.status());
+            line.finish(&exchange, response.status(), &env);
             return local_response(response);
         }
     };
     let mut head = upstream_response_head(&upstream)?;
     exchange.rewrite_response(&mut head);
-    line.finish(&exchange, head.status);
+    line.finish(&exchange, head.status, &env);
     let body = match (upstream.body(), exchange.interrupted_stream_notice(&head)) {
         (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
         (body, _) => body,

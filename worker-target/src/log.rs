@@ -20,8 +20,14 @@ impl Line {
     }
 
     /// Logs the line; for forwarded requests, when the response head arrives.
-    pub(crate) fn finish(&mut self, exchange: &Exchange, status: StatusCode) {
+    /// With an Analytics Engine dataset bound as `ANALYTICS`, also writes a
+    /// data point there (see [`analytics_point`]).
+    pub(crate) fn finish(&mut self, exchange: &Exchange, status: StatusCode, env: &worker::Env) {
         let duration_ms = js_sys::Date::now() - self.started;
+        if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
+            // Losing a data point must never fail the request.
+            let _ = analytics_point(exchange, &self.method, status, duration_ms).write_to(&dataset);
+        }
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = exchange.rejection().map_or("-", |e| e.code());
         let mut line = String::with_capacity(160);
@@ -44,6 +50,43 @@ impl Line {
         line.push('}');
         worker::console_log!("{line}");
     }
+}
+
+/// The optional Workers Analytics Engine binding (off unless configured in
+/// `wrangler.toml`).
+const ANALYTICS_BINDING: &str = "ANALYTICS";
+
+/// One data point per request: index = key name (`-` unauthenticated);
+/// blobs = route family, status class, key name, method, error code, request
+/// id; doubles = status, milliseconds to the response head.
+fn analytics_point(
+    exchange: &Exchange,
+    method: &str,
+    status: StatusCode,
+    duration_ms: f64,
+) -> worker::AnalyticsEngineDataPointBuilder {
+    let key = exchange.key().map_or("-", |k| k.as_str());
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let id = exchange
+        .request_id()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("-");
+    worker::AnalyticsEngineDataPointBuilder::new()
+        .indexes([key])
+        .add_blob(exchange.route().as_str())
+        .add_blob(class)
+        .add_blob(key)
+        .add_blob(method)
+        .add_blob(exchange.rejection().map_or("-", |e| e.code()))
+        .add_blob(id)
+        .add_double(status.as_u16())
+        .add_double(duration_ms)
 }
 
 fn push_json(out: &mut String, s: &str) {
