@@ -150,7 +150,7 @@ async fn slow_streams_and_small_requests_complete_intact() {
     // build). Memory is flat when later rounds reuse what the first one
     // took instead of adding to it. It does not go back to the baseline
     // when idle: glibc's allocator keeps freed memory (GLIBC_TUNABLES trim
-    // and arena settings did not change that here), and 32 warm origin
+    // and arena settings did not change that here), and up to 128 warm origin
     // connections per thread stay pooled.
     assert!(per_stream <= 256, "{per_stream} KiB per open stream");
     // Fragmentation settles (5 rounds of 1,000 streams: +40, +58, +66, +69,

@@ -55,21 +55,32 @@ fn proxy(env: &Env) -> Result<Rc<Proxy>, ollama_proxy_core::ConfigError> {
     Ok(proxy)
 }
 
-/// A new request id from the runtime's random source (32 hex digits, as
-/// natively); `None` leaves a request without a client id unlabelled.
-fn fresh_request_id() -> Option<http::HeaderValue> {
+thread_local! {
+    /// This isolate's random id prefix (drawn once) and request counter.
+    static IDS: (u64, std::cell::Cell<u64>) = (random_u64().unwrap_or_default(), std::cell::Cell::new(0));
+}
+
+/// 64 bits from the runtime's random source.
+fn random_u64() -> Option<u64> {
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; 8];
     scope
         .crypto()
         .ok()?
         .get_random_values_with_u8_array(&mut bytes)
         .ok()?;
-    let (high, low) = bytes.split_at(8);
-    Some(ollama_proxy_core::format_request_id(
-        u64::from_le_bytes(high.try_into().ok()?),
-        u64::from_le_bytes(low.try_into().ok()?),
-    ))
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// A new request id, 32 hex digits as natively: a random prefix drawn once
+/// per isolate and a counter. (Drawing 16 random bytes per request measured
+/// ≈ 100 µs per request in workerd.)
+fn fresh_request_id() -> Option<http::HeaderValue> {
+    IDS.with(|(prefix, counter)| {
+        let n = counter.get();
+        counter.set(n.wrapping_add(1));
+        Some(ollama_proxy_core::format_request_id(*prefix, n))
+    })
 }
 
 #[event(fetch)]
