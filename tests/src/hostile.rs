@@ -47,6 +47,14 @@ fn request(start: &str, lines: &[&str], body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A `GET` with `count` headers of 4,000 bytes each.
+fn big_headers(count: usize) -> Vec<u8> {
+    let value = "v".repeat(4000);
+    let lines: Vec<String> = (0..count).map(|i| format!("X-Big-{i}: {value}")).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    request("GET /api/tags HTTP/1.1", &lines, b"")
+}
+
 fn post(lines: &[&str], body: &[u8]) -> Vec<u8> {
     request("POST /api/chat HTTP/1.1", lines, body)
 }
@@ -106,12 +114,7 @@ pub const CASES: &[Hostile] = &[
     Hostile {
         name: "header_section_over_64k",
         what: "header section over 64 KiB (17 headers of 4,000 bytes)",
-        bytes: || {
-            let value = "v".repeat(4000);
-            let lines: Vec<String> = (0..17).map(|i| format!("X-Big-{i}: {value}")).collect();
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            request("GET /api/tags HTTP/1.1", &lines, b"")
-        },
+        bytes: || big_headers(17),
         broken_body: false,
         native: "431, nothing forwarded",
         worker: "431, nothing forwarded",
@@ -119,12 +122,7 @@ pub const CASES: &[Hostile] = &[
     Hostile {
         name: "header_section_over_128k",
         what: "header section over 128 KiB (33 headers of 4,000 bytes)",
-        bytes: || {
-            let value = "v".repeat(4000);
-            let lines: Vec<String> = (0..33).map(|i| format!("X-Big-{i}: {value}")).collect();
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            request("GET /api/tags HTTP/1.1", &lines, b"")
-        },
+        bytes: || big_headers(33),
         broken_body: false,
         native: "431, nothing forwarded",
         worker: "431, nothing forwarded",

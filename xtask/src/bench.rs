@@ -333,9 +333,8 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Runs every measurement and writes `bench/results.md`.
-pub(crate) fn bench() -> Result<(), String> {
-    ensure_apt(&[("wrk", "wrk"), ("curl", "curl"), ("nginx", "nginx-light")]);
+/// Builds the release proxy and the bench origin; returns the target dir.
+pub(crate) fn build_release_binaries() -> Result<PathBuf, String> {
     let mut build = cargo();
     build.args([
         "build",
@@ -347,10 +346,15 @@ pub(crate) fn bench() -> Result<(), String> {
         "ollama-proxy-bench",
     ]);
     run(build)?;
+    Ok(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from))
+}
+
+/// Runs every measurement and writes `bench/results.md`.
+pub(crate) fn bench() -> Result<(), String> {
+    ensure_apt(&[("wrk", "wrk"), ("curl", "curl"), ("nginx", "nginx-light")]);
+    let target = build_release_binaries()?;
     build_worker()?;
 
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let scratch = std::env::temp_dir().join(format!("ollama-proxy-bench-{}", std::process::id()));
     for sub in ["", "body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         fs::create_dir_all(scratch.join(sub)).map_err(|e| e.to_string())?;

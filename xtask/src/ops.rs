@@ -4,12 +4,11 @@
 //! machine; Prometheus is, in Debian).
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::bench::{ensure_apt, spawn};
-use crate::tasks::{cargo, output, root, run};
+use crate::bench::{build_release_binaries, ensure_apt, spawn};
+use crate::tasks::{output, root};
 
 const ORIGIN: u16 = 18700;
 const PROXY: u16 = 18701;
@@ -86,19 +85,7 @@ pub(crate) fn ops_check() -> Result<(), String> {
     if output("which", &["prometheus"]).is_none() {
         return Err("prometheus is not installed and apt could not install it".into());
     }
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "ollama-proxy-native",
-        "-p",
-        "ollama-proxy-bench",
-    ]);
-    run(build)?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target = build_release_binaries()?;
     let scratch = std::env::temp_dir().join(format!("ollama-proxy-ops-{}", std::process::id()));
     fs::create_dir_all(scratch.join("data")).map_err(|e| e.to_string())?;
 
