@@ -67,6 +67,7 @@ pub struct Exchange {
     body_limit: u64,
     rejection: Option<ProxyError>,
     request_id: Option<HeaderValue>,
+    length_declared: bool,
 }
 
 impl Proxy {
@@ -108,6 +109,7 @@ impl Proxy {
             body_limit: cfg.max_body_bytes,
             rejection: None,
             request_id: request_id::pick(&request.headers, fresh),
+            length_declared: request.headers.contains_key(header::CONTENT_LENGTH),
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
@@ -256,6 +258,15 @@ impl Exchange {
     /// The request body limit the adapter must enforce while streaming.
     pub fn body_limit(&self) -> u64 {
         self.body_limit
+    }
+
+    /// The limit an adapter must count against while streaming the request
+    /// body, when only streaming can enforce it: the request declared no
+    /// `Content-Length` (a declared one was checked by [`Proxy::decide`],
+    /// and the runtime holds the body to it). `None` when there is nothing
+    /// left to count.
+    pub fn streamed_body_limit(&self) -> Option<u64> {
+        (!self.length_declared).then_some(self.body_limit)
     }
 
     /// Why the proxy answered the request itself with an error, if it did.

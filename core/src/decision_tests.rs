@@ -420,3 +420,16 @@ fn readiness_probe_goes_to_the_origin_like_a_forwarded_request() {
     assert_eq!(probe.headers["cf-access-client-id"], "id.access");
     assert_eq!(probe.headers["cf-access-client-secret"], "secret-1");
 }
+
+#[test]
+fn streamed_limit_only_without_a_declared_length() {
+    let p = proxy(&[("MAX_BODY_BYTES", "1KiB")]);
+    let d = p.decide(head(
+        "POST",
+        "/api/chat",
+        &[AUTH, ("transfer-encoding", "chunked")],
+    ));
+    assert_eq!(d.exchange.streamed_body_limit(), Some(1024));
+    let d = p.decide(head("POST", "/api/chat", &[AUTH, ("content-length", "10")]));
+    assert_eq!(d.exchange.streamed_body_limit(), None);
+}

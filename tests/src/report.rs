@@ -131,8 +131,8 @@ pub const SECTIONS: &[Section] = &[
             Row {
                 input: "chunked body that crosses `MAX_BODY_BYTES`",
                 result: "413; the origin sees an aborted body, never a truncated complete one",
-                targets: Targets::Native("the Worker streams the body untouched and cannot count it without copying it through WASM; Cloudflare's own request size limit applies"),
-                test: "tests/tests/native.rs::chunked_body_over_limit_is_cut_off",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::chunked_body_over_limit_is_cut_off",
             },
         ],
     },

@@ -8,8 +8,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
-use crate::client::{call, empty, full, lines_with_arrival, raw, read_until, request, send};
+use crate::client::{
+    call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
+};
 use crate::origin::pattern;
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
 
@@ -54,6 +58,7 @@ macro_rules! scenario_tests {
             origin_reset_mid_stream_is_not_a_clean_end,
             origin_short_body_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
+            chunked_body_over_limit_is_cut_off,
             proxy_errors_carry_cors_headers,
             request_ids_are_kept_or_generated,
         );
@@ -768,4 +773,42 @@ pub async fn request_ids_are_kept_or_generated<T: Target>(t: &T) {
     let denied = call(h.proxy, "GET", "/api/tags", &[], empty()).await;
     let other = denied.header("x-request-id").expect("an id on a 401");
     assert_ne!(other, generated);
+}
+
+/// Without a `Content-Length` the limit can only be enforced while the
+/// body streams: the client gets 413 while still sending, and the origin
+/// sees an aborted upload, never a truncated one that looks complete.
+pub async fn chunked_body_over_limit_is_cut_off<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_BODY_BYTES", "64KiB")]).await;
+    // No Content-Length: the limit can only be enforced while streaming.
+    let (tx, body) = channel_body();
+    let sender = tokio::spawn(async move {
+        for _ in 0..5 {
+            tx.send(Bytes::from(vec![b'y'; 16 * 1024])).await.unwrap();
+        }
+        tx // stays open: the client is still "sending" when the proxy answers
+    });
+    let req = request(
+        h.proxy,
+        "POST",
+        "/api/chat",
+        &[AUTH, ("content-type", "application/json")],
+        body,
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(10), send(req)).await;
+    let got = collect(answer.expect("no answer while the client kept the body open")).await;
+    assert_eq!(got.status, 413, "{:?}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["error"]["code"], "request_too_large");
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to record the aborted upload",
+            |r, _| r.len() == 1,
+        )
+        .await;
+    assert!(
+        !h.origin.requests()[0].body_complete,
+        "the origin saw a complete body"
+    );
+    drop(sender);
 }

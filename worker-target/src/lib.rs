@@ -34,6 +34,15 @@ extern "C" {
         body: &web_sys::ReadableStream,
         notice: &js_sys::Uint8Array,
     ) -> web_sys::ReadableStream;
+
+    /// Passes `body` through, aborting the subrequest past `limit` bytes:
+    /// `{ stream, signal, exceeded }` (see js/guard.js).
+    #[wasm_bindgen(js_name = limitUpload)]
+    fn limit_upload(
+        body: &web_sys::ReadableStream,
+        limit: f64,
+        client_signal: &web_sys::AbortSignal,
+    ) -> js_sys::Object;
 }
 
 thread_local! {
@@ -108,28 +117,51 @@ async fn fetch(
     let exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => {
-            line.finish(&exchange, response.status(), &env);
+            line.finish(&exchange, response.status(), None, &env);
             return local_response(response);
         }
         Action::Forward(head) => head,
     };
 
-    // Body and abort signal ride along untouched: the client going away
-    // cancels the subrequest, and the body never enters WASM memory.
-    let init = upstream_init(&head, request.body().as_ref(), &request.signal())?;
+    // Body and abort signal ride along: the client going away cancels the
+    // subrequest, and the body never enters WASM memory. Without a declared
+    // length, a JS pull-stream counts it against the limit (js/guard.js).
+    let client_signal = request.signal();
+    let (body, signal, upload) = match (request.body(), exchange.streamed_body_limit()) {
+        // u64 → f64 is exact up to 2^53 bytes, far above any body limit.
+        (Some(body), Some(limit)) => {
+            let upload = limit_upload(&body, limit as f64, &client_signal);
+            let field = |name: &str| js_sys::Reflect::get(&upload, &name.into());
+            (
+                Some(field("stream")?.unchecked_into()),
+                field("signal")?.unchecked_into(),
+                Some(upload),
+            )
+        }
+        (body, _) => (body, client_signal, None),
+    };
+    let init = upstream_init(&head, body.as_ref(), &signal)?;
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let url = head.uri.to_string();
     let upstream = match JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
         Ok(response) => response.unchecked_into::<web_sys::Response>(),
         Err(_) => {
-            let response = exchange.error_response(ProxyError::OriginUnreachable);
-            line.finish(&exchange, response.status(), &env);
+            let exceeded = upload.is_some_and(|upload| {
+                js_sys::Reflect::get(&upload, &"exceeded".into()).is_ok_and(|v| v.is_truthy())
+            });
+            let error = if exceeded {
+                ProxyError::BodyTooLarge
+            } else {
+                ProxyError::OriginUnreachable
+            };
+            let response = exchange.error_response(error);
+            line.finish(&exchange, response.status(), Some(error), &env);
             return local_response(response);
         }
     };
     let mut head = upstream_response_head(&upstream)?;
     exchange.rewrite_response(&mut head);
-    line.finish(&exchange, head.status, &env);
+    line.finish(&exchange, head.status, None, &env);
     let body = match (upstream.body(), exchange.interrupted_stream_notice(&head)) {
         (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
         (body, _) => body,

@@ -2,7 +2,7 @@
 //! path, status, duration, key name. Never a token, never the query.
 
 use http::{request, StatusCode};
-use ollama_proxy_core::Exchange;
+use ollama_proxy_core::{Exchange, ProxyError};
 
 pub(crate) struct Line {
     method: String,
@@ -22,14 +22,24 @@ impl Line {
     /// Logs the line; for forwarded requests, when the response head arrives.
     /// With an Analytics Engine dataset bound as `ANALYTICS`, also writes a
     /// data point there (see [`analytics_point`]).
-    pub(crate) fn finish(&mut self, exchange: &Exchange, status: StatusCode, env: &worker::Env) {
+    /// `error` is a failure the Worker met itself (origin down, body over
+    /// the limit); the core's own rejections come from the exchange.
+    pub(crate) fn finish(
+        &mut self,
+        exchange: &Exchange,
+        status: StatusCode,
+        error: Option<ProxyError>,
+        env: &worker::Env,
+    ) {
+        let error = error.or(exchange.rejection());
         let duration_ms = js_sys::Date::now() - self.started;
         if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
             // Losing a data point must never fail the request.
-            let _ = analytics_point(exchange, &self.method, status, duration_ms).write_to(&dataset);
+            let _ = analytics_point(exchange, &self.method, status, error, duration_ms)
+                .write_to(&dataset);
         }
         let key = exchange.key().map_or("-", |k| k.as_str());
-        let error = exchange.rejection().map_or("-", |e| e.code());
+        let error = error.map_or("-", |e| e.code());
         let mut line = String::with_capacity(160);
         line.push_str("{\"message\":\"request\",\"request_id\":");
         let id = exchange.request_id().and_then(|id| id.to_str().ok());
@@ -63,6 +73,7 @@ fn analytics_point(
     exchange: &Exchange,
     method: &str,
     status: StatusCode,
+    error: Option<ProxyError>,
     duration_ms: f64,
 ) -> worker::AnalyticsEngineDataPointBuilder {
     let key = exchange.key().map_or("-", |k| k.as_str());
@@ -83,7 +94,7 @@ fn analytics_point(
         .add_blob(class)
         .add_blob(key)
         .add_blob(method)
-        .add_blob(exchange.rejection().map_or("-", |e| e.code()))
+        .add_blob(error.map_or("-", |e| e.code()))
         .add_blob(id)
         .add_double(status.as_u16())
         .add_double(duration_ms)

@@ -132,6 +132,10 @@ pub(crate) fn build_worker() -> Result<(), String> {
             "--bundle",
             "--format=esm",
             "--log-level=warning",
+            // wasm-bindgen imports a snippet module once per function
+            // (`import * as import1`, `import2` from the same file) and lists
+            // each under the same key; both are the same module, so harmless.
+            "--log-override:duplicate-object-key=silent",
         ])
         .args([
             "--external:*.wasm",
