@@ -161,6 +161,13 @@ impl Args {
             format!("RESPONSE_TIMEOUT={}", secs(self.response_timeout)),
             format!("IDLE_TIMEOUT={}", secs(self.idle_timeout)),
             format!("HEADER_TIMEOUT={}", secs(self.header_timeout)),
+            format!(
+                "LOG_FORMAT={}",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+            ),
             format!("SHUTDOWN_GRACE={}", secs(self.shutdown_grace)),
         ]);
         lines
