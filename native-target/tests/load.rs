@@ -161,3 +161,67 @@ async fn slow_streams_and_small_requests_complete_intact() {
         "memory grew round after round: {growth_by_round:?} KiB"
     );
 }
+
+/// Hundreds of slowloris connections (a request line and one header, then
+/// nothing), twice: each is closed at `HEADER_TIMEOUT`, nothing reaches the
+/// origin, the memory they hold is bounded, and the second wave does not
+/// add to what the first took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_clients_are_cut_and_memory_stays_flat() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let clients = env_number("OLLAMA_PROXY_LOAD_SLOW_CLIENTS", 300);
+    let origin = MockOrigin::start().await;
+    let proxy = start_with(&origin.url(), &[("HEADER_TIMEOUT", "1s")]);
+    let pid = proxy.child.id();
+    let baseline = rss_kib(pid);
+    let mut growth = Vec::new();
+    for wave in 0..2 {
+        let mut open = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            stream
+                .write_all(b"POST /api/chat HTTP/1.1\r\nHost: proxy\r\nX-Slow: 1\r\n")
+                .await
+                .unwrap();
+            open.push(stream);
+        }
+        growth.push(rss_kib(pid).saturating_sub(baseline));
+        // Every connection must be closed by the proxy (EOF or reset).
+        let closing = open.into_iter().map(|mut stream| async move {
+            let mut buf = [0u8; 256];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), await_each(closing))
+            .await
+            .unwrap_or_else(|_| panic!("wave {wave}: slow clients still open after 30 s"));
+    }
+    assert!(
+        origin.requests().is_empty(),
+        "a slow request reached the origin"
+    );
+    let per_client = growth[0] * 1024 / clients as u64;
+    eprintln!(
+        "slowloris: {clients} clients x 2 waves, all cut; RSS +{growth:?} KiB by wave ({per_client} bytes each)"
+    );
+    assert!(
+        per_client <= 64 * 1024,
+        "{per_client} bytes per slow client"
+    );
+    assert!(
+        growth[1] <= growth[0] + growth[0] / 2 + 1024,
+        "memory grew wave over wave: {growth:?} KiB"
+    );
+}
+
+/// Awaits each in turn: they all end on the proxy's own timer, so this takes
+/// as long as the slowest one.
+async fn await_each<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    for future in futures {
+        future.await;
+    }
+}

@@ -117,6 +117,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/tests/native.rs::slow_header_client_is_disconnected",
             },
             Row {
+                input: "300 slow-header connections at once, twice (`cargo xtask soak`: 1,000)",
+                result: "every one closed at `HEADER_TIMEOUT`; nothing forwarded; memory per connection bounded and the second wave adds no more than the first",
+                targets: Targets::Native(WORKERD_FRONT),
+                test: "native-target/tests/load.rs::slow_header_clients_are_cut_and_memory_stays_flat",
+            },
+            Row {
                 input: "request body stalls after 10 of 100 bytes",
                 result: "408 `request_timeout` after `IDLE_TIMEOUT`; the origin sees an aborted body",
                 targets: Targets::Native(NO_WORKER_TIMEOUTS),

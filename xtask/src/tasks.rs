@@ -202,7 +202,8 @@ pub(crate) fn soak() -> Result<(), String> {
     ])
     .env("OLLAMA_PROXY_LOAD_STREAMS", "1000")
     .env("OLLAMA_PROXY_LOAD_ROUNDS", "6")
-    .env("OLLAMA_PROXY_LOAD_CHUNKS", "50");
+    .env("OLLAMA_PROXY_LOAD_CHUNKS", "50")
+    .env("OLLAMA_PROXY_LOAD_SLOW_CLIENTS", "1000");
     run_tests(load, &mut totals)?;
 
     let mut fuzz = cargo();
