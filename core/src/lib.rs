@@ -30,5 +30,5 @@ pub use decision::{early_error_response, Action, Decision, Exchange, Proxy};
 pub use error::ProxyError;
 pub use hop::strip_hop_by_hop;
 pub use origin::Origin;
-pub use request_id::{format_request_id, X_REQUEST_ID};
+pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::RouteFamily;
