@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::client;
+use crate::handler::ErrorChain;
 use crate::metrics::Metrics;
 use crate::server::Settings;
 
@@ -113,7 +114,7 @@ impl Admin {
                 return plain(StatusCode::OK, JSON, r#"{"status":"ready"}"#);
             }
             Ok(Ok(response)) => format!("origin answered {}", response.status().as_u16()),
-            Ok(Err(error)) => format!("origin unreachable: {error}"),
+            Ok(Err(error)) => format!("origin unreachable: {}", ErrorChain(&error)),
             Err(_) => format!("origin did not answer within {}s", PROBE_TIMEOUT.as_secs()),
         };
         let mut body = String::from(r#"{"status":"unready","reason":"#);

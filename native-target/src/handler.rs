@@ -122,7 +122,7 @@ fn timed_out(mut error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// An error and its sources, `: `-separated.
-struct ErrorChain<'e>(&'e (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'e>(pub(crate) &'e (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
