@@ -14,7 +14,7 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ollama_proxy_core::Exchange;
+use ollama_proxy_core::{Exchange, ProxyError};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -202,7 +202,8 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Local { body } => body.is_end_stream(),
-            Self::Upstream { body } => body.body.is_end_stream(),
+            // Not over while an origin error waits to be reported.
+            Self::Upstream { body } => body.failed.is_none() && body.body.is_end_stream(),
         }
     }
 
@@ -237,7 +238,11 @@ pin_project! {
                 None if this.body.is_end_stream() => Outcome::Complete,
                 None => Outcome::ClientGone,
             };
-            this.log.finish(this.exchange, *this.status, outcome, this.body.seen, None);
+            // A stream that broke off carries the same code as the record
+            // written into it.
+            let error = matches!(outcome, Outcome::OriginError | Outcome::IdleTimeout)
+                .then_some(ProxyError::OriginStreamInterrupted);
+            this.log.finish(this.exchange, *this.status, outcome, this.body.seen, error);
             this.log.metrics.stream_closed();
         }
     }
