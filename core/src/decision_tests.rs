@@ -433,3 +433,19 @@ fn streamed_limit_only_without_a_declared_length() {
     let d = p.decide(head("POST", "/api/chat", &[AUTH, ("content-length", "10")]));
     assert_eq!(d.exchange.streamed_body_limit(), None);
 }
+
+#[test]
+fn status_classes() {
+    for (code, class) in [
+        (101, "1xx"),
+        (200, "2xx"),
+        (304, "3xx"),
+        (429, "4xx"),
+        (503, "5xx"),
+    ] {
+        assert_eq!(
+            crate::status_class(StatusCode::from_u16(code).unwrap()),
+            class
+        );
+    }
+}

@@ -31,4 +31,4 @@ pub use error::ProxyError;
 pub use hop::strip_hop_by_hop;
 pub use origin::Origin;
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
-pub use route::RouteFamily;
+pub use route::{status_class, RouteFamily};

@@ -1,4 +1,5 @@
-//! Which API family a request path belongs to, for logs and metrics.
+//! Labels for logs and metrics: the API family of a request path, and the
+//! class of a status, the same on both targets.
 
 /// The API family of a request, by path prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,5 +31,16 @@ impl RouteFamily {
             Self::Ollama => "api",
             Self::Other => "other",
         }
+    }
+}
+
+/// The class of a status for metrics: `1xx` … `5xx`.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use ollama_proxy_core::{Config, Exchange, ProxyError};
+use ollama_proxy_core::{status_class, Config, Exchange, ProxyError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,16 +47,6 @@ impl std::fmt::Debug for Metrics {
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
-}
-
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }
 
 impl Metrics {

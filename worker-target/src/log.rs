@@ -77,13 +77,6 @@ fn analytics_point(
     duration_ms: f64,
 ) -> worker::AnalyticsEngineDataPointBuilder {
     let key = exchange.key().map_or("-", |k| k.as_str());
-    let class = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
     let id = exchange
         .request_id()
         .and_then(|id| id.to_str().ok())
@@ -91,7 +84,7 @@ fn analytics_point(
     worker::AnalyticsEngineDataPointBuilder::new()
         .indexes([key])
         .add_blob(exchange.route().as_str())
-        .add_blob(class)
+        .add_blob(ollama_proxy_core::status_class(status))
         .add_blob(key)
         .add_blob(method)
         .add_blob(error.map_or("-", |e| e.code()))
