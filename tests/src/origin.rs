@@ -171,6 +171,21 @@ impl MockOrigin {
         self.state.lock().unwrap().disconnects
     }
 
+    /// Waits (bounded) for the one request of a test to be recorded, and
+    /// checks that its body arrived aborted, not complete.
+    pub async fn expect_one_aborted_upload(&self) {
+        self.wait_until(
+            Duration::from_secs(10),
+            "the origin to record the aborted upload",
+            |r, _| r.len() == 1,
+        )
+        .await;
+        assert!(
+            !self.requests()[0].body_complete,
+            "the origin saw a complete body"
+        );
+    }
+
     /// Waits until `done` holds for the recorded requests and disconnect
     /// count, failing the test after `limit` (a bound, not a delay).
     pub async fn wait_until(

@@ -799,16 +799,6 @@ pub async fn chunked_body_over_limit_is_cut_off<T: Target>(t: &T) {
     let got = collect(answer.expect("no answer while the client kept the body open")).await;
     assert_eq!(got.status, 413, "{:?}", String::from_utf8_lossy(&got.body));
     assert_eq!(got.json()["error"]["code"], "request_too_large");
-    h.origin
-        .wait_until(
-            Duration::from_secs(10),
-            "the origin to record the aborted upload",
-            |r, _| r.len() == 1,
-        )
-        .await;
-    assert!(
-        !h.origin.requests()[0].body_complete,
-        "the origin saw a complete body"
-    );
+    h.origin.expect_one_aborted_upload().await;
     drop(sender);
 }

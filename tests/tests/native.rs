@@ -95,14 +95,7 @@ async fn stalled_request_body_gets_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
-    h.origin
-        .wait_until(
-            Duration::from_secs(10),
-            "the origin to record the aborted upload",
-            |r, _| r.len() == 1,
-        )
-        .await;
-    assert!(!h.origin.requests()[0].body_complete);
+    h.origin.expect_one_aborted_upload().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
