@@ -12,6 +12,9 @@ use ollama_proxy_core::{Action, Config, ConfigVar, Proxy};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+mod common;
+use common::cases;
+
 const TOKEN: &str = "fuzz-token-7a1c";
 
 fn proxy(management: bool) -> Proxy {
@@ -124,14 +127,6 @@ const HOP_BY_HOP: [&str; 9] = [
 
 fn is_json(body: &Bytes) -> bool {
     body.is_empty() || serde_json::from_slice::<serde_json::Value>(body).is_ok()
-}
-
-/// `PROPTEST_CASES` when set (`cargo xtask soak` raises it), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

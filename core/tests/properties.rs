@@ -6,6 +6,9 @@ use ollama_proxy_core::{Action, Config, Decision, Proxy};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+mod common;
+use common::cases;
+
 const TOKEN: &str = "right-token-0123";
 const CORS_LIST: &str = "https://app.example,http://localhost:5173";
 
@@ -144,14 +147,6 @@ const NEVER_FORWARDED: [&str; 12] = [
     "origin",
     "x-custom-never",
 ];
-
-/// `PROPTEST_CASES` when set (`cargo xtask soak` raises it), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig {
