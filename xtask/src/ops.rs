@@ -17,6 +17,12 @@ const PROMETHEUS: u16 = 18703;
 const TOKEN_A: &str = "ops-token-team-a-0123456789";
 const TOKEN_B: &str = "ops-token-team-b-0123456789";
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Every `"expr"` string in the dashboard, with its panel title, unescaped.
 fn panel_queries(dashboard: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -163,7 +169,31 @@ pub(crate) fn ops_check() -> Result<(), String> {
             .unwrap_or("?")
             .trim()
     );
-    std::thread::sleep(Duration::from_secs(3)); // two more scrapes after the load
+    let load_end = unix_now();
+    // Wait (bounded) until Prometheus has scraped the proxy after the load
+    // ended, so the queries below see the whole load.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scraped = output(
+            "curl",
+            &[
+                "-s",
+                &format!(
+                    "http://127.0.0.1:{PROMETHEUS}/api/v1/query?query={}",
+                    encode("timestamp(up{job=\"ollama-proxy\"})")
+                ),
+            ],
+        )
+        .and_then(|a| a.split("\"value\":[").nth(1).map(str::to_owned))
+        .and_then(|v| v.split('"').nth(1).and_then(|t| t.parse::<f64>().ok()));
+        if scraped.is_some_and(|t| t >= load_end as f64) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("Prometheus did not scrape the proxy within 30 s of the load".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let dashboard =
         fs::read_to_string(root().join("ops/grafana-dashboard.json")).map_err(|e| e.to_string())?;
@@ -175,11 +205,8 @@ pub(crate) fn ops_check() -> Result<(), String> {
         let expr = expr
             .replace("$__rate_interval", "30s")
             .replace("$job", ".*");
-        // Evaluated at the end of the load, not after it: rates over 30 s.
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            - 4;
+        // Evaluated at the last second of the load: rates over its last 30 s.
+        let time = load_end - 1;
         let answer = output(
             "curl",
             &[
