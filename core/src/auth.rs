@@ -4,7 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
+use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConstantTimeEq};
+
+use crate::error::ProxyError;
+use crate::models::ModelList;
+use crate::time::UnixTime;
 
 /// The proxy's own credential header, as Cloudflare AI Gateway names it.
 pub(crate) const CF_AIG_AUTHORIZATION: HeaderName = HeaderName::from_static("cf-aig-authorization");
@@ -36,44 +41,110 @@ impl fmt::Display for KeyName {
     }
 }
 
-/// A secret token. Its `Debug` never shows the value.
-#[derive(Clone)]
-pub(crate) struct Token(Box<[u8]>);
+/// The SHA-256 digest of a token: all the proxy keeps of it. Comparing
+/// digests takes the same time whatever the token's length, and a keys
+/// document can hold digests instead of secrets. Its `Debug` shows nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Digest([u8; 32]);
 
-impl Token {
-    pub(crate) fn new(value: &str) -> Self {
-        Self(value.as_bytes().into())
+impl Digest {
+    /// The digest of a presented or configured token.
+    pub(crate) fn of(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+
+    /// Reads 64 hex digits (either case).
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+            let text = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(text, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    /// 64 lowercase hex digits.
+    pub(crate) fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn ct_eq(&self, other: &Self) -> Choice {
+        self.0.ct_eq(&other.0)
     }
 }
 
-impl fmt::Debug for Token {
+impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
 }
 
-impl PartialEq for Token {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
+/// The SHA-256 of `token` as 64 lowercase hex digits: what a keys
+/// document's `token_sha256` holds (`ollama-proxy gen-token` prints it).
+pub fn token_sha256_hex(token: &str) -> String {
+    Digest::of(token.as_bytes()).to_hex()
 }
 
-/// One configured key: a name for logs and the token it stands for.
+/// What a key may do besides authenticate.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyPolicy {
+    /// The document gave `token_sha256` rather than the token.
+    pub(crate) hashed: bool,
+    /// From this instant on, the key is refused (`expired_api_key`).
+    pub(crate) expires: Option<UnixTime>,
+    /// Refused while set (`disabled_api_key`).
+    pub(crate) disabled: bool,
+    /// The models the key may use and see; `None` for every model.
+    pub(crate) models: Option<ModelList>,
+    /// Overrides `ALLOW_MODEL_MANAGEMENT` for this key.
+    pub(crate) model_management: Option<bool>,
+}
+
+/// One configured key: a name for logs, its token's digest, its policy.
 #[derive(Clone, Debug)]
 pub(crate) struct Key {
     pub(crate) name: KeyName,
-    pub(crate) token: Token,
+    pub(crate) digest: Digest,
+    pub(crate) policy: KeyPolicy,
+}
+
+impl Key {
+    /// Why the key may not be used at `now`, if it may not.
+    pub(crate) fn refusal(&self, now: UnixTime) -> Option<ProxyError> {
+        if self.policy.disabled {
+            Some(ProxyError::DisabledToken)
+        } else if self.policy.expires.is_some_and(|at| now >= at) {
+            Some(ProxyError::ExpiredToken)
+        } else {
+            None
+        }
+    }
 }
 
 /// The outcome of checking a request's credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum AuthOutcome {
     /// A configured token was presented.
-    Accepted(KeyName),
+    Accepted(Arc<Key>),
     /// No bearer credential in an accepted header.
     Missing,
     /// A credential was presented but matched no configured token.
     Rejected,
+}
+
+impl PartialEq for AuthOutcome {
+    /// Outcomes are equal when they accepted keys of the same name.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Accepted(a), Self::Accepted(b)) => a.name == b.name,
+            (Self::Missing, Self::Missing) | (Self::Rejected, Self::Rejected) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Where the token may come from.
@@ -91,12 +162,16 @@ pub(crate) struct AuthSources {
 /// ambiguous in either form and never authenticates. Tokens cannot contain
 /// commas, so no valid token is split.
 ///
-/// Each candidate is compared with every key, without stopping at the first
-/// match, so the time taken does not say which key (or how much of one)
-/// matched. Only a token's length can show, as with any comparison.
-pub(crate) fn authenticate(keys: &[Key], headers: &HeaderMap, sources: AuthSources) -> AuthOutcome {
+/// Each candidate is hashed once and its digest compared with every key's,
+/// without stopping at the first match, so the time taken says neither
+/// which key matched nor how long the token is.
+pub(crate) fn authenticate(
+    keys: &[Arc<Key>],
+    headers: &HeaderMap,
+    sources: AuthSources,
+) -> AuthOutcome {
     let mut presented = false;
-    let mut matched: Option<&KeyName> = None;
+    let mut matched: Option<&Arc<Key>> = None;
     let mut names = vec![CF_AIG_AUTHORIZATION];
     if sources.authorization_header {
         names.push(AUTHORIZATION);
@@ -107,12 +182,12 @@ pub(crate) fn authenticate(keys: &[Key], headers: &HeaderMap, sources: AuthSourc
         let [piece] = pieces.as_slice() else {
             continue; // none, or ambiguous
         };
-        if let Some(name) = bearer_token(piece).and_then(|token| match_key(keys, token)) {
-            matched.get_or_insert(name);
+        if let Some(key) = bearer_token(piece).and_then(|token| match_key(keys, token)) {
+            matched.get_or_insert(key);
         }
     }
     match (matched, presented) {
-        (Some(name), _) => AuthOutcome::Accepted(name.clone()),
+        (Some(key), _) => AuthOutcome::Accepted(Arc::clone(key)),
         (None, true) => AuthOutcome::Rejected,
         (None, false) => AuthOutcome::Missing,
     }
@@ -131,18 +206,22 @@ fn credential_pieces<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Vec<&'h [
 /// True when any credential in the `Authorization` header (in any value, or
 /// any comma-separated piece of one) is `Bearer <token>` for a configured
 /// token: then the whole header is the proxy's and must not be forwarded.
-pub(crate) fn authorization_carries_configured_token(keys: &[Key], headers: &HeaderMap) -> bool {
+pub(crate) fn authorization_carries_configured_token(
+    keys: &[Arc<Key>],
+    headers: &HeaderMap,
+) -> bool {
     credential_pieces(headers, &AUTHORIZATION)
         .into_iter()
         .any(|piece| bearer_token(piece).is_some_and(|token| match_key(keys, token).is_some()))
 }
 
-fn match_key<'k>(keys: &'k [Key], token: &[u8]) -> Option<&'k KeyName> {
-    let mut found: Option<&KeyName> = None;
+fn match_key<'k>(keys: &'k [Arc<Key>], token: &[u8]) -> Option<&'k Arc<Key>> {
+    let presented = Digest::of(token);
+    let mut found: Option<&Arc<Key>> = None;
     for key in keys {
-        let hit: Choice = key.token.0.ct_eq(token);
+        let hit: Choice = key.digest.ct_eq(&presented);
         if bool::from(hit) && found.is_none() {
-            found = Some(&key.name);
+            found = Some(key);
         }
     }
     found

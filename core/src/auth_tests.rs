@@ -1,17 +1,21 @@
 use super::*;
 use http::HeaderValue;
 
-fn keys() -> Vec<Key> {
-    vec![
-        Key {
-            name: KeyName::new("default"),
-            token: Token::new("s3cret-token"),
-        },
-        Key {
-            name: KeyName::new("laptop"),
-            token: Token::new("other-token"),
-        },
-    ]
+fn key(name: &str, token: &str) -> Arc<Key> {
+    Arc::new(Key {
+        name: KeyName::new(name),
+        digest: Digest::of(token.as_bytes()),
+        policy: KeyPolicy::default(),
+    })
+}
+
+fn keys() -> Vec<Arc<Key>> {
+    vec![key("default", "s3cret-token"), key("laptop", "other-token")]
+}
+
+/// An outcome that accepted the key named `name` (compared by name).
+fn accepted(name: &str) -> AuthOutcome {
+    AuthOutcome::Accepted(key(name, "unused"))
 }
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -43,15 +47,9 @@ fn bearer_parsing() {
 #[test]
 fn accepts_each_key_by_name() {
     let h = headers(&[("cf-aig-authorization", "Bearer s3cret-token")]);
-    assert_eq!(
-        authenticate(&keys(), &h, BOTH),
-        AuthOutcome::Accepted(KeyName::new("default"))
-    );
+    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("default"));
     let h = headers(&[("authorization", "bearer other-token")]);
-    assert_eq!(
-        authenticate(&keys(), &h, BOTH),
-        AuthOutcome::Accepted(KeyName::new("laptop"))
-    );
+    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("laptop"));
 }
 
 #[test]
@@ -120,10 +118,7 @@ fn a_valid_token_in_either_header_wins() {
         ("cf-aig-authorization", "Bearer wrong"),
         ("authorization", "Bearer s3cret-token"),
     ]);
-    assert_eq!(
-        authenticate(&keys(), &h, BOTH),
-        AuthOutcome::Accepted(KeyName::new("default"))
-    );
+    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("default"));
 }
 
 #[test]

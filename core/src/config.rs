@@ -6,12 +6,15 @@
 //! or in `Debug` output.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::auth::{Key, KeyName, Token};
+use crate::auth::{Digest, Key, KeyName, KeyPolicy};
 use crate::cors::AllowOrigin;
+use crate::keys::{self, is_key_name, is_token, KeysProblem};
 use crate::origin::{Origin, OriginProblem};
+use crate::time::UnixTime;
 
 /// Ollama's own default address, the native target's default origin.
 pub const DEFAULT_ORIGIN: &str = "http://127.0.0.1:11434";
@@ -27,6 +30,8 @@ pub enum ConfigVar {
     AigAuthToken,
     /// `AIG_AUTH_TOKENS`: more tokens, `name:token` or bare, comma-separated.
     AigAuthTokens,
+    /// `AIG_KEYS`: a keys document (TOML) with per-key policy.
+    AigKeys,
     /// `CORS_ALLOWED_ORIGINS`: `*` or a list of origins.
     CorsAllowedOrigins,
     /// `ALLOW_AUTHORIZATION_HEADER`: accept `Authorization: Bearer` too.
@@ -43,10 +48,11 @@ pub enum ConfigVar {
 
 impl ConfigVar {
     /// Every variable, in documentation order.
-    pub const ALL: [ConfigVar; 9] = [
+    pub const ALL: [ConfigVar; 10] = [
         Self::OllamaOrigin,
         Self::AigAuthToken,
         Self::AigAuthTokens,
+        Self::AigKeys,
         Self::CorsAllowedOrigins,
         Self::AllowAuthorizationHeader,
         Self::AllowModelManagement,
@@ -61,6 +67,7 @@ impl ConfigVar {
             Self::OllamaOrigin => "OLLAMA_ORIGIN",
             Self::AigAuthToken => "AIG_AUTH_TOKEN",
             Self::AigAuthTokens => "AIG_AUTH_TOKENS",
+            Self::AigKeys => "AIG_KEYS",
             Self::CorsAllowedOrigins => "CORS_ALLOWED_ORIGINS",
             Self::AllowAuthorizationHeader => "ALLOW_AUTHORIZATION_HEADER",
             Self::AllowModelManagement => "ALLOW_MODEL_MANAGEMENT",
@@ -97,6 +104,7 @@ enum Problem {
     DuplicateName(String),
     DuplicateToken(usize),
     AccessPairIncomplete,
+    Keys(KeysProblem),
 }
 
 impl ConfigError {
@@ -108,14 +116,27 @@ impl ConfigError {
     pub fn var(&self) -> ConfigVar {
         self.var
     }
+
+    /// What is wrong, without the variable's name in front: for an adapter
+    /// that names the source itself (a keys document read from a file).
+    pub fn detail(&self) -> String {
+        Detail(&self.problem, self.var).to_string()
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.var)?;
-        match &self.problem {
-            Problem::Missing if self.var == ConfigVar::AigAuthToken => {
-                f.write_str("is required (set AIG_AUTH_TOKEN, or AIG_AUTH_TOKENS with at least one token)")
+        write!(f, "{}: {}", self.var, Detail(&self.problem, self.var))
+    }
+}
+
+struct Detail<'p>(&'p Problem, ConfigVar);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Problem::Missing if self.1 == ConfigVar::AigAuthToken => {
+                f.write_str("is required (set AIG_AUTH_TOKEN, AIG_AUTH_TOKENS, or a keys document with at least one key)")
             }
             Problem::Missing => f.write_str("is required"),
             Problem::Empty => f.write_str("is set but empty"),
@@ -144,6 +165,7 @@ impl fmt::Display for ConfigError {
             Problem::AccessPairIncomplete => {
                 f.write_str("CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET must be set together")
             }
+            Problem::Keys(problem) => write!(f, "{problem}"),
         }
     }
 }
@@ -166,11 +188,30 @@ impl fmt::Debug for AccessHeaders {
     }
 }
 
+/// One configured key as `check-config` shows it. There is no token here,
+/// hashed or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySummary {
+    /// The key's name.
+    pub name: String,
+    /// The keys document gave only the token's SHA-256.
+    pub hashed: bool,
+    /// When the key stops working, if it does.
+    pub expires: Option<UnixTime>,
+    /// Refused while set.
+    pub disabled: bool,
+    /// The allowlist as written; `None` for every model.
+    pub models: Option<Vec<String>>,
+    /// Whether model management is allowed for this key (its own setting,
+    /// else `ALLOW_MODEL_MANAGEMENT`).
+    pub model_management: bool,
+}
+
 /// The validated configuration shared by both targets.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) origin: Origin,
-    pub(crate) keys: Vec<Key>,
+    pub(crate) keys: Vec<Arc<Key>>,
     pub(crate) allow_origin: AllowOrigin,
     pub(crate) allow_authorization_header: bool,
     pub(crate) allow_model_management: bool,
@@ -199,7 +240,11 @@ impl Config {
         let origin = Origin::parse(&origin_raw)
             .map_err(|p| ConfigError::new(V::OllamaOrigin, Problem::Origin(p)))?;
 
-        let keys = parse_keys(get(V::AigAuthToken)?, get(V::AigAuthTokens)?)?;
+        let keys = parse_keys(
+            get(V::AigAuthToken)?,
+            get(V::AigAuthTokens)?,
+            lookup(V::AigKeys),
+        )?;
 
         let allow_origin = match get(V::CorsAllowedOrigins)? {
             None => AllowOrigin::Any,
@@ -272,6 +317,27 @@ impl Config {
         self.max_body_bytes
     }
 
+    /// Every key as `check-config` lists it: name, policy, never a token.
+    pub fn key_summaries(&self) -> Vec<KeySummary> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let p = &key.policy;
+                KeySummary {
+                    name: key.name.to_string(),
+                    hashed: p.hashed,
+                    expires: p.expires,
+                    disabled: p.disabled,
+                    models: p
+                        .models
+                        .as_ref()
+                        .map(|m| m.entries().map(str::to_owned).collect()),
+                    model_management: p.model_management.unwrap_or(self.allow_model_management),
+                }
+            })
+            .collect()
+    }
+
     /// The effective configuration as `NAME=value` lines, secrets redacted.
     pub fn redacted_summary(&self) -> Vec<(ConfigVar, String)> {
         let names: Vec<&str> = self.key_names().map(KeyName::as_str).collect();
@@ -315,9 +381,18 @@ impl Config {
     }
 }
 
-fn parse_keys(main: Option<String>, more: Option<String>) -> Result<Vec<Key>, ConfigError> {
+fn parse_keys(
+    main: Option<String>,
+    more: Option<String>,
+    document: Option<String>,
+) -> Result<Vec<Arc<Key>>, ConfigError> {
     use ConfigVar as V;
     let mut keys: Vec<Key> = Vec::new();
+    let plain = |name: &str, token: &str| Key {
+        name: KeyName::new(name),
+        digest: Digest::of(token.as_bytes()),
+        policy: KeyPolicy::default(),
+    };
     if let Some(token) = main {
         let token = token.trim();
         if !is_token(token) {
@@ -326,10 +401,7 @@ fn parse_keys(main: Option<String>, more: Option<String>) -> Result<Vec<Key>, Co
                 Problem::BadTokenChars(None),
             ));
         }
-        keys.push(Key {
-            name: KeyName::new("default"),
-            token: Token::new(token),
-        });
+        keys.push(plain("default", token));
     }
     for (i, entry) in more.iter().flat_map(|m| m.split(',')).enumerate() {
         let n = i + 1;
@@ -344,40 +416,37 @@ fn parse_keys(main: Option<String>, more: Option<String>) -> Result<Vec<Key>, Co
                 Problem::BadTokenEntry(n),
             ));
         }
-        if !is_token(token) || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        if !is_token(token) || !is_key_name(&name) {
             return Err(ConfigError::new(
                 V::AigAuthTokens,
                 Problem::BadTokenChars(Some(n)),
             ));
         }
-        let candidate = Token::new(token);
-        if keys.iter().any(|k| k.name.as_str() == name) {
+        let candidate = plain(&name, token);
+        if keys.iter().any(|k| k.name == candidate.name) {
             return Err(ConfigError::new(
                 V::AigAuthTokens,
                 Problem::DuplicateName(name),
             ));
         }
-        if keys.iter().any(|k| k.token == candidate) {
+        if keys.iter().any(|k| k.digest == candidate.digest) {
             return Err(ConfigError::new(
                 V::AigAuthTokens,
                 Problem::DuplicateToken(n),
             ));
         }
-        keys.push(Key {
-            name: KeyName::new(&name),
-            token: candidate,
-        });
+        keys.push(candidate);
+    }
+    // An empty document is a document with no keys, not an unset variable.
+    if let Some(document) = document {
+        let more = keys::parse(&document, &keys)
+            .map_err(|problem| ConfigError::new(V::AigKeys, Problem::Keys(problem)))?;
+        keys.extend(more);
     }
     if keys.is_empty() {
         return Err(ConfigError::new(V::AigAuthToken, Problem::Missing));
     }
-    Ok(keys)
-}
-
-/// Printable ASCII without spaces or commas: what fits in `Bearer <token>`
-/// and in the comma-separated `AIG_AUTH_TOKENS`.
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+    Ok(keys.into_iter().map(Arc::new).collect())
 }
 
 fn parse_bool(var: ConfigVar, raw: Option<String>, default: bool) -> Result<bool, ConfigError> {

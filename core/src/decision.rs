@@ -4,14 +4,21 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, Response, StatusCode, Version};
 
-use crate::auth::{self, AuthOutcome, AuthSources, KeyName, CF_AIG_AUTHORIZATION};
+use std::sync::Arc;
+
+use crate::auth::{self, AuthOutcome, AuthSources, Key, KeyName, CF_AIG_AUTHORIZATION};
 use crate::config::Config;
 use crate::cors::{self, CorsHeaders};
+use crate::endpoint::{self, Endpoint};
 use crate::error::ProxyError;
 use crate::hop::strip_hop_by_hop;
-use crate::policy;
+use crate::listing;
+use crate::model_gate::{ModelGate, Refusal};
+use crate::model_policy::{self, ModelCheck};
+use crate::path::forwarded_path;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::route::RouteFamily;
+use crate::time::UnixTime;
 
 const HEALTHZ_PATH: &str = "/healthz";
 const READINESS_PATH: &str = "/api/version";
@@ -62,7 +69,8 @@ pub enum Action {
 #[derive(Clone, Debug)]
 pub struct Exchange {
     cors: CorsHeaders,
-    key: Option<KeyName>,
+    key: Option<Arc<Key>>,
+    model_check: ModelCheck,
     route: RouteFamily,
     body_limit: u64,
     rejection: Option<ProxyError>,
@@ -81,30 +89,36 @@ impl Proxy {
         &self.config
     }
 
-    /// Decides what to do with a request, given its head. Without a fresh
-    /// id, a request without a usable `X-Request-Id` gets none; adapters use
-    /// [`Proxy::decide_with_request_id`].
+    /// Decides what to do with a request, given its head, at the Unix epoch
+    /// and without a fresh request id: for tests of everything else.
+    /// Adapters use [`Proxy::decide_at`].
     pub fn decide(&self, request: request::Parts) -> Decision {
-        self.decide_with_request_id(request, None)
+        self.decide_at(request, None, UnixTime::from_secs(0))
     }
 
-    /// Decides what to do with a request, given its head and a freshly
-    /// generated request id (see [`format_request_id`](crate::format_request_id)).
+    /// Decides what to do with a request, given its head, a freshly
+    /// generated request id (see [`RequestIds`](crate::RequestIds)) and the
+    /// current time (for key expiry).
     ///
     /// The request id is the client's `X-Request-Id` when usable, else
     /// `fresh`; it is sent to the origin and returned on every response.
     /// Then, in order: CORS preflights and `GET /healthz` are answered here
-    /// without a token; the token is checked, the endpoint policy applied,
-    /// the request head validated; what passes is rewritten for the origin.
-    pub fn decide_with_request_id(
+    /// without a token; the token is checked (and the key's expiry), the
+    /// endpoint policy applied, the request head validated, the key's model
+    /// list applied to what the head shows; what passes is rewritten for the
+    /// origin. The body, if the key's list needs it read, goes through
+    /// [`Exchange::model_gate`].
+    pub fn decide_at(
         &self,
         request: request::Parts,
         fresh: Option<HeaderValue>,
+        now: UnixTime,
     ) -> Decision {
         let cfg = &self.config;
         let mut exchange = Exchange {
             cors: CorsHeaders::for_request(&cfg.allow_origin, &request.headers),
             key: None,
+            model_check: ModelCheck::Nothing,
             route: RouteFamily::of(request.uri.path()),
             body_limit: cfg.max_body_bytes,
             rejection: None,
@@ -125,16 +139,27 @@ impl Proxy {
         let sources = AuthSources {
             authorization_header: cfg.allow_authorization_header,
         };
-        match auth::authenticate(&cfg.keys, &request.headers, sources) {
-            AuthOutcome::Accepted(key) => exchange.key = Some(key),
+        let key = match auth::authenticate(&cfg.keys, &request.headers, sources) {
+            AuthOutcome::Accepted(key) => key,
             AuthOutcome::Missing => return exchange.reject(ProxyError::MissingToken),
             AuthOutcome::Rejected => return exchange.reject(ProxyError::InvalidToken),
-        }
-
-        if let Err(error) = self.check(&request) {
+        };
+        let refusal = key.refusal(now);
+        exchange.key = Some(Arc::clone(&key));
+        if let Some(error) = refusal {
             return exchange.reject(error);
         }
-        let upstream = self.upstream_head(request, exchange.request_id.as_ref());
+
+        let path = forwarded_path(request.uri.path()).into_owned();
+        let endpoint = endpoint::classify(&path);
+        if let Err(error) = self.check(&request, &key, &endpoint) {
+            return exchange.reject(error);
+        }
+        match model_policy::check(&key, &endpoint, &request) {
+            Ok(check) => exchange.model_check = check,
+            Err(refusal) => return exchange.refuse(&refusal),
+        }
+        let upstream = self.upstream_head(request, &path, &exchange);
         Decision {
             exchange,
             action: Action::Forward(upstream),
@@ -155,16 +180,19 @@ impl Proxy {
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = Method::GET;
-        parts.uri = cfg
-            .origin
-            .join(&http::uri::PathAndQuery::from_static(READINESS_PATH));
+        parts.uri = cfg.origin.join(READINESS_PATH, None);
         parts.version = Version::HTTP_11;
         parts.headers = headers;
         parts
     }
 
     /// Checks an authenticated request against policy and framing rules.
-    fn check(&self, request: &request::Parts) -> Result<(), ProxyError> {
+    fn check(
+        &self,
+        request: &request::Parts,
+        key: &Key,
+        endpoint: &Endpoint,
+    ) -> Result<(), ProxyError> {
         if request.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
@@ -182,7 +210,11 @@ impl Proxy {
         {
             return Err(ProxyError::UriTooLong);
         }
-        if !self.config.allow_model_management && policy::is_model_management(request.uri.path()) {
+        let management = key
+            .policy
+            .model_management
+            .unwrap_or(self.config.allow_model_management);
+        if endpoint.management && !management {
             return Err(ProxyError::ModelManagementDisabled);
         }
         let header_bytes: usize = request
@@ -202,11 +234,13 @@ impl Proxy {
         }
     }
 
-    /// Rewrites an accepted request head for the origin.
+    /// Rewrites an accepted request head for the origin; `path` is the
+    /// request's path with dot segments resolved.
     fn upstream_head(
         &self,
         request: request::Parts,
-        request_id: Option<&HeaderValue>,
+        path: &str,
+        exchange: &Exchange,
     ) -> request::Parts {
         let cfg = &self.config;
         let request::Parts {
@@ -221,17 +255,20 @@ impl Proxy {
         drop_proxy_authorization(&cfg.keys, &mut headers);
         headers.insert(header::HOST, cfg.origin.host_header().clone());
         headers.remove(X_REQUEST_ID);
-        if let Some(id) = request_id {
+        if let Some(id) = &exchange.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
         }
         if let Some(access) = &cfg.access {
             headers.insert(CF_ACCESS_CLIENT_ID, access.client_id.clone());
             headers.insert(CF_ACCESS_CLIENT_SECRET, access.client_secret.clone());
         }
-        let path_and_query = uri.path_and_query().expect("checked to be origin-form");
+        if matches!(exchange.model_check, ModelCheck::Listing(_)) {
+            // The listing is read to be filtered: ask for it uncompressed.
+            headers.remove(header::ACCEPT_ENCODING);
+        }
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;
-        parts.uri = cfg.origin.join(path_and_query);
+        parts.uri = cfg.origin.join(path, uri.query());
         parts.version = Version::HTTP_11;
         parts.headers = headers;
         parts
@@ -241,7 +278,59 @@ impl Proxy {
 impl Exchange {
     /// The name of the key that authenticated the request, if any.
     pub fn key(&self) -> Option<&KeyName> {
-        self.key.as_ref()
+        self.key.as_ref().map(|key| &key.name)
+    }
+
+    /// The gate the request body must pass through before it reaches the
+    /// origin, when the key's model list needs the body read. Feed it every
+    /// chunk (see [`ModelGate`]); an empty body is fed as no chunk at all.
+    pub fn model_gate(&self) -> Option<ModelGate> {
+        match (self.model_check, &self.key) {
+            (ModelCheck::Body { fields, required }, Some(key)) => {
+                Some(ModelGate::new(Arc::clone(key), fields, required))
+            }
+            _ => None,
+        }
+    }
+
+    /// The proxy's answer to a request refused for its model: 403
+    /// `model_not_allowed` naming the model, or 400. Records the refusal
+    /// as this exchange's rejection (for logs and metrics).
+    pub fn refusal_response(&mut self, refusal: &Refusal) -> Response<Bytes> {
+        let error = refusal.error();
+        self.rejection = Some(error);
+        let body = match refusal.model() {
+            Some(model) => error.body_for_model(model),
+            None => error.body(),
+        };
+        self.local_json(error.status(), body)
+    }
+
+    /// Whether the origin's answer with this status must be read whole and
+    /// passed through [`Exchange::filter_listing`]: a successful listing,
+    /// for a key limited to some models.
+    pub fn filters_listing(&self, status: StatusCode) -> bool {
+        matches!(self.model_check, ModelCheck::Listing(_)) && status.is_success()
+    }
+
+    /// The listing without the models the key may not use. Read at most
+    /// [`MAX_LISTING_BYTES`](crate::MAX_LISTING_BYTES) of it; a longer one is
+    /// [`ProxyError::OriginListingUnreadable`] too.
+    ///
+    /// # Errors
+    /// [`ProxyError::OriginListingUnreadable`] when the answer is not the
+    /// JSON listing Ollama sends, so it cannot be filtered.
+    pub fn filter_listing(&self, body: &[u8]) -> Result<Bytes, ProxyError> {
+        let (ModelCheck::Listing(kind), Some(key)) = (self.model_check, &self.key) else {
+            return Ok(Bytes::copy_from_slice(body));
+        };
+        let Some(list) = &key.policy.models else {
+            return Ok(Bytes::copy_from_slice(body));
+        };
+        if body.len() > listing::MAX_LISTING_BYTES {
+            return Err(ProxyError::OriginListingUnreadable);
+        }
+        listing::filter(kind, list, body).map_err(|_| ProxyError::OriginListingUnreadable)
     }
 
     /// The API family of the request path.
@@ -280,6 +369,10 @@ impl Exchange {
     pub fn rewrite_response(&self, head: &mut response::Parts) {
         strip_hop_by_hop(&mut head.headers);
         strip_non_ascii(&mut head.headers);
+        if self.filters_listing(head.status) {
+            // The filtered body has a length of its own.
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
         self.cors.apply(&mut head.headers);
         self.stamp(&mut head.headers);
         let bodiless = matches!(
@@ -372,6 +465,11 @@ impl Exchange {
         let response = self.error_response(error);
         self.respond(response)
     }
+
+    fn refuse(mut self, refusal: &Refusal) -> Decision {
+        let response = self.refusal_response(refusal);
+        self.respond(response)
+    }
 }
 
 /// An error answered before there is an [`Exchange`]: the configuration is
@@ -429,7 +527,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
 /// anywhere in it; otherwise it is a credential meant for the origin and
 /// passes. All of it goes, not just the matching value, because a runtime may
 /// hand over repeated fields joined into one.
-fn drop_proxy_authorization(keys: &[auth::Key], headers: &mut HeaderMap) {
+fn drop_proxy_authorization(keys: &[Arc<Key>], headers: &mut HeaderMap) {
     if auth::authorization_carries_configured_token(keys, headers) {
         headers.remove(header::AUTHORIZATION);
     } else if let header::Entry::Occupied(mut entry) = headers.entry(header::AUTHORIZATION) {

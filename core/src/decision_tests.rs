@@ -348,17 +348,19 @@ fn interrupted_streams_get_a_notice_in_their_own_format() {
 fn request_ids() {
     let p = proxy(&[("CORS_ALLOWED_ORIGINS", "https://app.example")]);
     let fresh = || Some(HeaderValue::from_static("0123456789abcdef0123456789abcdef"));
-    let d = p.decide_with_request_id(
+    let d = p.decide_at(
         head("GET", "/api/tags", &[AUTH, ("x-request-id", "abc-1")]),
         fresh(),
+        UnixTime::from_secs(0),
     );
     assert_eq!(d.exchange.request_id().unwrap(), "abc-1");
     assert_eq!(forward(d).headers["x-request-id"], "abc-1");
 
     for bad in ["has space", "", &"x".repeat(129)] {
-        let d = p.decide_with_request_id(
+        let d = p.decide_at(
             head("GET", "/api/tags", &[AUTH, ("x-request-id", bad)]),
             fresh(),
+            UnixTime::from_secs(0),
         );
         assert_eq!(
             forward(d).headers["x-request-id"],
@@ -366,13 +368,14 @@ fn request_ids() {
             "{bad:?}"
         );
     }
-    let d = p.decide_with_request_id(
+    let d = p.decide_at(
         head(
             "GET",
             "/api/tags",
             &[AUTH, ("x-request-id", "a"), ("x-request-id", "b")],
         ),
         fresh(),
+        UnixTime::from_secs(0),
     );
     assert_eq!(
         d.exchange.request_id().unwrap(),
@@ -380,9 +383,10 @@ fn request_ids() {
     );
 
     // On local answers and rewritten responses, replacing the origin's.
-    let d = p.decide_with_request_id(
+    let d = p.decide_at(
         head("GET", "/api/tags", &[("origin", "https://app.example")]),
         fresh(),
+        UnixTime::from_secs(0),
     );
     let r = respond(d);
     assert_eq!(
@@ -390,9 +394,10 @@ fn request_ids() {
         "0123456789abcdef0123456789abcdef"
     );
     assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
-    let d = p.decide_with_request_id(
+    let d = p.decide_at(
         head("GET", "/api/tags", &[AUTH, ("x-request-id", "abc-1")]),
         fresh(),
+        UnixTime::from_secs(0),
     );
     let mut resp = http::Response::builder()
         .header("x-request-id", "origin-own")

@@ -8,6 +8,9 @@ use http::StatusCode;
 
 use crate::json;
 
+/// The most characters of a requested model name an error echoes.
+const MODEL_SHOWN: usize = 200;
+
 /// A response the proxy makes itself instead of (or after failing at) forwarding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -16,6 +19,18 @@ pub enum ProxyError {
     MissingToken,
     /// A bearer token that matches no configured key (401).
     InvalidToken,
+    /// A key past its `expires` (401).
+    ExpiredToken,
+    /// A key marked `disabled` (401).
+    DisabledToken,
+    /// A model the key's allowlist does not cover (403).
+    ModelNotAllowed,
+    /// A key limited to some models sent a request whose model the proxy
+    /// cannot read: no JSON object, no string `model`, a compressed body (400).
+    ModelRequired,
+    /// The request body names the model more than once (400): Ollama would
+    /// use the last, so the proxy will not pick one.
+    DuplicateModel,
     /// A model-management endpoint while that is disabled (403).
     ModelManagementDisabled,
     /// A request target that is not an origin-form path, or a bad framing header (400).
@@ -38,6 +53,9 @@ pub enum ProxyError {
     OriginUnreachable,
     /// The origin did not answer in time (504).
     OriginTimeout,
+    /// The origin's model listing could not be read (not the JSON Ollama
+    /// sends, or too large), so it could not be filtered for the key (502).
+    OriginListingUnreadable,
     /// The origin's stream broke after its head was sent (the status is
     /// already out; this is written into the stream, see
     /// [`Exchange::interrupted_stream_notice`](crate::Exchange::interrupted_stream_notice)).
@@ -50,15 +68,22 @@ impl ProxyError {
     /// The HTTP status of this error.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
-            Self::ModelManagementDisabled => StatusCode::FORBIDDEN,
-            Self::BadRequest | Self::NonAsciiHeader => StatusCode::BAD_REQUEST,
+            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::DisabledToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::ModelManagementDisabled | Self::ModelNotAllowed => StatusCode::FORBIDDEN,
+            Self::BadRequest
+            | Self::NonAsciiHeader
+            | Self::ModelRequired
+            | Self::DuplicateModel => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::OriginUnreachable | Self::OriginStreamInterrupted => StatusCode::BAD_GATEWAY,
+            Self::OriginUnreachable
+            | Self::OriginStreamInterrupted
+            | Self::OriginListingUnreadable => StatusCode::BAD_GATEWAY,
             Self::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,8 +92,11 @@ impl ProxyError {
     /// The OpenAI error `type`.
     pub fn kind(self) -> &'static str {
         match self {
-            Self::MissingToken | Self::InvalidToken => "invalid_request_error",
-            Self::ModelManagementDisabled => "permission_error",
+            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::DisabledToken => {
+                "invalid_request_error"
+            }
+            Self::ModelManagementDisabled | Self::ModelNotAllowed => "permission_error",
+            Self::ModelRequired | Self::DuplicateModel => "invalid_request_error",
             Self::BadRequest
             | Self::NonAsciiHeader
             | Self::UriTooLong
@@ -79,6 +107,7 @@ impl ProxyError {
             Self::OriginUnreachable
             | Self::OriginTimeout
             | Self::OriginStreamInterrupted
+            | Self::OriginListingUnreadable
             | Self::Misconfigured => "api_error",
         }
     }
@@ -88,6 +117,11 @@ impl ProxyError {
         match self {
             Self::MissingToken => "missing_api_key",
             Self::InvalidToken => "invalid_api_key",
+            Self::ExpiredToken => "expired_api_key",
+            Self::DisabledToken => "disabled_api_key",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::ModelRequired => "model_required",
+            Self::DuplicateModel => "duplicate_model",
             Self::ModelManagementDisabled => "model_management_disabled",
             Self::BadRequest => "bad_request",
             Self::NonAsciiHeader => "invalid_header_value",
@@ -98,6 +132,7 @@ impl ProxyError {
             Self::BodyTooLarge => "request_too_large",
             Self::OriginUnreachable => "origin_unreachable",
             Self::OriginTimeout => "origin_timeout",
+            Self::OriginListingUnreadable => "origin_listing_unreadable",
             Self::OriginStreamInterrupted => "origin_stream_interrupted",
             Self::Misconfigured => "proxy_misconfigured",
         }
@@ -110,8 +145,15 @@ impl ProxyError {
                 "Missing API key. Send it as `cf-aig-authorization: Bearer <token>` or `Authorization: Bearer <token>`."
             }
             Self::InvalidToken => "Invalid API key.",
+            Self::ExpiredToken => "This API key has expired.",
+            Self::DisabledToken => "This API key is disabled.",
+            Self::ModelNotAllowed => "This API key may not use this model.",
+            Self::ModelRequired => {
+                "This API key may only use some models, so the request must name its model where the proxy can read it: a JSON object with a string `model` (not compressed; for /v1/audio/transcriptions, `?model=` in the query)."
+            }
+            Self::DuplicateModel => "The request names the model more than once.",
             Self::ModelManagementDisabled => {
-                "Model management endpoints (pull, push, create, delete, copy, blobs) are disabled on this proxy."
+                "Model management endpoints (pull, push, create, delete, copy, blobs) and account endpoints (me, signout, user) are disabled for this API key."
             }
             Self::BadRequest => "The request is malformed.",
             Self::NonAsciiHeader => {
@@ -124,6 +166,9 @@ impl ProxyError {
             Self::BodyTooLarge => "The request body is larger than this proxy accepts.",
             Self::OriginUnreachable => "The Ollama origin could not be reached or closed the connection.",
             Self::OriginTimeout => "The Ollama origin did not answer in time.",
+            Self::OriginListingUnreadable => {
+                "The Ollama origin's model list could not be read, so it could not be filtered for this API key."
+            }
             Self::OriginStreamInterrupted => {
                 "The Ollama origin's stream broke off before it was complete."
             }
@@ -133,12 +178,34 @@ impl ProxyError {
 
     /// The JSON body: `{"error":{"message","type","param","code"}}`.
     pub fn body(self) -> Bytes {
-        let mut out = String::with_capacity(160);
+        self.render(self.message(), None)
+    }
+
+    /// The body of a refusal about one model: the message names the model
+    /// the client asked for (never what the key may use instead), and
+    /// `param` is `model`, as OpenAI does.
+    pub(crate) fn body_for_model(self, model: &str) -> Bytes {
+        // A model name is short; a longer one is cut, not echoed whole.
+        let shown: String = model.chars().take(MODEL_SHOWN).collect();
+        let message = match self {
+            Self::ModelNotAllowed => format!("This API key may not use the model `{shown}`."),
+            other => other.message().to_owned(),
+        };
+        self.render(&message, Some("model"))
+    }
+
+    fn render(self, message: &str, param: Option<&str>) -> Bytes {
+        let mut out = String::with_capacity(160 + message.len());
         out.push_str("{\"error\":{\"message\":");
-        json::push_str(&mut out, self.message());
+        json::push_str(&mut out, message);
         out.push_str(",\"type\":");
         json::push_str(&mut out, self.kind());
-        out.push_str(",\"param\":null,\"code\":");
+        out.push_str(",\"param\":");
+        match param {
+            Some(param) => json::push_str(&mut out, param),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"code\":");
         json::push_str(&mut out, self.code());
         out.push_str("}}");
         Bytes::from(out)

@@ -15,20 +15,33 @@ mod auth;
 mod config;
 mod cors;
 mod decision;
+mod endpoint;
 mod error;
+mod gojson;
 mod hop;
 mod json;
+mod json_scan;
+mod keys;
+mod listing;
+mod model_gate;
+mod model_policy;
+mod models;
 mod origin;
 mod path;
-mod policy;
 mod request_id;
 mod route;
+mod time;
 
-pub use auth::KeyName;
-pub use config::{Config, ConfigError, ConfigVar, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORIGIN};
+pub use auth::{token_sha256_hex, KeyName};
+pub use config::{
+    Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORIGIN,
+};
 pub use decision::{early_error_response, Action, Decision, Exchange, Proxy};
 pub use error::ProxyError;
 pub use hop::strip_hop_by_hop;
+pub use listing::MAX_LISTING_BYTES;
+pub use model_gate::{GateStep, ModelGate, Refusal};
 pub use origin::Origin;
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
+pub use time::UnixTime;

@@ -3,8 +3,6 @@
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderValue;
 
-use crate::path::remove_dot_segments;
-
 /// A parsed origin URL: scheme, authority and an optional base path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
@@ -81,21 +79,19 @@ impl Origin {
         &self.host_header
     }
 
-    /// The upstream URI for a request target: base path, then the request's
-    /// path with dot segments resolved (see [`crate::path`]) and its query
-    /// exactly as received.
-    pub(crate) fn join(&self, path_and_query: &PathAndQuery) -> Uri {
-        let path = remove_dot_segments(path_and_query.path());
-        let pq = if self.base_path.is_empty() && matches!(path, std::borrow::Cow::Borrowed(_)) {
-            path_and_query.clone()
-        } else {
-            let query = path_and_query
-                .query()
-                .map_or(String::new(), |q| format!("?{q}"));
-            let joined = format!("{}{path}{query}", self.base_path);
-            // Every part is made of valid path characters, so the join is too.
-            PathAndQuery::try_from(joined).expect("base path + valid path is valid")
-        };
+    /// The upstream URI for a request: base path, then `path` (the
+    /// request's, dot segments already resolved, see [`crate::path`]) and
+    /// its query exactly as received.
+    pub(crate) fn join(&self, path: &str, query: Option<&str>) -> Uri {
+        let mut joined = String::with_capacity(self.base_path.len() + path.len() + 64);
+        joined.push_str(&self.base_path);
+        joined.push_str(path);
+        if let Some(query) = query {
+            joined.push('?');
+            joined.push_str(query);
+        }
+        // Every part is made of valid path characters, so the join is too.
+        let pq = PathAndQuery::try_from(joined).expect("base path + valid path is valid");
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -119,16 +115,15 @@ mod tests {
     fn parses_plain_and_based_origins() {
         let o = Origin::parse("http://127.0.0.1:11434").unwrap();
         assert_eq!(o.to_string(), "http://127.0.0.1:11434");
-        let pq = PathAndQuery::from_static("/api/tags?x=1");
         assert_eq!(
-            o.join(&pq).to_string(),
+            o.join("/api/tags", Some("x=1")).to_string(),
             "http://127.0.0.1:11434/api/tags?x=1"
         );
 
         let o = Origin::parse("https://ollama.example.com/base/").unwrap();
         assert_eq!(o.base_path(), "/base");
         assert_eq!(
-            o.join(&pq).to_string(),
+            o.join("/api/tags", Some("x=1")).to_string(),
             "https://ollama.example.com/base/api/tags?x=1"
         );
         assert_eq!(o.host_header(), "ollama.example.com");

@@ -45,12 +45,13 @@ impl Admin {
     /// When the probe's client cannot be built (an https origin and no
     /// system trust roots).
     pub fn new(settings: &Settings) -> io::Result<Self> {
-        let probe = settings.proxy.readiness_probe();
+        let proxy = settings.proxy.load();
+        let probe = proxy.readiness_probe();
         Ok(Self {
             metrics: Arc::clone(&settings.metrics),
             probe_uri: probe.uri,
             probe_headers: probe.headers,
-            client: client::build_for(settings.proxy.config().origin(), settings.connect_timeout)?,
+            client: client::build_for(proxy.config().origin(), settings.connect_timeout)?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Body wrappers: streamed through untouched, with a size limit, idle
 //! timeouts and the end-of-exchange log line.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
@@ -14,7 +15,7 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ollama_proxy_core::{Exchange, ProxyError};
+use ollama_proxy_core::{Exchange, GateStep, ModelGate, ProxyError, Refusal};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -30,6 +31,8 @@ pub(crate) enum BodyError {
     Idle,
     /// The underlying connection failed.
     Io(hyper::Error),
+    /// The key's model gate refused the body after part of it was sent.
+    Refused(Refusal),
 }
 
 impl fmt::Display for BodyError {
@@ -38,6 +41,7 @@ impl fmt::Display for BodyError {
             Self::TooLarge => f.write_str("request body over the size limit"),
             Self::Idle => f.write_str("body idle for longer than the idle timeout"),
             Self::Io(e) => write!(f, "body stream failed: {e}"),
+            Self::Refused(r) => write!(f, "request body refused: {}", r.error()),
         }
     }
 }
@@ -140,6 +144,128 @@ impl Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The request body sent to the origin: the chunks a model gate held
+    /// back, then the rest of the client's body, still fed to the gate
+    /// while it scans (a refusal then aborts the upload).
+    pub(crate) struct RequestBody {
+        held: VecDeque<Frame<Bytes>>,
+        held_bytes: u64,
+        // `None` once the client's body has ended.
+        rest: Option<Guarded>,
+        gate: Option<ModelGate>,
+    }
+}
+
+impl RequestBody {
+    /// The client's body, as it is.
+    pub(crate) fn plain(body: Guarded) -> Self {
+        Self {
+            held: VecDeque::new(),
+            held_bytes: 0,
+            rest: Some(body),
+            gate: None,
+        }
+    }
+
+    /// Reads `body` through `gate` until it decides: the body to forward,
+    /// or why not.
+    pub(crate) async fn through_gate(
+        mut body: Guarded,
+        mut gate: ModelGate,
+    ) -> Result<Self, BodyError> {
+        use http_body_util::BodyExt;
+        let mut held = VecDeque::new();
+        let mut held_bytes = 0;
+        loop {
+            let Some(frame) = body.frame().await else {
+                return match gate.finish() {
+                    GateStep::Refuse(refusal) => Err(BodyError::Refused(refusal)),
+                    _ => Ok(Self {
+                        held,
+                        held_bytes,
+                        rest: None,
+                        gate: None,
+                    }),
+                };
+            };
+            let frame = frame?;
+            let step = frame.data_ref().map_or(GateStep::Hold, |data| {
+                held_bytes += data.len() as u64;
+                gate.push(data)
+            });
+            held.push_back(frame);
+            match step {
+                GateStep::Hold => {}
+                GateStep::Pass => {
+                    return Ok(Self {
+                        held,
+                        held_bytes,
+                        rest: Some(body),
+                        gate: gate.scanning().then_some(gate),
+                    })
+                }
+                GateStep::Refuse(refusal) => return Err(BodyError::Refused(refusal)),
+            }
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.held.pop_front() {
+            if let Some(data) = frame.data_ref() {
+                this.held_bytes -= data.len() as u64;
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(rest) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = ready!(Pin::new(rest).poll_frame(cx));
+        let Some(gate) = this.gate.as_mut() else {
+            return Poll::Ready(polled);
+        };
+        // Past the hold the gate only passes or refuses.
+        let step = match &polled {
+            Some(Ok(frame)) => frame.data_ref().map(|data| gate.push(data)),
+            None => Some(gate.finish()),
+            Some(Err(_)) => None,
+        };
+        if let Some(GateStep::Refuse(refusal)) = step {
+            return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
+        }
+        if !gate.scanning() {
+            this.gate = None;
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_empty() && self.rest.as_ref().is_none_or(Guarded::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Guarded::size_hint);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + self.held_bytes);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + self.held_bytes);
+        }
+        hint
     }
 }
 

@@ -1,18 +1,21 @@
 //! Command-line flags and their same-named environment variables.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ollama_proxy_core::{Config, ConfigError, ConfigVar, Proxy, DEFAULT_ORIGIN};
 
+use crate::live::Live;
 use crate::server::Settings;
 
 /// An authenticating reverse proxy for Ollama.
 ///
 /// Every flag can also be set by the environment variable named beside it;
 /// prefer the environment for tokens, since flags show up in `ps`.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "ollama-proxy", version, about, long_about = None)]
 pub struct Args {
     /// What to do; without one, serve.
@@ -34,6 +37,16 @@ pub struct Args {
     /// More tokens, comma-separated, each `name:token` or a bare token.
     #[arg(long, env = "AIG_AUTH_TOKENS", hide_env_values = true)]
     pub aig_auth_tokens: Option<String>,
+
+    /// A keys document (TOML): keys with hashed tokens, expiry, model lists.
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// The keys document itself, inline (as the Worker's secret of the same
+    /// name); natively prefer KEYS_FILE, which can be reloaded.
+    #[arg(long, env = "AIG_KEYS", hide_env_values = true)]
+    pub aig_keys: Option<String>,
 
     /// `*` or a comma-separated list of exact browser origins. [default: *]
     #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
@@ -119,9 +132,11 @@ pub enum LogFormat {
 }
 
 /// Commands besides serving.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum Command {
-    /// Print a new random token: 32 bytes as hex, like `openssl rand -hex 32`.
+    /// Print a new random token (32 bytes as hex, like `openssl rand -hex
+    /// 32`) on standard output, and on standard error the `token_sha256`
+    /// line for a keys document, which then holds no secret.
     GenToken,
     /// Validate the configuration (flags and environment) and print it with
     /// secrets redacted; exit 2 naming the variable at fault if invalid.
@@ -138,12 +153,53 @@ pub fn gen_token() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Why the settings are invalid: the core's configuration error (naming
+/// the variable, or for a keys file the file), or a keys file that cannot
+/// be read.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// The configuration is invalid.
+    Config {
+        /// The core's error.
+        error: ConfigError,
+        /// The keys file the document came from, if it was one.
+        keys_file: Option<PathBuf>,
+    },
+    /// `KEYS_FILE` cannot be read.
+    KeysFile(PathBuf, std::io::Error),
+    /// Both `KEYS_FILE` and `AIG_KEYS` are set.
+    TwoKeysDocuments,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config {
+                error,
+                keys_file: Some(path),
+            } if error.var() == ConfigVar::AigKeys => {
+                write!(f, "KEYS_FILE ({}): {}", path.display(), error.detail())
+            }
+            Self::Config { error, .. } => write!(f, "{error}"),
+            Self::KeysFile(path, error) => {
+                write!(f, "KEYS_FILE ({}): cannot read it: {error}", path.display())
+            }
+            Self::TwoKeysDocuments => {
+                f.write_str("KEYS_FILE and AIG_KEYS are both set; use one keys document")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
 impl Args {
-    /// The effective settings as `NAME=value` lines, secrets redacted.
+    /// The effective settings as `NAME=value` lines, secrets redacted, then
+    /// one line per key: name, hashed or not, expiry, models, management.
     pub fn redacted_lines(&self, settings: &Settings) -> Vec<String> {
-        let mut lines: Vec<String> = settings
-            .proxy
-            .config()
+        let proxy = settings.proxy.load();
+        let config = proxy.config();
+        let mut lines: Vec<String> = config
             .redacted_summary()
             .into_iter()
             .map(|(var, value)| format!("{}={value}", var.name()))
@@ -169,7 +225,27 @@ impl Args {
                 }
             ),
             format!("SHUTDOWN_GRACE={}", secs(self.shutdown_grace)),
+            format!(
+                "KEYS_FILE={}",
+                self.keys_file
+                    .as_ref()
+                    .map_or("<unset>".to_owned(), |p| p.display().to_string())
+            ),
         ]);
+        for key in config.key_summaries() {
+            let models = key
+                .models
+                .map_or_else(|| "*".to_owned(), |m| format!("[{}]", m.join(", ")));
+            lines.push(format!(
+                "key {}: token={} expires={} disabled={} models={models} model_management={}",
+                key.name,
+                if key.hashed { "sha256" } else { "plain" },
+                key.expires
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                key.disabled,
+                key.model_management,
+            ));
+        }
         lines
     }
 
@@ -179,6 +255,7 @@ impl Args {
             ConfigVar::OllamaOrigin => Some(self.ollama_origin.clone()),
             ConfigVar::AigAuthToken => self.aig_auth_token.clone(),
             ConfigVar::AigAuthTokens => self.aig_auth_tokens.clone(),
+            ConfigVar::AigKeys => self.aig_keys.clone(),
             ConfigVar::CorsAllowedOrigins => self.cors_allowed_origins.clone(),
             ConfigVar::AllowAuthorizationHeader => self.allow_authorization_header.clone(),
             ConfigVar::AllowModelManagement => self.allow_model_management.clone(),
@@ -191,17 +268,44 @@ impl Args {
     /// Validates the arguments into server settings.
     ///
     /// # Errors
-    /// The core's [`ConfigError`], which names the variable at fault.
-    pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let config = Config::from_lookup(|var| self.lookup(var))?;
+    /// See [`Args::config`].
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let config = self.config()?;
         Ok(Settings {
-            metrics: std::sync::Arc::new(crate::metrics::Metrics::new(&config)),
-            proxy: Proxy::new(config),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+            proxy: Live::new(Proxy::new(config)),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
             shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+impl Args {
+    /// The core's configuration from the arguments, with the keys document
+    /// read from `KEYS_FILE` now (this is what a reload calls again).
+    ///
+    /// # Errors
+    /// The core's [`ConfigError`], which names the variable (or the keys
+    /// file) at fault; a keys file that cannot be read.
+    pub fn config(&self) -> Result<Config, SettingsError> {
+        let document = match (&self.keys_file, &self.aig_keys) {
+            (Some(_), Some(_)) => return Err(SettingsError::TwoKeysDocuments),
+            (Some(path), None) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| SettingsError::KeysFile(path.clone(), e))?,
+            ),
+            (None, inline) => inline.clone(),
+        };
+        Config::from_lookup(|var| match var {
+            ConfigVar::AigKeys => document.clone(),
+            other => self.lookup(other),
+        })
+        .map_err(|error| SettingsError::Config {
+            error,
+            keys_file: self.keys_file.clone(),
         })
     }
 }
@@ -255,7 +359,7 @@ mod tests {
         .unwrap();
         let settings = args.settings().unwrap();
         assert_eq!(
-            settings.proxy.config().origin().to_string(),
+            settings.proxy.load().config().origin().to_string(),
             "http://gpu-box:11434"
         );
         let err = Args::try_parse_from(["ollama-proxy", "--ollama-origin", "http://h"])

@@ -10,12 +10,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ollama_proxy_core::Origin;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::body::Guarded;
+use crate::body::RequestBody;
 
 /// Idle origin connections kept per server thread.
 const MAX_IDLE_PER_THREAD: usize = 128;
 
-pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, Guarded>;
+pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Builds the client. Trust roots are the system's, loaded only when the
 /// origin is https, so an http origin works on a machine without CA files.

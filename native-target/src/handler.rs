@@ -2,24 +2,34 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use ollama_proxy_core::{Action, Exchange, Proxy, ProxyError};
+use ollama_proxy_core::{Action, Exchange, ProxyError, UnixTime, MAX_LISTING_BYTES};
 
-use crate::body::{find_body_error, BodyError, Guarded, ResponseBody};
+use crate::body::{find_body_error, BodyError, Guarded, RequestBody, ResponseBody};
 use crate::client::OriginClient;
+use crate::live::Live;
 use crate::log::{Outcome, RequestLog};
 
 /// What every request needs, shared across connections.
 pub(crate) struct Shared {
-    pub(crate) proxy: Proxy,
+    pub(crate) proxy: Live,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) client: OriginClient,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+}
+
+/// The current time for the core (key expiry).
+fn now() -> UnixTime {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    UnixTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// Handles one request. The origin call runs inside this future, so a client
@@ -32,8 +42,9 @@ pub(crate) async fn handle(
     let log = RequestLog::start(&parts.method, parts.uri.path(), &shared.metrics);
     let decision = shared
         .proxy
-        .decide_with_request_id(parts, Some(crate::request_id::fresh()));
-    let exchange = decision.exchange;
+        .load()
+        .decide_at(parts, Some(crate::request_id::fresh()), now());
+    let mut exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => return Ok(local(response, &exchange, &log, None)),
         Action::Forward(head) => head,
@@ -41,27 +52,32 @@ pub(crate) async fn handle(
 
     let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit())
         .counting_into(Arc::clone(&shared.metrics));
+    let body = match exchange.model_gate() {
+        None => RequestBody::plain(body),
+        // Held until the key's model list has been checked: a refusal here
+        // sends nothing to the origin.
+        Some(gate) => match RequestBody::through_gate(body, gate).await {
+            Ok(body) => body,
+            Err(error) => return Ok(body_failed(&mut exchange, &log, &error)),
+        },
+    };
     let upstream = shared.client.request(Request::from_parts(head, body));
     let response = match tokio::time::timeout(shared.response_timeout, upstream).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            let kind = match find_body_error(&error) {
-                Some(BodyError::TooLarge) => ProxyError::BodyTooLarge,
-                Some(BodyError::Idle) => ProxyError::RequestTimeout,
-                // The client's body broke (bad chunked framing, or the
-                // client left): the origin saw an aborted request.
-                Some(BodyError::Io(_)) => ProxyError::BadRequest,
-                None if timed_out(&error) => ProxyError::OriginTimeout,
-                None => ProxyError::OriginUnreachable,
-            };
-            if matches!(
-                kind,
-                ProxyError::OriginUnreachable | ProxyError::OriginTimeout
-            ) {
-                // The cause chain (connect refused, TLS, reset); never a header.
-                let request_id = crate::log::request_id(&exchange);
-                tracing::warn!(request_id = %request_id, error = %ErrorChain(&error), "origin request failed");
+            if let Some(failed) = find_body_error(&error) {
+                // The client's body broke, or was refused: the origin saw
+                // an aborted request.
+                return Ok(body_failed(&mut exchange, &log, failed));
             }
+            let kind = if timed_out(&error) {
+                ProxyError::OriginTimeout
+            } else {
+                ProxyError::OriginUnreachable
+            };
+            // The cause chain (connect refused, TLS, reset); never a header.
+            let request_id = crate::log::request_id(&exchange);
+            tracing::warn!(request_id = %request_id, error = %ErrorChain(&error), "origin request failed");
             return Ok(local(
                 exchange.error_response(kind),
                 &exchange,
@@ -82,6 +98,19 @@ pub(crate) async fn handle(
 
     let (mut head, body) = response.into_parts();
     exchange.rewrite_response(&mut head);
+    if exchange.filters_listing(head.status) {
+        // A listing for a key limited to some models: read whole, filtered.
+        let read = Guarded::new(body, shared.idle_timeout, MAX_LISTING_BYTES as u64)
+            .collect()
+            .await;
+        let filtered = read
+            .map_err(|_| ProxyError::OriginListingUnreadable)
+            .and_then(|all| exchange.filter_listing(&all.to_bytes()));
+        return Ok(match filtered {
+            Ok(listing) => local(Response::from_parts(head, listing), &exchange, &log, None),
+            Err(kind) => local(exchange.error_response(kind), &exchange, &log, Some(kind)),
+        });
+    }
     log.first_byte(&exchange);
     let status = head.status;
     let notice = exchange.interrupted_stream_notice(&head);
@@ -90,6 +119,26 @@ pub(crate) async fn handle(
         head,
         ResponseBody::upstream(body, log, exchange, status, notice),
     ))
+}
+
+/// The answer when the client's body could not be forwarded: over the
+/// limit, stalled, broken, or refused by the key's model gate.
+fn body_failed(
+    exchange: &mut Exchange,
+    log: &RequestLog,
+    error: &BodyError,
+) -> Response<ResponseBody> {
+    let kind = match error {
+        BodyError::TooLarge => ProxyError::BodyTooLarge,
+        BodyError::Idle => ProxyError::RequestTimeout,
+        // Bad chunked framing, or the client left.
+        BodyError::Io(_) => ProxyError::BadRequest,
+        BodyError::Refused(refusal) => {
+            let response = exchange.refusal_response(refusal);
+            return local(response, exchange, log, None);
+        }
+    };
+    local(exchange.error_response(kind), exchange, log, Some(kind))
 }
 
 fn local(

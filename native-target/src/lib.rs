@@ -12,8 +12,10 @@ mod body;
 pub mod cli;
 mod client;
 mod handler;
+pub mod live;
 mod log;
 mod metrics;
+pub mod reload;
 mod request_id;
 mod server;
 

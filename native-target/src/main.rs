@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ollama_proxy_native::admin::Admin;
 use ollama_proxy_native::cli::{gen_token, Args, Command, LogFormat};
+use ollama_proxy_native::reload::Watcher;
 use ollama_proxy_native::{bind, serve};
 
 fn main() -> ExitCode {
@@ -13,7 +14,13 @@ fn main() -> ExitCode {
         Some(Command::GenToken) => {
             return match gen_token() {
                 Ok(token) => {
+                    // The token alone on stdout, so `$(ollama-proxy gen-token)`
+                    // works; the keys-document line (no secret in it) on stderr.
                     println!("{token}");
+                    eprintln!(
+                        "# For a keys document (KEYS_FILE / AIG_KEYS), which then holds no secret:\ntoken_sha256 = \"{}\"",
+                        ollama_proxy_core::token_sha256_hex(&token)
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -64,6 +71,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before serving: from now on SIGHUP reloads the keys file.
+        if let Some(watcher) = Watcher::new(&args) {
+            tokio::spawn(watcher.run(settings.proxy.clone(), settings.metrics.clone()));
+        }
         let listener = match bind(args.listen_addr).await {
             Ok(listener) => listener,
             Err(error) => {

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use ollama_proxy_core::{status_class, Config, Exchange, ProxyError};
+use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,10 +25,30 @@ const LATENCY_BUCKETS: [f64; 16] = [
 type Labels<const N: usize> = [(&'static str, &'static str); N];
 type HistogramFamily = Family<Labels<1>, Histogram, fn() -> Histogram>;
 
+/// A key name as a label value: `-` for unauthenticated requests. The
+/// names come from the configuration in force, so a reload that adds a key
+/// adds its label too.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct KeyLabel(Option<KeyName>);
+
+impl EncodeLabelValue for KeyLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.0.as_ref().map_or("-", KeyName::as_str))
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status_class: &'static str,
+    key: KeyLabel,
+}
+
 /// Every metric the native proxy exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels<3>, Counter>,
+    requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     first_byte: HistogramFamily,
     open_streams: Gauge,
@@ -35,8 +56,8 @@ pub struct Metrics {
     bytes_out: Counter,
     auth_failures: Family<Labels<1>, Counter>,
     origin_errors: Family<Labels<1>, Counter>,
-    /// Key names as label values, fixed at start-up (bounded cardinality).
-    keys: Vec<&'static str>,
+    reloads: Family<Labels<1>, Counter>,
+    policy_refusals: Family<Labels<1>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,15 +70,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// Registers every metric; `config` names the keys that may appear as labels.
-    pub fn new(config: &Config) -> Self {
-        // Label values must live as long as the metrics; the key names are
-        // few and fixed for the life of the process.
-        let keys = config
-            .key_names()
-            .map(|k| &*Box::leak(k.as_str().to_owned().into_boxed_str()))
-            .collect();
+    /// Registers every metric.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ollama_proxy");
         let requests = Family::default();
         registry.register(
@@ -98,7 +119,7 @@ impl Metrics {
         let auth_failures = Family::default();
         registry.register(
             "auth_failures",
-            "Requests refused for a missing or invalid token, by reason",
+            "Requests refused for their token, by reason: missing, invalid, expired, disabled",
             auth_failures.clone(),
         );
         let origin_errors = Family::default();
@@ -106,6 +127,18 @@ impl Metrics {
             "origin_errors",
             "Origin failures: unreachable, timeout (connect or response head), stream_interrupted, idle_timeout",
             origin_errors.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Reloads of the keys document (KEYS_FILE), by result: ok, or error (the keys in force were kept)",
+            reloads.clone(),
+        );
+        let policy_refusals = Family::default();
+        registry.register(
+            "policy_refusals",
+            "Requests a key's policy refused, by reason: model_not_allowed, model_required, duplicate_model, model_management_disabled",
+            policy_refusals.clone(),
         );
         Self {
             registry,
@@ -117,16 +150,15 @@ impl Metrics {
             bytes_out,
             auth_failures,
             origin_errors,
-            keys,
+            reloads,
+            policy_refusals,
         }
     }
 
-    fn key_label(&self, exchange: &Exchange) -> &'static str {
-        exchange
-            .key()
-            .and_then(|k| self.keys.iter().find(|name| **name == k.as_str()))
-            .copied()
-            .unwrap_or("-")
+    /// Records a reload of the keys document.
+    pub(crate) fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
     }
 
     /// Records a finished exchange.
@@ -141,11 +173,11 @@ impl Metrics {
     ) {
         let route = exchange.route().as_str();
         self.requests
-            .get_or_create(&[
-                ("route", route),
-                ("status_class", status_class(status)),
-                ("key", self.key_label(exchange)),
-            ])
+            .get_or_create(&RequestLabels {
+                route,
+                status_class: status_class(status),
+                key: KeyLabel(exchange.key().cloned()),
+            })
             .inc();
         self.duration
             .get_or_create(&[("route", route)])
@@ -154,6 +186,18 @@ impl Metrics {
         match exchange.rejection() {
             Some(ProxyError::MissingToken) => self.auth_failure("missing"),
             Some(ProxyError::InvalidToken) => self.auth_failure("invalid"),
+            Some(ProxyError::ExpiredToken) => self.auth_failure("expired"),
+            Some(ProxyError::DisabledToken) => self.auth_failure("disabled"),
+            Some(
+                refusal @ (ProxyError::ModelNotAllowed
+                | ProxyError::ModelRequired
+                | ProxyError::DuplicateModel
+                | ProxyError::ModelManagementDisabled),
+            ) => {
+                self.policy_refusals
+                    .get_or_create(&[("reason", refusal.code())])
+                    .inc();
+            }
             _ => {}
         }
         let origin_error = match (error, outcome) {

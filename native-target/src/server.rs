@@ -10,13 +10,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use ollama_proxy_core::Proxy;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::client;
 use crate::handler::{handle, Shared};
+use crate::live::Live;
 use crate::metrics::Metrics;
 
 /// The largest request head (request line and headers) hyper reads, in
@@ -28,8 +28,9 @@ const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// Everything the server needs besides its listener.
 #[derive(Debug)]
 pub struct Settings {
-    /// The core, with its validated configuration.
-    pub proxy: Proxy,
+    /// The core, with its validated configuration (replaced on a reload of
+    /// the keys document).
+    pub proxy: Live,
     /// The metrics every request records (served by [`Admin`](crate::admin::Admin)).
     pub metrics: Arc<Metrics>,
     /// Time allowed to connect to the origin.
@@ -61,7 +62,8 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let config = settings.proxy.config();
+    let proxy = settings.proxy.load();
+    let config = proxy.config();
     // Fail before reporting ready when the client cannot be built.
     client::build(config.origin(), settings.connect_timeout).map_err(|e| {
         io::Error::new(
@@ -80,6 +82,7 @@ pub async fn serve(
         env!("CARGO_PKG_VERSION")
     );
 
+    drop(proxy);
     let listeners = thread_listeners(listener, threads)?;
     let settings = Arc::new(settings);
     let (stop, stopped) = watch::channel(false);
@@ -220,7 +223,10 @@ async fn serve_thread(
     closed: tokio::sync::mpsc::Sender<()>,
 ) -> io::Result<usize> {
     let listener = TcpListener::from_std(listener)?;
-    let client = client::build(settings.proxy.config().origin(), settings.connect_timeout)?;
+    let client = client::build(
+        settings.proxy.load().config().origin(),
+        settings.connect_timeout,
+    )?;
     let shared = Arc::new(Shared {
         proxy: settings.proxy.clone(),
         metrics: Arc::clone(&settings.metrics),

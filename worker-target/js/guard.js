@@ -34,15 +34,24 @@ export function guardStream(body, notice) {
   );
 }
 
-// The client's request body, passed through chunk by chunk, for a request
-// that declared no Content-Length (so only streaming can enforce the limit).
-// Past `limit` bytes the subrequest is aborted through its own signal, which
-// tears the upload down so the origin sees an incomplete request: erroring
-// the body stream alone is not enough, since the runtime may end a failed
-// stream as if it were complete. The client's own abort signal is followed
-// too. Returns `{ stream, signal, exceeded }`; `exceeded` turns true when the
-// limit was the cause.
-export function limitUpload(body, limit, clientSignal) {
+// The client's request body on its way to the origin: first `held` (the
+// chunks the model gate read before deciding), then whatever `reader` still
+// has, chunk by chunk. Two things can stop it, and either aborts the
+// subrequest through its own signal, which tears the upload down so the
+// origin sees an incomplete request (erroring the body stream alone is not
+// enough: the runtime may end a failed stream as if it were complete):
+// - past `limit` bytes in all (when no Content-Length was declared);
+// - `check`, the gate, answering REFUSE for a chunk (or for the end, asked
+//   with null). It is asked about every chunk until it answers DONE; if it
+//   throws (it is only kept alive while the fetch runs), the upload is
+//   refused too, never passed unchecked.
+// The client's own abort signal is followed. Returns `{ stream, signal,
+// exceeded }`; `exceeded` turns true when the limit was the cause.
+const PASS = 0;
+const DONE = 1;
+const REFUSE = 2;
+
+export function forwardUpload(held, reader, check, limit, clientSignal) {
   const controller = new AbortController();
   if (clientSignal.aborted) {
     controller.abort(clientSignal.reason);
@@ -52,29 +61,65 @@ export function limitUpload(body, limit, clientSignal) {
     });
   }
   const result = { stream: null, signal: controller.signal, exceeded: false };
-  const reader = body.getReader();
   let seen = 0;
+  for (const chunk of held) {
+    seen += chunk.byteLength;
+  }
+  let next = 0;
+  const ask = (chunk) => {
+    if (check == null) {
+      return PASS;
+    }
+    let verdict;
+    try {
+      verdict = check(chunk);
+    } catch {
+      verdict = REFUSE;
+    }
+    if (verdict === DONE) {
+      check = null;
+    }
+    return verdict;
+  };
+  const stop = (stream, error) => {
+    controller.abort(error);
+    stream.error(error);
+    if (reader != null) {
+      reader.cancel(error).catch(() => {});
+    }
+  };
   result.stream = new ReadableStream(
     {
       async pull(stream) {
-        const step = await reader.read();
+        if (next < held.length) {
+          const chunk = held[next];
+          held[next++] = null;
+          stream.enqueue(chunk);
+          return;
+        }
+        const step = reader == null ? { done: true } : await reader.read();
         if (step.done) {
-          stream.close();
+          if (ask(null) === REFUSE) {
+            stop(stream, new Error("request body refused"));
+          } else {
+            stream.close();
+          }
           return;
         }
         seen += step.value.byteLength;
         if (seen > limit) {
           result.exceeded = true;
-          const error = new Error("request body over the limit");
-          controller.abort(error);
-          stream.error(error);
-          reader.cancel(error).catch(() => {});
+          stop(stream, new Error("request body over the limit"));
+          return;
+        }
+        if (ask(step.value) === REFUSE) {
+          stop(stream, new Error("request body refused"));
           return;
         }
         stream.enqueue(step.value);
       },
       cancel(reason) {
-        return reader.cancel(reason);
+        return reader == null ? undefined : reader.cancel(reason);
       },
     },
     { highWaterMark: 0 },

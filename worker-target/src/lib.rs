@@ -10,6 +10,7 @@
 
 mod convert;
 mod log;
+mod upload;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod wasm_tests;
 
@@ -17,7 +18,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ollama_proxy_core::{
-    early_error_response, Action, Config, ConfigVar, Proxy, ProxyError, RequestIds,
+    early_error_response, Action, Config, ConfigVar, Exchange, Proxy, ProxyError, RequestIds,
+    UnixTime, MAX_LISTING_BYTES,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
@@ -27,6 +29,7 @@ use worker::{event, Context, Env};
 use crate::convert::{
     js_response, local_response, request_parts, upstream_init, upstream_response_head,
 };
+use crate::upload::Stopped;
 
 #[wasm_bindgen(module = "/js/guard.js")]
 extern "C" {
@@ -37,14 +40,6 @@ extern "C" {
         notice: &js_sys::Uint8Array,
     ) -> web_sys::ReadableStream;
 
-    /// Passes `body` through, aborting the subrequest past `limit` bytes:
-    /// `{ stream, signal, exceeded }` (see js/guard.js).
-    #[wasm_bindgen(js_name = limitUpload)]
-    fn limit_upload(
-        body: &web_sys::ReadableStream,
-        limit: f64,
-        client_signal: &web_sys::AbortSignal,
-    ) -> js_sys::Object;
 }
 
 thread_local! {
@@ -113,8 +108,9 @@ async fn fetch(
         return local_response(early_error_response(ProxyError::BadRequest));
     };
     let mut line = log::Line::start(&parts, started);
-    let decision = proxy.decide_with_request_id(parts, fresh_request_id());
-    let exchange = decision.exchange;
+    let now = UnixTime::from_millis(started);
+    let decision = proxy.decide_at(parts, fresh_request_id(), now);
+    let mut exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => {
             line.finish(&exchange, response.status(), None, &env);
@@ -124,47 +120,75 @@ async fn fetch(
     };
 
     // Body and abort signal ride along: the client going away cancels the
-    // subrequest, and the body never enters WASM memory. Without a declared
-    // length, a JS pull-stream counts it against the limit (js/guard.js).
-    let client_signal = request.signal();
-    let (body, signal, upload) = match (request.body(), exchange.streamed_body_limit()) {
-        // u64 → f64 is exact up to 2^53 bytes, far above any body limit.
-        (Some(body), Some(limit)) => {
-            let upload = limit_upload(&body, limit as f64, &client_signal);
-            let field = |name: &str| js_sys::Reflect::get(&upload, &name.into());
-            (
-                Some(field("stream")?.unchecked_into()),
-                field("signal")?.unchecked_into(),
-                Some(upload),
-            )
-        }
-        (body, _) => (body, client_signal, None),
+    // subrequest, and the body stays a JS stream (see upload.rs).
+    let body = request.body();
+    let limit = exchange.streamed_body_limit();
+    let upload = match exchange.model_gate() {
+        None => upload::plain(body, limit, request.signal())?,
+        Some(gate) => match upload::through_gate(body, gate, limit, request.signal()).await {
+            Ok(upload) => upload,
+            Err(stopped) => return stopped_response(&mut exchange, stopped, &mut line, &env),
+        },
     };
-    let init = upstream_init(&head, body.as_ref(), &signal)?;
+    let init = upstream_init(&head, upload.stream.as_ref(), &upload.signal)?;
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let url = head.uri.to_string();
     let upstream = match JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
         Ok(response) => response.unchecked_into::<web_sys::Response>(),
         Err(_) => {
-            let exceeded = upload.is_some_and(|upload| {
-                js_sys::Reflect::get(&upload, &"exceeded".into()).is_ok_and(|v| v.is_truthy())
-            });
-            let error = if exceeded {
-                ProxyError::BodyTooLarge
-            } else {
-                ProxyError::OriginUnreachable
-            };
-            let response = exchange.error_response(error);
-            line.finish(&exchange, response.status(), Some(error), &env);
-            return local_response(response);
+            let stopped = upload
+                .stopped()
+                .unwrap_or(Stopped::Error(ProxyError::OriginUnreachable));
+            return stopped_response(&mut exchange, stopped, &mut line, &env);
         }
     };
+    drop(upload);
     let mut head = upstream_response_head(&upstream)?;
     exchange.rewrite_response(&mut head);
+    if exchange.filters_listing(head.status) {
+        let filtered = read_listing(&upstream)
+            .await
+            .and_then(|all| exchange.filter_listing(&all));
+        let (response, error) = match filtered {
+            Ok(listing) => (http::Response::from_parts(head, listing), None),
+            Err(error) => (exchange.error_response(error), Some(error)),
+        };
+        line.finish(&exchange, response.status(), error, &env);
+        return local_response(response);
+    }
     line.finish(&exchange, head.status, None, &env);
     let body = match (upstream.body(), exchange.interrupted_stream_notice(&head)) {
         (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
         (body, _) => body,
     };
     js_response(&head, body.as_ref())
+}
+
+/// The answer when the body was not forwarded: refused for its model, over
+/// the limit, broken; or the origin could not be reached.
+fn stopped_response(
+    exchange: &mut Exchange,
+    stopped: Stopped,
+    line: &mut log::Line,
+    env: &Env,
+) -> worker::Result<web_sys::Response> {
+    let (response, error) = match stopped {
+        Stopped::Refused(refusal) => (exchange.refusal_response(&refusal), None),
+        Stopped::Error(error) => (exchange.error_response(error), Some(error)),
+    };
+    line.finish(exchange, response.status(), error, env);
+    local_response(response)
+}
+
+/// A listing's whole body (a small JSON document), at most
+/// [`MAX_LISTING_BYTES`] of it.
+async fn read_listing(response: &web_sys::Response) -> Result<Vec<u8>, ProxyError> {
+    let unreadable = ProxyError::OriginListingUnreadable;
+    let buffer = response.array_buffer().map_err(|_| unreadable)?;
+    let buffer = JsFuture::from(buffer).await.map_err(|_| unreadable)?;
+    let bytes = js_sys::Uint8Array::new(&buffer);
+    if bytes.length() as usize > MAX_LISTING_BYTES {
+        return Err(unreadable);
+    }
+    Ok(bytes.to_vec())
 }

@@ -1,0 +1,160 @@
+//! Which Ollama endpoint a request reaches, and where it names a model.
+//!
+//! Ollama's router matches the percent-decoded path, case-sensitively;
+//! Go's `net/http` redirects `//`, `.` and `..` to the cleaned path, and gin
+//! a trailing slash to the path without it. The classification here decodes
+//! fully, ignores case and drops empty and dot segments, so it errs towards
+//! treating a path as the endpoint it resembles (a spelling Ollama answers
+//! with 404 or a redirect may be checked as that endpoint too; never the
+//! other way round).
+
+/// Model-management and account endpoints under `/api`, refused unless
+/// allowed: pull, push, create, delete, copy and blobs change the models
+/// on the box; me, signout and user read or change its ollama.com account.
+const MANAGEMENT: [&str; 9] = [
+    "pull", "push", "create", "delete", "copy", "blobs", "me", "signout", "user",
+];
+
+/// The body members that name a model on the inference routes.
+const MODEL: &[&str] = &["model"];
+/// `/api/show`, pull, push and delete still read the deprecated `name`.
+const MODEL_OR_NAME: &[&str] = &["model", "name"];
+/// `/api/create` names the new model and the one it starts `from` (which
+/// Ollama pulls when it is not there).
+const CREATE: &[&str] = &["model", "name", "from"];
+const COPY: &[&str] = &["source", "destination"];
+
+/// The listings whose answers are filtered to a key's models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// `/api/tags` and `/api/ps`: `{"models": [{"name", "model", …}]}`.
+    Ollama,
+    /// `/v1/models`: `{"data": [{"id", …}]}`.
+    OpenAi,
+}
+
+/// Where a request names its model, if anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ModelSource {
+    /// In these top-level members of a JSON body. `required`: the endpoint
+    /// takes a model, so a body the proxy cannot read one from is refused.
+    Body {
+        fields: &'static [&'static str],
+        required: bool,
+    },
+    /// Nowhere (blob uploads: a digest and raw bytes).
+    Nowhere,
+    /// The answer lists models.
+    Listing(Listing),
+    /// `/v1/models/{model}`: in the path, percent-decoded once.
+    Path(String),
+    /// `/v1/audio/transcriptions`: a multipart form whose `model` Go reads
+    /// from the query string first.
+    Query,
+}
+
+/// What the proxy needs to know about a request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// Refused unless model management is allowed for the key.
+    pub(crate) management: bool,
+    /// Where the model is named.
+    pub(crate) model: ModelSource,
+}
+
+/// Classifies a request path (the one forwarded: dot segments resolved).
+pub(crate) fn classify(path: &str) -> Endpoint {
+    let segments = normalize(path);
+    let words: Vec<&[u8]> = segments.iter().map(Vec::as_slice).collect();
+    let management = matches!(
+        words.as_slice(),
+        [b"api", endpoint, ..] if MANAGEMENT.iter().any(|m| m.as_bytes() == *endpoint)
+    );
+    let body = |fields, required| ModelSource::Body { fields, required };
+    let model = match words.as_slice() {
+        [b"api", b"chat" | b"generate" | b"embed" | b"embeddings"] => body(MODEL, true),
+        [b"api", b"show" | b"pull" | b"push" | b"delete"] => body(MODEL_OR_NAME, true),
+        [b"api", b"create"] => body(CREATE, true),
+        [b"api", b"copy"] => body(COPY, true),
+        [b"api", b"blobs", ..] => ModelSource::Nowhere,
+        [b"api", b"tags" | b"ps"] => ModelSource::Listing(Listing::Ollama),
+        [b"v1", b"models"] => ModelSource::Listing(Listing::OpenAi),
+        [b"v1", b"models", _] => ModelSource::Path(model_in_path(path)),
+        [b"v1", b"chat", b"completions"]
+        | [b"v1", b"completions" | b"embeddings" | b"responses" | b"messages"] => body(MODEL, true),
+        [b"v1", b"audio", b"transcriptions"] => ModelSource::Query,
+        // Any other JSON body that names a model is checked too.
+        _ => body(MODEL, false),
+    };
+    Endpoint { management, model }
+}
+
+/// The last non-empty segment, percent-decoded once (as gin's router does).
+fn model_in_path(path: &str) -> String {
+    let last = path
+        .split('/')
+        .rev()
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&percent_decode(last.as_bytes())).into_owned()
+}
+
+/// Decoded, lowercased path segments with `.`/`..`/empty ones resolved.
+fn normalize(path: &str) -> Vec<Vec<u8>> {
+    let decoded = decode_fully(path.as_bytes());
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s.to_ascii_lowercase()),
+        }
+    }
+    out
+}
+
+/// Percent-decodes until nothing changes (bounded), so double encoding
+/// cannot hide a segment from the check.
+fn decode_fully(input: &[u8]) -> Vec<u8> {
+    let mut current = input.to_vec();
+    for _ in 0..4 {
+        let next = percent_decode(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

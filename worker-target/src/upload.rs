@@ -1,0 +1,219 @@
+//! The request body on its way to the origin.
+//!
+//! Without a model gate it stays a JS stream: handed over as is, or through
+//! a JS pull-stream that counts it against the body limit when no length was
+//! declared. With a gate (a key limited to some models), the chunks are read
+//! here until the core's gate decides, each copied into WASM only to be
+//! scanned (the chunk itself stays a JS object), and held; then a JS
+//! pull-stream sends the held chunks and the rest on, asking the gate about
+//! each later chunk until it has seen the whole JSON value (js/guard.js).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use ollama_proxy_core::{GateStep, ModelGate, ProxyError, Refusal};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortSignal, ReadableStream, ReadableStreamDefaultReader};
+
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/guard.js")]
+extern "C" {
+    /// `{ stream, signal, exceeded }`: the held chunks, then what `reader`
+    /// still has, with `check` asked about each later chunk and the end
+    /// (see js/guard.js).
+    #[wasm_bindgen(js_name = forwardUpload)]
+    fn forward_upload(
+        held: &Array,
+        reader: Option<&ReadableStreamDefaultReader>,
+        check: Option<&js_sys::Function>,
+        limit: f64,
+        client_signal: &AbortSignal,
+    ) -> Object;
+}
+
+/// What the gate's JS callback answers.
+const PASS: u32 = 0;
+const DONE: u32 = 1;
+const REFUSE: u32 = 2;
+
+/// Why the body was not forwarded.
+pub(crate) enum Stopped {
+    /// The key's model list refused it.
+    Refused(Refusal),
+    /// A proxy error: the body was over the limit, or broke.
+    Error(ProxyError),
+}
+
+/// The body to send to the origin and what to ask once the fetch settles.
+pub(crate) struct Upload {
+    /// The stream for the subrequest, if there is a body.
+    pub(crate) stream: Option<ReadableStream>,
+    /// The signal the subrequest follows.
+    pub(crate) signal: AbortSignal,
+    upload: Option<Object>,
+    refusal: Rc<RefCell<Option<Refusal>>>,
+    // Kept alive while the fetch runs: JS calls it for each chunk.
+    _check: Option<Closure<dyn FnMut(JsValue) -> u32>>,
+}
+
+impl Upload {
+    /// Why a fetch that failed did, when the upload was the cause.
+    pub(crate) fn stopped(&self) -> Option<Stopped> {
+        if let Some(refusal) = self.refusal.borrow().clone() {
+            return Some(Stopped::Refused(refusal));
+        }
+        let exceeded = self.upload.as_ref().is_some_and(|upload| {
+            Reflect::get(upload, &"exceeded".into()).is_ok_and(|v| v.is_truthy())
+        });
+        exceeded.then_some(Stopped::Error(ProxyError::BodyTooLarge))
+    }
+
+    fn from_js(
+        upload: Object,
+        refusal: Rc<RefCell<Option<Refusal>>>,
+        check: Option<Closure<dyn FnMut(JsValue) -> u32>>,
+    ) -> Result<Self, JsValue> {
+        let field = |name: &str| Reflect::get(&upload, &name.into());
+        Ok(Self {
+            stream: Some(field("stream")?.unchecked_into()),
+            signal: field("signal")?.unchecked_into(),
+            upload: Some(upload),
+            refusal,
+            _check: check,
+        })
+    }
+}
+
+/// The body as it is (`limit`: count it, when no length was declared).
+pub(crate) fn plain(
+    body: Option<ReadableStream>,
+    limit: Option<u64>,
+    client_signal: AbortSignal,
+) -> Result<Upload, JsValue> {
+    let refusal = Rc::default();
+    match (body, limit) {
+        // u64 → f64 is exact up to 2^53 bytes, far above any body limit.
+        (Some(body), Some(limit)) => {
+            let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+            let upload = forward_upload(
+                &Array::new(),
+                Some(&reader),
+                None,
+                limit as f64,
+                &client_signal,
+            );
+            Upload::from_js(upload, refusal, None)
+        }
+        (stream, _) => Ok(Upload {
+            stream,
+            signal: client_signal,
+            upload: None,
+            refusal,
+            _check: None,
+        }),
+    }
+}
+
+/// Reads the body through `gate` until it decides, then returns the body to
+/// forward. `limit`: count it, when no length was declared.
+///
+/// # Errors
+/// The refusal or error to answer with; the client's body is cancelled.
+pub(crate) async fn through_gate(
+    body: Option<ReadableStream>,
+    mut gate: ModelGate,
+    limit: Option<u64>,
+    client_signal: AbortSignal,
+) -> Result<Upload, Stopped> {
+    let limit = limit.unwrap_or(u64::MAX);
+    let held = Array::new();
+    let mut scratch = Vec::new();
+    let mut seen: u64 = 0;
+    let reader: Option<ReadableStreamDefaultReader> =
+        body.map(|body| body.get_reader().unchecked_into());
+    let step = loop {
+        let Some(reader) = &reader else {
+            break gate.finish();
+        };
+        let next = match JsFuture::from(reader.read()).await {
+            Ok(next) => next,
+            // The client's body broke (it went away, or bad framing).
+            Err(_) => return Err(Stopped::Error(ProxyError::BadRequest)),
+        };
+        if Reflect::get(&next, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            break gate.finish();
+        }
+        let Ok(chunk) = Reflect::get(&next, &"value".into()) else {
+            return Err(Stopped::Error(ProxyError::BadRequest));
+        };
+        let chunk: Uint8Array = chunk.unchecked_into();
+        seen += u64::from(chunk.length());
+        if seen > limit {
+            let _ = reader.cancel();
+            return Err(Stopped::Error(ProxyError::BodyTooLarge));
+        }
+        held.push(&chunk);
+        match push(&mut gate, &chunk, &mut scratch) {
+            GateStep::Hold => {}
+            step => break step,
+        }
+    };
+    match step {
+        GateStep::Refuse(refusal) => {
+            if let Some(reader) = &reader {
+                let _ = reader.cancel();
+            }
+            Err(Stopped::Refused(refusal))
+        }
+        _ => {
+            let refusal: Rc<RefCell<Option<Refusal>>> = Rc::default();
+            let check = gate.scanning().then(|| checker(gate, Rc::clone(&refusal)));
+            let upload = forward_upload(
+                &held,
+                reader.as_ref(),
+                check.as_ref().map(|c| c.as_ref().unchecked_ref()),
+                if limit == u64::MAX {
+                    f64::INFINITY
+                } else {
+                    limit as f64
+                },
+                &client_signal,
+            );
+            Upload::from_js(upload, refusal, check)
+                .map_err(|_| Stopped::Error(ProxyError::BadRequest))
+        }
+    }
+}
+
+/// Copies a JS chunk into WASM memory, only to scan it.
+fn push(gate: &mut ModelGate, chunk: &Uint8Array, scratch: &mut Vec<u8>) -> GateStep {
+    scratch.resize(chunk.length() as usize, 0);
+    chunk.copy_to(scratch);
+    gate.push(scratch)
+}
+
+/// The callback JS asks about each chunk after the hold (`null` at the
+/// end): pass, done scanning, or refuse.
+fn checker(
+    mut gate: ModelGate,
+    refusal: Rc<RefCell<Option<Refusal>>>,
+) -> Closure<dyn FnMut(JsValue) -> u32> {
+    let mut scratch = Vec::new();
+    Closure::new(move |chunk: JsValue| {
+        let step = if chunk.is_null() {
+            gate.finish()
+        } else {
+            push(&mut gate, chunk.unchecked_ref(), &mut scratch)
+        };
+        match step {
+            GateStep::Refuse(r) => {
+                *refusal.borrow_mut() = Some(r);
+                REFUSE
+            }
+            _ if gate.scanning() => PASS,
+            _ => DONE,
+        }
+    })
+}
