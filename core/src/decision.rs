@@ -426,7 +426,7 @@ impl Exchange {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, BEARER);
             }
-            ProxyError::InvalidToken => {
+            ProxyError::InvalidToken | ProxyError::ExpiredToken | ProxyError::DisabledToken => {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, BEARER_INVALID);

@@ -12,6 +12,7 @@ pub mod client;
 pub mod exchange;
 pub mod hostile;
 pub mod origin;
+pub mod policy;
 pub mod report;
 pub mod scenarios;
 pub mod target;

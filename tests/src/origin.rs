@@ -36,6 +36,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
+    /// Request heads received (a request is recorded once its body is in).
+    heads: usize,
     /// Responses or handlers abandoned because the client went away.
     disconnects: usize,
 }
@@ -159,6 +161,7 @@ impl MockOrigin {
         let mut state = self.state.lock().unwrap();
         state.requests.clear();
         state.disconnects = 0;
+        state.heads = 0;
     }
 
     /// Every request received so far, in order of completion.
@@ -184,6 +187,19 @@ impl MockOrigin {
             !self.requests()[0].body_complete,
             "the origin saw a complete body"
         );
+    }
+
+    /// Waits (bounded) until `n` request heads have arrived, before their
+    /// bodies are complete.
+    pub async fn wait_for_heads(&self, n: usize, limit: Duration) {
+        let mut changed = self.changed.clone();
+        let waited = tokio::time::timeout(limit, async {
+            while self.state.lock().unwrap().heads < n {
+                changed.changed().await.expect("origin alive");
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "origin: no request head within {limit:?}");
     }
 
     /// Waits until `done` holds for the recorded requests and disconnect
@@ -260,6 +276,7 @@ impl Drop for Watch {
 
 async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
+    shared.update(|s| s.heads += 1);
     let target = parts
         .uri
         .path_and_query()
@@ -337,14 +354,9 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
 
     let response = match path.as_str() {
         "/api/version" => json(StatusCode::OK, r#"{"version":"0.0.0-mock"}"#),
-        "/api/tags" => json(
-            StatusCode::OK,
-            r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b"}]}"#,
-        ),
-        "/v1/models" => json(
-            StatusCode::OK,
-            r#"{"object":"list","data":[{"id":"llama3.2:1b","object":"model"}]}"#,
-        ),
+        "/api/tags" => json(StatusCode::OK, TAGS),
+        "/api/ps" => json(StatusCode::OK, PS),
+        "/v1/models" => json(StatusCode::OK, OPENAI_MODELS),
         "/api/chat" | "/api/generate" => {
             let lines = (0..chunks).map(|i| {
                 let done = i + 1 == chunks;
@@ -444,6 +456,12 @@ fn scripted_response(script: Script) -> Response<Body> {
     drop(tx);
     builder.body(ChannelBody(rx).boxed()).unwrap()
 }
+
+/// The models the mock has, as `/api/tags` lists them.
+pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
+const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
+const PS: &str = r#"{"models":[{"name":"qwen3:8b","model":"qwen3:8b","size_vram":6135914496},{"name":"mistral:latest","model":"mistral:latest","size_vram":5637144576}]}"#;
+const OPENAI_MODELS: &str = r#"{"object":"list","data":[{"id":"llama3.2:1b","object":"model","created":1,"owned_by":"library"},{"id":"qwen3:8b","object":"model","created":1,"owned_by":"library"},{"id":"mistral:latest","object":"model","created":1,"owned_by":"library"}]}"#;
 
 /// The deterministic byte pattern used for large bodies.
 pub fn pattern(len: usize) -> Vec<u8> {

@@ -228,6 +228,15 @@ pub fn render() -> String {
          line before the Worker runs.\n\n",
     );
     out.push_str(&crate::hostile::report_table());
+    out.push_str("\n## Model policy: bypass attempts\n\n");
+    out.push_str(
+        "A keys document limits keys to some models. Each attempt below is sent to both \
+         targets (`tests/src/policy.rs::ATTEMPTS`, run by \
+         `tests/src/scenarios.rs::model_policy_holds_on_every_route`); `mistral` is on the \
+         box and outside every list. A refusal names the model asked for, never the key's \
+         list, and nothing reaches Ollama.\n\n",
+    );
+    out.push_str(&crate::policy::report_table());
     for section in SECTIONS {
         out.push_str(&format!(
             "\n## {}\n\n| input | result | checked on | test |\n|---|---|---|---|\n",

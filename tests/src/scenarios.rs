@@ -15,7 +15,16 @@ use crate::client::{
     call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
 };
 use crate::origin::pattern;
+pub use crate::policy::{
+    a_later_second_model_aborts_the_upload, allowed_bodies_stream_on_intact,
+    keys_document_tokens_and_their_states, listings_show_only_the_keys_models,
+};
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
+
+/// Every attempt of [`crate::policy::ATTEMPTS`] gets its listed outcome.
+pub async fn model_policy_holds_on_every_route<T: Target>(t: &T) {
+    crate::policy::check_attempts(t).await;
+}
 
 /// The most a scenario may take before it fails as hung.
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
@@ -61,6 +70,11 @@ macro_rules! scenario_tests {
             chunked_body_over_limit_is_cut_off,
             proxy_errors_carry_cors_headers,
             request_ids_are_kept_or_generated,
+            keys_document_tokens_and_their_states,
+            model_policy_holds_on_every_route,
+            listings_show_only_the_keys_models,
+            allowed_bodies_stream_on_intact,
+            a_later_second_model_aborts_the_upload,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {

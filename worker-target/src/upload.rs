@@ -167,6 +167,14 @@ pub(crate) async fn through_gate(
             }
             Err(Stopped::Refused(refusal))
         }
+        // No body (a GET): none to send either.
+        _ if reader.is_none() => Ok(Upload {
+            stream: None,
+            signal: client_signal,
+            upload: None,
+            refusal: Rc::default(),
+            _check: None,
+        }),
         _ => {
             let refusal: Rc<RefCell<Option<Refusal>>> = Rc::default();
             let check = gate.scanning().then(|| checker(gate, Rc::clone(&refusal)));
