@@ -15,6 +15,50 @@ pub const MAIN_TOKEN: &str = "main-token-7f3a9c";
 pub const LIST_TOKENS: [&str; 2] = ["laptop-token-51be20", "bare-token-c0ffee"];
 /// The origin browsers may use when an allowlist is configured.
 pub const ALLOWED_ORIGIN: &str = "https://app.example";
+/// Tokens of the keys document: limited (hashed), limited (plain, may
+/// manage models), expired, expiring far ahead (hashed), disabled.
+pub const DOC_TOKENS: [&str; 5] = [
+    "limited-token-41d0",
+    "plain-limited-9a9a",
+    "expired-token-0001",
+    "future-token-2999",
+    "disabled-token-77",
+];
+
+/// The keys document of a case with `keys_doc`.
+pub fn keys_document() -> String {
+    let [limited, plain, expired, future, disabled] = DOC_TOKENS;
+    format!(
+        r#"[[keys]]
+name = "limited"
+token_sha256 = "{}"
+models = ["llama3.2:*", "qwen3*"]
+
+[[keys]]
+name = "plain-limited"
+token = "{plain}"
+models = ["llama3.2"]
+model_management = true
+
+[[keys]]
+name = "expired"
+token = "{expired}"
+expires = 2001-01-01
+
+[[keys]]
+name = "future"
+token_sha256 = "{}"
+expires = "2999-01-01T00:00:00Z"
+
+[[keys]]
+name = "disabled"
+token = "{disabled}"
+disabled = true
+"#,
+        crate::policy::sha256_hex(limited),
+        crate::policy::sha256_hex(future),
+    )
+}
 
 /// The configuration side of a case.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,6 +75,8 @@ pub struct CaseConfig {
     pub access: bool,
     /// `OLLAMA_ORIGIN` with a base path.
     pub base_path: bool,
+    /// `AIG_KEYS`: the [`keys_document`], beside the variables.
+    pub keys_doc: bool,
 }
 
 impl CaseConfig {
@@ -66,6 +112,9 @@ impl CaseConfig {
             vars.push(("CF_ACCESS_CLIENT_ID".into(), "client-id.access".into()));
             vars.push(("CF_ACCESS_CLIENT_SECRET".into(), "access-secret-42".into()));
         }
+        if self.keys_doc {
+            vars.push(("AIG_KEYS".into(), keys_document()));
+        }
         vars
     }
 }
@@ -93,6 +142,13 @@ impl BodySpec {
 impl std::fmt::Debug for BodySpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Bytes(b) if b.len() > 400 => write!(
+                f,
+                "Bytes({:?} … {} bytes … {:?})",
+                String::from_utf8_lossy(&b[..200]),
+                b.len() - 400,
+                String::from_utf8_lossy(&b[b.len() - 200..])
+            ),
             Self::Bytes(b) => write!(f, "Bytes({:?})", String::from_utf8_lossy(b)),
             Self::Large(len) => write!(f, "Large({len})"),
         }
@@ -110,6 +166,8 @@ pub struct CaseRequest {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: BodySpec,
+    /// Where the body is cut into separately written pieces.
+    pub splits: Vec<usize>,
 }
 
 /// One generated exchange.
@@ -131,9 +189,18 @@ fn config() -> impl Strategy<Value = CaseConfig> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(tokens, cors_list, authorization_header, model_management, access, base_path)| {
+            |(
+                tokens,
+                cors_list,
+                authorization_header,
+                model_management,
+                access,
+                base_path,
+                keys_doc,
+            )| {
                 CaseConfig {
                     tokens,
                     cors_list,
@@ -141,6 +208,7 @@ fn config() -> impl Strategy<Value = CaseConfig> {
                     model_management,
                     access,
                     base_path,
+                    keys_doc,
                 }
             },
         )
@@ -161,6 +229,30 @@ fn recase(s: &str, seed: u64) -> String {
 }
 
 fn path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => generated_path(),
+        1 => prop::sample::select(vec![
+            "/api/chat",
+            "/api/generate",
+            "/api/embed",
+            "/api/show",
+            "/api/tags",
+            "/api/ps",
+            "/api/pull",
+            "/api/copy",
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/v1/models",
+            "/v1/models/mistral",
+            "/v1/models/llama3.2%3A1b",
+            "/v1/audio/transcriptions?model=llama3.2:1b",
+            "/v1/audio/transcriptions",
+        ])
+        .prop_map(str::to_owned),
+    ]
+}
+
+fn generated_path() -> impl Strategy<Value = String> {
     let segment = prop_oneof![
         4 => prop::sample::select(vec!["api", "v1"]).prop_map(str::to_owned),
         4 => prop::sample::select(vec!["chat", "generate", "tags", "show", "embed", "models", "chat", "completions"])
@@ -196,6 +288,12 @@ fn credentials() -> impl Strategy<Value = Vec<(String, String)>> {
         MAIN_TOKEN.to_owned(),
         LIST_TOKENS[0].to_owned(),
         LIST_TOKENS[1].to_owned(),
+        DOC_TOKENS[0].to_owned(),
+        DOC_TOKENS[0].to_owned(),
+        DOC_TOKENS[1].to_owned(),
+        DOC_TOKENS[2].to_owned(),
+        DOC_TOKENS[3].to_owned(),
+        DOC_TOKENS[4].to_owned(),
         format!("{MAIN_TOKEN}x"),
         MAIN_TOKEN[..MAIN_TOKEN.len() - 1].to_owned(),
         MAIN_TOKEN.to_uppercase(),
@@ -242,6 +340,7 @@ fn plain_headers() -> impl Strategy<Value = Vec<(String, String)>> {
         Just(("x-title", "café ☕")),
         Just(("x-request-id", "client-req-0042")),
         Just(("x-request-id", "has a space")),
+        Just(("content-encoding", "zstd")),
     ];
     prop::collection::vec((one, any::<u64>()), 0..5).prop_map(|v| {
         v.into_iter()
@@ -274,9 +373,70 @@ fn browser_headers() -> impl Strategy<Value = (bool, Vec<(String, String)>)> {
     ]
 }
 
+/// A member that may name the model, however spelled.
+fn member() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "model",
+        "model",
+        "MODEL",
+        "Model",
+        "mod\\u0065l",
+        "\\u017fource",
+        "name",
+        "models",
+        "messages",
+        "stream",
+        "options",
+        "from",
+    ])
+}
+
+fn member_value() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        r#""llama3.2""#,
+        r#""llama3.2:1b""#,
+        r#""LLAMA3.2:latest""#,
+        r#""qwen3:8b""#,
+        r#""mistral""#,
+        r#""team/x""#,
+        r#""mi\u0073tral""#,
+        "null",
+        "7",
+        r#"{"model":"mistral"}"#,
+        r#"[{"role":"user","content":"hi"}]"#,
+    ])
+}
+
+/// A JSON object naming models anywhere, or after a large message, with
+/// the bytes after it (Ollama reads the first value only).
+fn model_body() -> impl Strategy<Value = BodySpec> {
+    (
+        prop::collection::vec((member(), member_value()), 0..5),
+        prop::sample::select(vec!["", " ", "\n  "]),
+        prop::option::of(0usize..3),
+        prop::sample::select(vec!["", " ", " {\"model\":\"mistral\"}", "garbage"]),
+    )
+        .prop_map(|(members, ws, large_at, after)| {
+            let mut parts: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}"))
+                .collect();
+            if let Some(at) = large_at {
+                let text: String = crate::origin::pattern(300 << 10)
+                    .iter()
+                    .map(|b| char::from(b'a' + b % 26))
+                    .collect();
+                let message = format!(r#""messages":[{{"role":"user","content":"{text}"}}]"#);
+                parts.insert(at.min(parts.len()), message);
+            }
+            BodySpec::Bytes(format!("{{{}{ws}}}{after}", parts.join(",")).into_bytes())
+        })
+}
+
 fn body() -> impl Strategy<Value = BodySpec> {
     prop_oneof![
         3 => Just(BodySpec::Bytes(Vec::new())),
+        4 => model_body(),
         3 => prop::sample::select(vec![r#"{"model":"llama3.2","stream":true}"#, r#"{"messages":[]}"#, "not json"])
             .prop_map(|s| BodySpec::Bytes(s.as_bytes().to_vec())),
         1 => prop::collection::vec(any::<u8>(), 1..512).prop_map(BodySpec::Bytes),
@@ -297,9 +457,10 @@ fn request() -> impl Strategy<Value = CaseRequest> {
         browser_headers(),
         body(),
         any::<u64>(),
+        prop::collection::vec(any::<usize>(), 0..4),
     )
         .prop_map(
-            |(method, target, creds, hop, plain, (preflight, browser), body, order)| {
+            |(method, target, creds, hop, plain, (preflight, browser), body, order, splits)| {
                 let method = if preflight { "OPTIONS" } else { method };
                 let body = if method == "GET" || method == "HEAD" || method == "OPTIONS" {
                     BodySpec::Bytes(Vec::new())
@@ -324,6 +485,7 @@ fn request() -> impl Strategy<Value = CaseRequest> {
                     target,
                     headers,
                     body,
+                    splits,
                 }
             },
         )
@@ -353,8 +515,17 @@ fn origin_answer() -> impl Strategy<Value = Script> {
         ]),
         0..5,
     );
+    let listing = prop::sample::select(vec![
+        crate::origin::TAGS,
+        crate::origin::PS,
+        crate::origin::OPENAI_MODELS,
+    ]);
     let chunks = prop_oneof![
         3 => prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200).prop_map(Bytes::from), 0..4),
+        1 => (listing, any::<usize>()).prop_map(|(body, cut)| {
+            let cut = cut % body.len();
+            vec![Bytes::from_static(&body.as_bytes()[..cut]), Bytes::from_static(&body.as_bytes()[cut..])]
+        }),
         1 => Just(vec![Bytes::from(crate::origin::pattern(2 << 20))]),
     ];
     (status, content_type, extra, chunks, any::<bool>()).prop_map(

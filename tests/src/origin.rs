@@ -337,6 +337,8 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         Ok(collected) => (collected.to_bytes(), true),
         Err(_) => (Bytes::new(), false),
     };
+    // An OpenAI chat request without `"stream":true` gets one JSON answer.
+    let streamed = bytes.windows(13).any(|w| w == b"\"stream\":true");
     shared.update(|s| {
         s.requests.push(Recorded {
             method: parts.method.clone(),
@@ -364,6 +366,7 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             });
             paced(&shared, "application/x-ndjson", lines.collect(), delay)
         }
+        "/v1/chat/completions" if !streamed => json(StatusCode::OK, CHAT_COMPLETION),
         "/v1/chat/completions" => {
             let mut events: Vec<Bytes> = (0..chunks)
                 .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")))
@@ -459,9 +462,13 @@ fn scripted_response(script: Script) -> Response<Body> {
 
 /// The models the mock has, as `/api/tags` lists them.
 pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
-const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
-const PS: &str = r#"{"models":[{"name":"qwen3:8b","model":"qwen3:8b","size_vram":6135914496},{"name":"mistral:latest","model":"mistral:latest","size_vram":5637144576}]}"#;
-const OPENAI_MODELS: &str = r#"{"object":"list","data":[{"id":"llama3.2:1b","object":"model","created":1,"owned_by":"library"},{"id":"qwen3:8b","object":"model","created":1,"owned_by":"library"},{"id":"mistral:latest","object":"model","created":1,"owned_by":"library"}]}"#;
+/// `/api/tags`, listing [`MODELS`].
+pub const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
+const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+/// `/api/ps`: two of them loaded.
+pub const PS: &str = r#"{"models":[{"name":"qwen3:8b","model":"qwen3:8b","size_vram":6135914496},{"name":"mistral:latest","model":"mistral:latest","size_vram":5637144576}]}"#;
+/// `/v1/models`, listing [`MODELS`].
+pub const OPENAI_MODELS: &str = r#"{"object":"list","data":[{"id":"llama3.2:1b","object":"model","created":1,"owned_by":"library"},{"id":"qwen3:8b","object":"model","created":1,"owned_by":"library"},{"id":"mistral:latest","object":"model","created":1,"owned_by":"library"}]}"#;
 
 /// The deterministic byte pattern used for large bodies.
 pub fn pattern(len: usize) -> Vec<u8> {

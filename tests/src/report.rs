@@ -166,6 +166,77 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        title: "Keys and model policy",
+        rows: &[
+            Row {
+                input: "a keys document with an unknown field, a bad glob, a bad date, a duplicate name or token, both `token` and `token_sha256`, or no TOML at all",
+                result: "a config error naming the key and the field (or the line), never a value: exit 2 natively",
+                targets: Targets::Native("the Worker answers 500 `proxy_misconfigured` and logs the same line: tests/tests/worker.rs"),
+                test: "native-target/tests/keys_file.rs::keys_file_errors_name_the_key_and_field_and_exit_2",
+            },
+            Row {
+                input: "the same, every rule",
+                result: "each problem named, no token in any message",
+                targets: Targets::Core,
+                test: "core/src/keys_tests.rs::problems_never_show_a_value",
+            },
+            Row {
+                input: "an expired key, a disabled key, a key's SHA-256 presented as a token",
+                result: "401 `expired_api_key` / `disabled_api_key` / `invalid_api_key` with `WWW-Authenticate`; nothing forwarded",
+                targets: Targets::Both,
+                test: "tests/src/policy.rs::keys_document_tokens_and_their_states",
+            },
+            Row {
+                input: "the keys file rewritten while a stream runs; a broken file; SIGHUP",
+                result: "the revoked key is refused at its next request, the stream runs to its end, a broken file keeps the keys in force (logged, `config_reloads_total{result=\"error\"}`), never no keys",
+                targets: Targets::Native("on the Worker the keys are a secret: a new deployment replaces them"),
+                test: "native-target/tests/keys_file.rs::keys_file_reloads_on_change_and_sighup_keeping_streams_and_old_keys_on_error",
+            },
+            Row {
+                input: "arbitrary bytes, split at arbitrary points, through the JSON scanner",
+                result: "the same events and outcome however split; valid JSON read to its last byte and agreeing with a full parse",
+                targets: Targets::Core,
+                test: "core/src/json_scan_tests.rs::splits_never_change_the_scan",
+            },
+            Row {
+                input: "request bodies naming models anywhere (any case, escaped, twice, nested, null), split at arbitrary points, through the model gate",
+                result: "the gate decides as a full parse does; never passes the byte that completes the object before deciding; passes every byte of an allowed body",
+                targets: Targets::Core,
+                test: "core/src/model_gate_tests.rs::agrees_with_a_full_parse_however_split",
+            },
+            Row {
+                input: "an allowed model, then in a later chunk a second `model` member",
+                result: "400 `duplicate_model`; the upload is aborted before the object completes, so Ollama sees an incomplete request",
+                targets: Targets::Both,
+                test: "tests/src/policy.rs::a_later_second_model_aborts_the_upload",
+            },
+            Row {
+                input: "a 3 MiB chat body with the model at its end, in pieces",
+                result: "forwarded byte for byte once the model is read (held until then, within `MAX_BODY_BYTES`)",
+                targets: Targets::Both,
+                test: "tests/src/policy.rs::allowed_bodies_stream_on_intact",
+            },
+            Row {
+                input: "`/api/tags`, `/api/ps`, `/v1/models` for keys with and without lists",
+                result: "only the key's models listed; the rest of the answer byte for byte; a listing that cannot be read is 502 `origin_listing_unreadable`, never passed on",
+                targets: Targets::Both,
+                test: "tests/src/policy.rs::listings_show_only_the_keys_models",
+            },
+            Row {
+                input: "keys documents (hashed, plain, expired, disabled, management keys) with bodies naming models anywhere, split at random points, on random routes (generated)",
+                result: "both targets give the same answer and forward the same thing, or nothing",
+                targets: Targets::Both,
+                test: "tests/tests/cross_target.rs::native_and_worker_agree",
+            },
+            Row {
+                input: "the OpenAI JS SDK in headless Chromium, from another origin",
+                result: "chat, a live stream, the filtered model list; `AuthenticationError` for a wrong key, `PermissionDeniedError` for a model outside the list",
+                targets: Targets::Both,
+                test: "tests/tests/browser.rs::sdk_in_chromium",
+            },
+        ],
+    },
+    Section {
         title: "Security",
         rows: &[
             Row {

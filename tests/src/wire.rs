@@ -19,7 +19,9 @@ pub struct RawResponse {
 }
 
 /// Sends one request on a new connection (`Connection: close` is appended)
-/// and reads the response until the server closes.
+/// and reads the response until the server closes. The body goes out in
+/// pieces cut at `splits` (offsets, taken modulo its length), each written
+/// and flushed on its own.
 ///
 /// # Panics
 /// When the connection fails or the response is not HTTP/1.1.
@@ -29,6 +31,7 @@ pub async fn exchange(
     target: &str,
     headers: &[(String, String)],
     body: &[u8],
+    splits: &[usize],
 ) -> RawResponse {
     let mut head = format!("{method} {target} HTTP/1.1\r\nHost: proxy.test\r\n");
     for (name, value) in headers {
@@ -41,7 +44,20 @@ pub async fn exchange(
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(head.as_bytes()).await.expect("write head");
     // The proxy may answer (401, 413) without reading the body.
-    let _ = stream.write_all(body).await;
+    let mut cuts: Vec<usize> = splits.iter().map(|s| s % (body.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(body.len());
+    let mut at = 0;
+    for cut in cuts {
+        if cut > at {
+            if stream.write_all(&body[at..cut]).await.is_err() {
+                break;
+            }
+            let _ = stream.flush().await;
+            tokio::task::yield_now().await;
+            at = cut;
+        }
+    }
     // Read until the response is complete by its own framing: not every
     // server closes promptly on `Connection: close` (workerd keeps the
     // connection until its idle timeout).

@@ -134,7 +134,7 @@ async fn observe(addr: SocketAddr, case: &Case, body: &[u8]) -> Observed {
     let r = &case.request;
     let got = tokio::time::timeout(
         Duration::from_secs(20),
-        wire::exchange(addr, &r.method, &r.target, &r.headers, body),
+        wire::exchange(addr, &r.method, &r.target, &r.headers, body, &r.splits),
     )
     .await
     .unwrap_or_else(|_| panic!("no answer within 20s from {addr}"));
@@ -303,6 +303,62 @@ fn env_number(name: &str, default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Targets whose dot segments follow an empty segment: workerd resolves
+/// the literal `..` against the `%2e` before the Worker runs, so natively
+/// the proxy must too. `GET //%2e/..` was forwarded as `/` natively and as
+/// `//` by the Worker (found at `PROPTEST_CASES=3000`).
+#[test]
+fn dot_segments_after_an_empty_segment_agree() {
+    if WORKER.is_none() {
+        return;
+    }
+    use ollama_proxy_tests::exchange::{BodySpec, CaseRequest, MAIN_TOKEN};
+    use ollama_proxy_tests::origin::Script;
+    let config = CaseConfig {
+        tokens: 0,
+        cors_list: false,
+        authorization_header: false,
+        model_management: false,
+        access: false,
+        base_path: false,
+        keys_doc: false,
+    };
+    let mut failures = Vec::new();
+    for target in [
+        "//%2e/..",
+        "//%2e/../b",
+        "/a/%2e/..",
+        "///%2e/..",
+        "//%2E%2e/..",
+        "/api/%2e/../tags",
+    ] {
+        let case = Case {
+            config: config.clone(),
+            request: CaseRequest {
+                method: "GET".into(),
+                target: target.into(),
+                headers: vec![(
+                    "cf-aig-authorization".into(),
+                    format!("Bearer {MAIN_TOKEN}"),
+                )],
+                body: BodySpec::Bytes(Vec::new()),
+                splits: Vec::new(),
+            },
+            origin: Script {
+                status: 200,
+                headers: vec![("Content-Type".into(), "text/plain".into())],
+                chunks: Vec::new(),
+                content_length: true,
+            },
+        };
+        if let Err(e) = check(&case) {
+            failures.push(format!("{target}: {e}"));
+        }
+    }
+    *LAUNCHED.lock().unwrap() = None;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

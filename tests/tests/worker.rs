@@ -79,6 +79,49 @@ async fn invalid_config_answers_500_and_logs_the_variable_not_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_keys_document_answers_500_and_logs_the_key_and_field() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let secret = "a-secret-token-1234";
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), "http://127.0.0.1:9".to_owned()),
+        (
+            "AIG_KEYS".to_owned(),
+            format!("[[keys]]\nname = \"alice\"\ntoken = \"{secret}\"\nexpires = \"soon\"\n"),
+        ),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let auth = format!("Bearer {secret}");
+    let got = call(
+        addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 500);
+    assert_eq!(got.json()["error"]["code"], "proxy_misconfigured");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = running.log();
+        if log.contains("config error") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        log.contains("config error: AIG_KEYS: key \"alice\": expires:"),
+        "log: {log}"
+    );
+    assert!(
+        !log.contains(secret) && !log.contains("soon"),
+        "a value in the log: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_one_json_line_per_request_without_tokens() {
     let Some(workerd) = WORKER.as_ref() else {
         return;

@@ -3,6 +3,7 @@
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
 mod bench;
+mod browser;
 mod ops;
 mod tasks;
 mod worker;
@@ -16,7 +17,8 @@ tasks:
   test-all    install what the tests need, then: fmt check, clippy -D warnings,
               the core built for wasm32, the Worker built and dry-run deployed,
               its wasm tests under Node, and every test in the workspace
-              (the shared scenarios on the native proxy and in workerd)
+              (the shared scenarios on the native proxy and in workerd,
+              the OpenAI JS SDK in headless Chromium against both)
   build-worker
               build the Cloudflare Worker bundle into worker-target/build/
               (installs wasm-bindgen-cli and the npm tools it needs)

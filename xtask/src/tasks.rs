@@ -165,9 +165,13 @@ pub(crate) fn test_all() -> Result<(), String> {
     let mut totals = (0, 0);
     run_tests(wasm_tests, &mut totals)?;
 
+    // Chromium (apt) and the page the browser test loads.
+    crate::browser::prepare()?;
+
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"])
-        .env("OLLAMA_PROXY_REQUIRE_WORKER", "1");
+        .env("OLLAMA_PROXY_REQUIRE_WORKER", "1")
+        .env("OLLAMA_PROXY_REQUIRE_BROWSER", "1");
     run_tests(test, &mut totals)?;
 
     eprintln!(
