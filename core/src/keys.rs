@@ -88,7 +88,8 @@ impl fmt::Display for KeysProblem {
             } => write!(f, "line {line}, column {column}: not valid TOML: {message}"),
             Self::UnknownTopLevel(field) => write!(
                 f,
-                "unknown top-level field `{field}`; the document holds [[keys]] tables"
+                "unknown top-level field {}; the document holds [[keys]] tables",
+                Shown(field)
             ),
             Self::NotKeyTables => {
                 f.write_str("`keys` must be an array of tables, written [[keys]]")
@@ -104,10 +105,27 @@ impl fmt::Display for KeysProblem {
                     None => write!(f, "key #{index}")?,
                 }
                 if let Some(field) = field {
-                    write!(f, ": {field}")?;
+                    write!(f, ": {}", Shown(field))?;
                 }
                 write!(f, ": {problem}")
             }
+        }
+    }
+}
+
+/// A field name as written when it reads like one (a known field, an entry
+/// of `models`, or lowercase letters and `_`); anything else might be a
+/// misplaced secret, so it is not repeated.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.0;
+        let word = name.len() <= 32 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if word || FIELDS.contains(&name) || name.starts_with("models[") {
+            f.write_str(name)
+        } else {
+            f.write_str("(a field whose name is not shown)")
         }
     }
 }

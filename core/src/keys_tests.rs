@@ -128,7 +128,11 @@ fn problems_name_the_key_and_field() {
             "[[keys]]\nname = \"a\"\ntoken = \"t1\"\n[[keys]]\nname = \"b\"\ntoken = \"t1\"\n",
             "key \"b\": token: this token is already used",
         ),
-        ("[limits]\nx = 1\n", "unknown top-level field `limits`"),
+        ("[limits]\nx = 1\n", "unknown top-level field limits;"),
+        (
+            "sk0123abcd = 1\n",
+            "unknown top-level field (a field whose name is not shown)",
+        ),
         ("keys = 3\n", "`keys` must be an array of tables"),
         ("[[keys]\nname = 1", "line 1, column"),
     ];

@@ -183,6 +183,53 @@ proptest! {
         }
     }
 
+    /// Any keys document made of plausible and broken lines, with a secret
+    /// in every place a value can go: parsed or refused, never a panic, and
+    /// neither the error nor the configuration's `Debug` repeats the secret.
+    #[test]
+    fn any_keys_document(
+        lines in prop::collection::vec(prop_oneof![
+            Just("[[keys]]".to_owned()),
+            Just("[keys]".to_owned()),
+            Just("name = \"k\"".to_owned()),
+            "name = \"[a-z]{1,3}\"",
+            Just("token = \"SECRET\"".to_owned()),
+            Just("token = \"SECRET \"".to_owned()),
+            Just("token = SECRET".to_owned()),
+            Just("token_sha256 = \"SECRET\"".to_owned()),
+            "token_sha256 = \"[0-9a-f]{64}\"",
+            Just("expires = \"SECRET\"".to_owned()),
+            Just("expires = 2027-01-31".to_owned()),
+            Just("disabled = \"SECRET\"".to_owned()),
+            Just("models = [\"SECRET\", \"a b\"]".to_owned()),
+            Just("models = [\"llama3.2:*\"]".to_owned()),
+            Just("model_management = true".to_owned()),
+            Just("SECRET = 1".to_owned()),
+            "\\PC{0,30}",
+        ], 0..14),
+        secret in "sk[a-f0-9]{14}",
+    ) {
+        let doc = lines.join("\n").replace("SECRET", &secret);
+        let lookup = |var: ConfigVar| match var {
+            ConfigVar::OllamaOrigin => Some("http://127.0.0.1:11434".to_owned()),
+            ConfigVar::AigKeys => Some(doc.clone()),
+            _ => None,
+        };
+        match Config::from_lookup(lookup) {
+            Ok(config) => {
+                // A model name is not a secret: it may show, nothing else.
+                let in_models = config.key_summaries().iter().any(|k| {
+                    k.models.iter().flatten().any(|m| m.contains(&secret))
+                });
+                let shown = format!("{:?}", config);
+                prop_assert!(in_models || !shown.contains(&secret), "{}", shown);
+            }
+            Err(error) => {
+                prop_assert!(!error.to_string().contains(&secret), "{}", error);
+            }
+        }
+    }
+
     /// Any configuration strings: parsed or refused, never a panic, and a
     /// refusal never repeats a secret.
     #[test]

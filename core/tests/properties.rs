@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{request, Request, Response};
-use ollama_proxy_core::{Action, Config, Decision, Proxy};
+use ollama_proxy_core::{Action, Config, Decision, Proxy, UnixTime};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -243,5 +243,59 @@ proptest! {
                 prop_assert!(r.headers().get_all("vary").iter().any(|v| v == "Origin"));
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(256),
+        ..ProptestConfig::default()
+    })]
+
+    /// A key works before its expiry and from that instant on answers 401
+    /// `expired_api_key`, at any time passed in; a key without one never
+    /// expires. (Time is an argument: no clock is read.)
+    #[test]
+    fn keys_expire_at_their_instant(
+        expires in -2_000_000_000i64..8_000_000_000,
+        offset in -100_000i64..100_000,
+        hashed in any::<bool>(),
+    ) {
+        let at = UnixTime::from_secs(expires);
+        let credential = if hashed {
+            format!("token_sha256 = \"{}\"", ollama_proxy_core::token_sha256_hex("dated-token-1"))
+        } else {
+            "token = \"dated-token-1\"".to_owned()
+        };
+        let doc = format!(
+            "[[keys]]\nname = \"dated\"\n{credential}\nexpires = \"{at}\"\n[[keys]]\nname = \"forever\"\ntoken = \"forever-token-2\"\n"
+        );
+        let proxy = Proxy::new(Config::from_lookup(|var| match var.name() {
+            "OLLAMA_ORIGIN" => Some("http://origin.internal".into()),
+            "AIG_KEYS" => Some(doc.clone()),
+            _ => None,
+        }).unwrap());
+        let now = UnixTime::from_secs(expires + offset);
+        let head = |token: &str| {
+            let (mut parts, ()) = Request::builder()
+                .uri("/api/tags")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap()
+                .into_parts();
+            parts.method = http::Method::GET;
+            parts
+        };
+        let dated = proxy.decide_at(head("dated-token-1"), None, now);
+        match dated.action {
+            Action::Forward(_) => prop_assert!(offset < 0, "used {} s past its expiry", offset),
+            Action::Respond(r) => {
+                prop_assert!(offset >= 0, "refused {} s before its expiry", -offset);
+                prop_assert_eq!(r.status(), 401);
+                prop_assert_eq!(dated.exchange.rejection().map(|e| e.code()), Some("expired_api_key"));
+            }
+        }
+        let forever = proxy.decide_at(head("forever-token-2"), None, now);
+        prop_assert!(matches!(forever.action, Action::Forward(_)));
     }
 }
