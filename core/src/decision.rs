@@ -327,6 +327,10 @@ impl Exchange {
         let Some(list) = &key.policy.models else {
             return Ok(Bytes::copy_from_slice(body));
         };
+        if body.is_empty() {
+            // A HEAD or an empty answer lists nothing.
+            return Ok(Bytes::new());
+        }
         if body.len() > listing::MAX_LISTING_BYTES {
             return Err(ProxyError::OriginListingUnreadable);
         }

@@ -72,9 +72,8 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         // Before serving: from now on SIGHUP reloads the keys file.
-        if let Some(watcher) = Watcher::new(&args) {
-            tokio::spawn(watcher.run(settings.proxy.clone(), settings.metrics.clone()));
-        }
+        let watcher = Watcher::new(&args);
+        tokio::spawn(watcher.run(settings.proxy.clone(), settings.metrics.clone()));
         let listener = match bind(args.listen_addr).await {
             Ok(listener) => listener,
             Err(error) => {

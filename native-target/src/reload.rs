@@ -22,19 +22,20 @@ use crate::metrics::Metrics;
 pub const POLL: Duration = Duration::from_secs(1);
 
 /// Watches the keys file. Create it before serving, so that a SIGHUP from
-/// then on reloads instead of ending the process.
+/// then on reloads instead of ending the process (without `KEYS_FILE` a
+/// SIGHUP is logged and changes nothing: `systemctl reload` never stops the
+/// proxy).
 pub struct Watcher {
     args: Args,
-    path: PathBuf,
+    path: Option<PathBuf>,
     #[cfg(unix)]
     hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Watcher {
-    /// A watcher when `KEYS_FILE` is set; `None` otherwise (SIGHUP then
-    /// keeps its default meaning).
-    pub fn new(args: &Args) -> Option<Self> {
-        let path = args.keys_file.clone()?;
+    /// Listens for SIGHUP.
+    pub fn new(args: &Args) -> Self {
+        let path = args.keys_file.clone();
         #[cfg(unix)]
         let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(signal) => Some(signal),
@@ -43,16 +44,22 @@ impl Watcher {
                 None
             }
         };
-        Some(Self {
+        Self {
             args: args.clone(),
             path,
             #[cfg(unix)]
             hangup,
-        })
+        }
     }
 
     /// Reloads into `live` on each trigger, until dropped.
     pub async fn run(mut self, live: Live, metrics: Arc<Metrics>) {
+        if self.path.is_none() {
+            loop {
+                self.hangup().await;
+                tracing::info!("SIGHUP: no KEYS_FILE is set, so there is nothing to reload");
+            }
+        }
         let mut last = self.read();
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -72,7 +79,7 @@ impl Watcher {
     }
 
     fn read(&self) -> Option<Vec<u8>> {
-        std::fs::read(&self.path).ok()
+        std::fs::read(self.path.as_ref()?).ok()
     }
 
     async fn hangup(&mut self) {

@@ -289,3 +289,25 @@ async fn keys_file_reloads_on_change_and_sighup_keeping_streams_and_old_keys_on_
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
 }
+
+#[test]
+fn the_example_keys_file_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/keys.example.toml");
+    let out = proxy_command()
+        .arg("check-config")
+        .env("KEYS_FILE", &example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in ["alice", "ci", "admin", "bob"] {
+        assert!(
+            text.contains(&format!("key {name}: token=sha256")),
+            "{text}"
+        );
+    }
+}

@@ -15,19 +15,19 @@ use std::time::{Duration, Instant};
 use crate::tasks::{cargo, output, root, run};
 use crate::worker::{build_dir, build_worker, worker_dir};
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
-const ORIGIN: u16 = 18500;
+pub(crate) const TOKEN: &str = "bench-token-0123456789abcdef";
+pub(crate) const ORIGIN: u16 = 18500;
 const NATIVE: u16 = 18501;
 const NGINX: u16 = 18502;
 const WORKER_RS: u16 = 18503;
 const WORKER_JS: u16 = 18504;
-const RUNS: usize = 3;
+pub(crate) const RUNS: usize = 3;
 /// Where the hand-written part of `bench/results.md` starts.
 const ANALYSIS: &str = "## Analysis";
-const SECONDS: u32 = 4;
+pub(crate) const SECONDS: u32 = 4;
 
 /// A child process killed on drop.
-pub(crate) struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -89,11 +89,11 @@ pub(crate) fn ensure_apt(tools: &[(&str, &str)]) {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Load {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    requests: f64,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) requests: f64,
 }
 
 fn micros(text: &str) -> Option<f64> {
@@ -110,8 +110,15 @@ fn micros(text: &str) -> Option<f64> {
     number.trim().parse::<f64>().ok().map(|n| n * factor)
 }
 
-/// One wrk run; `auth` adds the proxy token.
-fn wrk(url: &str, connections: u32, seconds: u32, auth: bool) -> Option<Load> {
+/// One wrk run; `auth` adds the proxy token, `script` a Lua script (for a
+/// request with a body).
+pub(crate) fn wrk(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    auth: bool,
+    script: Option<&Path>,
+) -> Option<Load> {
     let threads = connections.clamp(1, 2).to_string();
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -125,6 +132,9 @@ fn wrk(url: &str, connections: u32, seconds: u32, auth: bool) -> Option<Load> {
     ]);
     if auth {
         cmd.args(["-H", &format!("cf-aig-authorization: Bearer {TOKEN}")]);
+    }
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
     }
     let out = cmd.arg(url).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -142,7 +152,7 @@ fn wrk(url: &str, connections: u32, seconds: u32, auth: bool) -> Option<Load> {
     (load.rps > 0.0).then_some(load)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -150,7 +160,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The median of `RUNS` wrk runs, field by field.
 fn wrk_median(url: &str, connections: u32, auth: bool) -> Option<Load> {
     let runs: Vec<Load> = (0..RUNS)
-        .filter_map(|_| wrk(url, connections, SECONDS, auth))
+        .filter_map(|_| wrk(url, connections, SECONDS, auth, None))
         .collect();
     if runs.is_empty() {
         return None;
@@ -195,7 +205,7 @@ fn curl_median(args: &[&str], write_out: &str, runs: usize) -> Option<Vec<f64>> 
 }
 
 /// Resident set size now and at its peak, in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -208,7 +218,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// User + system CPU time of a process, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
+pub(crate) fn cpu_ms(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -508,6 +518,7 @@ pub(crate) fn bench() -> Result<(), String> {
                 streams,
                 6,
                 true,
+                None,
             )
         });
         std::thread::sleep(Duration::from_secs(4));
@@ -547,6 +558,9 @@ pub(crate) fn bench() -> Result<(), String> {
             );
         }
     }
+
+    // Per-key policy: a keys document of 50 hashed keys with model lists.
+    let policy_rows = crate::bench_policy::bench_policy(&target, &scratch, &mut report)?;
 
     // The Worker.
     let bundle = build_dir();
@@ -693,7 +707,7 @@ pub(crate) fn bench() -> Result<(), String> {
             "≤ 300 KiB",
         ),
     ];
-    for (measure, value, target) in &rows {
+    for (measure, value, target) in rows.iter().chain(&policy_rows) {
         let _ = writeln!(report, "| {measure} | {value} | {target} |");
     }
     println!("{report}");

@@ -3,6 +3,7 @@
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
 mod bench;
+mod bench_policy;
 mod browser;
 mod ops;
 mod tasks;
