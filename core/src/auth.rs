@@ -44,13 +44,23 @@ impl fmt::Display for KeyName {
 /// The SHA-256 digest of a token: all the proxy keeps of it. Comparing
 /// digests takes the same time whatever the token's length, and a keys
 /// document can hold digests instead of secrets. Its `Debug` shows nothing.
+/// Held as four words, so a comparison is four constant-time word
+/// comparisons rather than 32 byte ones.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Digest([u8; 32]);
+pub(crate) struct Digest([u64; 4]);
 
 impl Digest {
+    fn from_bytes(bytes: [u8; 32]) -> Self {
+        let mut words = [0u64; 4];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+        }
+        Self(words)
+    }
+
     /// The digest of a presented or configured token.
     pub(crate) fn of(token: &[u8]) -> Self {
-        Self(Sha256::digest(token).into())
+        Self::from_bytes(Sha256::digest(token).into())
     }
 
     /// Reads 64 hex digits (either case).
@@ -64,16 +74,19 @@ impl Digest {
             let text = std::str::from_utf8(pair).ok()?;
             *byte = u8::from_str_radix(text, 16).ok()?;
         }
-        Some(Self(out))
+        Some(Self::from_bytes(out))
     }
 
     /// 64 lowercase hex digits.
     pub(crate) fn to_hex(self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.0.iter().map(|w| format!("{w:016x}")).collect()
     }
 
     fn ct_eq(&self, other: &Self) -> Choice {
-        self.0.ct_eq(&other.0)
+        self.0[0].ct_eq(&other.0[0])
+            & self.0[1].ct_eq(&other.0[1])
+            & self.0[2].ct_eq(&other.0[2])
+            & self.0[3].ct_eq(&other.0[3])
     }
 }
 

@@ -17,6 +17,7 @@ mod cors;
 mod decision;
 mod endpoint;
 mod error;
+mod exchange;
 mod gojson;
 mod hop;
 mod json;
@@ -36,8 +37,9 @@ pub use auth::{token_sha256_hex, KeyName};
 pub use config::{
     Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORIGIN,
 };
-pub use decision::{early_error_response, Action, Decision, Exchange, Proxy};
+pub use decision::{Action, Decision, Proxy};
 pub use error::ProxyError;
+pub use exchange::{early_error_response, Exchange};
 pub use hop::strip_hop_by_hop;
 pub use listing::MAX_LISTING_BYTES;
 pub use model_gate::{GateStep, ModelGate, Refusal};

@@ -79,19 +79,24 @@ impl Origin {
         &self.host_header
     }
 
-    /// The upstream URI for a request: base path, then `path` (the
-    /// request's, dot segments already resolved, see [`crate::path`]) and
-    /// its query exactly as received.
-    pub(crate) fn join(&self, path: &str, query: Option<&str>) -> Uri {
-        let mut joined = String::with_capacity(self.base_path.len() + path.len() + 64);
-        joined.push_str(&self.base_path);
-        joined.push_str(path);
-        if let Some(query) = query {
-            joined.push('?');
-            joined.push_str(query);
-        }
-        // Every part is made of valid path characters, so the join is too.
-        let pq = PathAndQuery::try_from(joined).expect("base path + valid path is valid");
+    /// The upstream URI for a request target: base path, then the path
+    /// (`resolved` when resolving its dot segments changed it, see
+    /// [`crate::path`]) and the query exactly as received.
+    pub(crate) fn join(&self, target: &PathAndQuery, resolved: Option<&str>) -> Uri {
+        let pq = if self.base_path.is_empty() && resolved.is_none() {
+            target.clone()
+        } else {
+            let path = resolved.unwrap_or(target.path());
+            let mut joined = String::with_capacity(self.base_path.len() + target.as_str().len());
+            joined.push_str(&self.base_path);
+            joined.push_str(path);
+            if let Some(query) = target.query() {
+                joined.push('?');
+                joined.push_str(query);
+            }
+            // Every part is made of valid path characters, so the join is too.
+            PathAndQuery::try_from(joined).expect("base path + valid path is valid")
+        };
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -115,15 +120,20 @@ mod tests {
     fn parses_plain_and_based_origins() {
         let o = Origin::parse("http://127.0.0.1:11434").unwrap();
         assert_eq!(o.to_string(), "http://127.0.0.1:11434");
+        let pq = PathAndQuery::from_static("/api/tags?x=1");
         assert_eq!(
-            o.join("/api/tags", Some("x=1")).to_string(),
+            o.join(&pq, None).to_string(),
             "http://127.0.0.1:11434/api/tags?x=1"
+        );
+        assert_eq!(
+            o.join(&pq, Some("/api/ps")).to_string(),
+            "http://127.0.0.1:11434/api/ps?x=1"
         );
 
         let o = Origin::parse("https://ollama.example.com/base/").unwrap();
         assert_eq!(o.base_path(), "/base");
         assert_eq!(
-            o.join("/api/tags", Some("x=1")).to_string(),
+            o.join(&pq, None).to_string(),
             "https://ollama.example.com/base/api/tags?x=1"
         );
         assert_eq!(o.host_header(), "ollama.example.com");

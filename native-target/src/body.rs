@@ -181,7 +181,13 @@ impl RequestBody {
         let mut held = VecDeque::new();
         let mut held_bytes = 0;
         loop {
-            let Some(frame) = body.frame().await else {
+            // A request without a body (a GET) is decided without a poll.
+            let next = if body.is_end_stream() {
+                None
+            } else {
+                body.frame().await
+            };
+            let Some(frame) = next else {
                 return match gate.finish() {
                     GateStep::Refuse(refusal) => Err(BodyError::Refused(refusal)),
                     _ => Ok(Self {

@@ -62,6 +62,8 @@ struct Launched {
 }
 
 static LAUNCHED: Mutex<Option<Launched>> = Mutex::new(None);
+/// The tests here share one origin and the launched targets: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 async fn targets(config: &CaseConfig) -> (SocketAddr, SocketAddr) {
     if let Some(l) = LAUNCHED
@@ -314,6 +316,7 @@ fn dot_segments_after_an_empty_segment_agree() {
     if WORKER.is_none() {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use ollama_proxy_tests::exchange::{BodySpec, CaseRequest, MAIN_TOKEN};
     use ollama_proxy_tests::origin::Script;
     let config = CaseConfig {
@@ -366,6 +369,7 @@ fn native_and_worker_agree() {
     if WORKER.is_none() {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = ProptestConfig {
         cases: env_number("PROPTEST_CASES", DEFAULT_CASES),
         max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS", 200),
