@@ -15,14 +15,35 @@ const MANAGEMENT: [&str; 9] = [
     "pull", "push", "create", "delete", "copy", "blobs", "me", "signout", "user",
 ];
 
-/// The body members that name a model on the inference routes.
-const MODEL: &[&str] = &["model"];
+/// The members of a JSON body that matter to a key's model list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watched {
+    /// Members that name a model: each one present must be in the list.
+    pub(crate) models: &'static [&'static str],
+    /// Members that bring a model in another way (blob digests, a remote
+    /// host): a key with a list may not send them at all.
+    pub(crate) forbidden: &'static [&'static str],
+}
+
+const fn models(models: &'static [&'static str]) -> Watched {
+    Watched {
+        models,
+        forbidden: &[],
+    }
+}
+
+/// The inference routes.
+const MODEL: Watched = models(&["model"]);
 /// `/api/show`, pull, push and delete still read the deprecated `name`.
-const MODEL_OR_NAME: &[&str] = &["model", "name"];
+const MODEL_OR_NAME: Watched = models(&["model", "name"]);
 /// `/api/create` names the new model and the one it starts `from` (which
-/// Ollama pulls when it is not there).
-const CREATE: &[&str] = &["model", "name", "from"];
-const COPY: &[&str] = &["source", "destination"];
+/// Ollama pulls when it is not there); it can also assemble one from blob
+/// digests or make an alias of a remote model.
+const CREATE: Watched = Watched {
+    models: &["model", "name", "from"],
+    forbidden: &["files", "adapters", "draft_files", "remote_host"],
+};
+const COPY: Watched = models(&["source", "destination"]);
 
 /// The listings whose answers are filtered to a key's models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +59,10 @@ pub(crate) enum Listing {
 pub(crate) enum ModelSource {
     /// In these top-level members of a JSON body. `required`: the endpoint
     /// takes a model, so a body the proxy cannot read one from is refused.
-    Body {
-        fields: &'static [&'static str],
-        required: bool,
-    },
-    /// Nowhere (blob uploads: a digest and raw bytes).
-    Nowhere,
+    Body { watched: Watched, required: bool },
+    /// Blobs (a digest and raw bytes): what `/api/create` can assemble a
+    /// model from, so out of bounds for a key with a list.
+    Blobs,
     /// The answer lists models.
     Listing(Listing),
     /// `/v1/models/{model}`: in the path, percent-decoded once.
@@ -70,13 +89,13 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         words.as_slice(),
         [b"api", endpoint, ..] if MANAGEMENT.iter().any(|m| m.as_bytes() == *endpoint)
     );
-    let body = |fields, required| ModelSource::Body { fields, required };
+    let body = |watched, required| ModelSource::Body { watched, required };
     let model = match words.as_slice() {
         [b"api", b"chat" | b"generate" | b"embed" | b"embeddings"] => body(MODEL, true),
         [b"api", b"show" | b"pull" | b"push" | b"delete"] => body(MODEL_OR_NAME, true),
         [b"api", b"create"] => body(CREATE, true),
         [b"api", b"copy"] => body(COPY, true),
-        [b"api", b"blobs", ..] => ModelSource::Nowhere,
+        [b"api", b"blobs", ..] => ModelSource::Blobs,
         [b"api", b"tags" | b"ps"] => ModelSource::Listing(Listing::Ollama),
         [b"v1", b"models"] => ModelSource::Listing(Listing::OpenAi),
         [b"v1", b"models", _] => ModelSource::Path(model_in_path(path)),

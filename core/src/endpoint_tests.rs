@@ -59,8 +59,8 @@ fn every_route_that_takes_a_model_reads_it() {
     let required = |path: &str| match classify(path).model {
         ModelSource::Body {
             required: true,
-            fields,
-        } => fields,
+            watched,
+        } => watched.models,
         other => panic!("{path}: {other:?}"),
     };
     for path in [
@@ -83,11 +83,15 @@ fn every_route_that_takes_a_model_reads_it() {
         assert_eq!(required(path), ["model", "name"], "{path}");
     }
     assert_eq!(required("/api/create"), ["model", "name", "from"]);
+    assert!(matches!(
+        classify("/api/create").model,
+        ModelSource::Body { watched, .. } if watched.forbidden == ["files", "adapters", "draft_files", "remote_host"]
+    ));
     assert_eq!(required("/api/copy"), ["source", "destination"]);
     assert_eq!(
         classify("/api/experimental/web_search").model,
         ModelSource::Body {
-            fields: &["model"],
+            watched: MODEL,
             required: false
         }
     );
@@ -119,5 +123,5 @@ fn listings_paths_and_forms() {
         classify("/v1/audio/transcriptions").model,
         ModelSource::Query
     );
-    assert_eq!(classify("/api/blobs/sha256:00").model, ModelSource::Nowhere);
+    assert_eq!(classify("/api/blobs/sha256:00").model, ModelSource::Blobs);
 }

@@ -31,6 +31,12 @@ pub enum ProxyError {
     /// The request body names the model more than once (400): Ollama would
     /// use the last, so the proxy will not pick one.
     DuplicateModel,
+    /// A key limited to some models asked for blobs, or to create a model
+    /// from files, adapters or a remote host (403).
+    ModelSourceNotAllowed,
+    /// A key limited to some models sent more than the gate holds before
+    /// naming its model (413).
+    ModelNamedTooLate,
     /// A model-management endpoint while that is disabled (403).
     ModelManagementDisabled,
     /// A request target that is not an origin-form path, or a bad framing header (400).
@@ -71,7 +77,10 @@ impl ProxyError {
             Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::DisabledToken => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::ModelManagementDisabled | Self::ModelNotAllowed => StatusCode::FORBIDDEN,
+            Self::ModelManagementDisabled | Self::ModelNotAllowed | Self::ModelSourceNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            Self::ModelNamedTooLate => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest
             | Self::NonAsciiHeader
             | Self::ModelRequired
@@ -95,8 +104,12 @@ impl ProxyError {
             Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::DisabledToken => {
                 "invalid_request_error"
             }
-            Self::ModelManagementDisabled | Self::ModelNotAllowed => "permission_error",
-            Self::ModelRequired | Self::DuplicateModel => "invalid_request_error",
+            Self::ModelManagementDisabled | Self::ModelNotAllowed | Self::ModelSourceNotAllowed => {
+                "permission_error"
+            }
+            Self::ModelRequired | Self::DuplicateModel | Self::ModelNamedTooLate => {
+                "invalid_request_error"
+            }
             Self::BadRequest
             | Self::NonAsciiHeader
             | Self::UriTooLong
@@ -122,6 +135,8 @@ impl ProxyError {
             Self::ModelNotAllowed => "model_not_allowed",
             Self::ModelRequired => "model_required",
             Self::DuplicateModel => "duplicate_model",
+            Self::ModelSourceNotAllowed => "model_source_not_allowed",
+            Self::ModelNamedTooLate => "model_named_too_late",
             Self::ModelManagementDisabled => "model_management_disabled",
             Self::BadRequest => "bad_request",
             Self::NonAsciiHeader => "invalid_header_value",
@@ -152,6 +167,12 @@ impl ProxyError {
                 "This API key may only use some models, so the request must name its model where the proxy can read it: a JSON object with a string `model` (not compressed; for /v1/audio/transcriptions, `?model=` in the query)."
             }
             Self::DuplicateModel => "The request names the model more than once.",
+            Self::ModelSourceNotAllowed => {
+                "This API key may only use the models in its list: it cannot use blobs, or create a model from files, adapters or a remote host."
+            }
+            Self::ModelNamedTooLate => {
+                "This API key may only use some models, and the request body did not name its model within its first 32 MiB; send `model` earlier in the body."
+            }
             Self::ModelManagementDisabled => {
                 "Model management endpoints (pull, push, create, delete, copy, blobs) and account endpoints (me, signout, user) are disabled for this API key."
             }

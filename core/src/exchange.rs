@@ -14,7 +14,7 @@ use crate::decision::{Action, Decision};
 use crate::error::ProxyError;
 use crate::hop::strip_hop_by_hop;
 use crate::listing;
-use crate::model_gate::{ModelGate, Refusal};
+use crate::model_gate::{ModelGate, Refusal, MAX_HELD_BYTES};
 use crate::model_policy::ModelCheck;
 use crate::request_id::X_REQUEST_ID;
 use crate::route::RouteFamily;
@@ -51,9 +51,12 @@ impl Exchange {
     /// chunk (see [`ModelGate`]); an empty body is fed as no chunk at all.
     pub fn model_gate(&self) -> Option<ModelGate> {
         match (self.model_check, &self.key) {
-            (ModelCheck::Body { fields, required }, Some(key)) => {
-                Some(ModelGate::new(Arc::clone(key), fields, required))
-            }
+            (ModelCheck::Body { watched, required }, Some(key)) => Some(ModelGate::new(
+                Arc::clone(key),
+                watched,
+                required,
+                self.body_limit.min(MAX_HELD_BYTES),
+            )),
             _ => None,
         }
     }

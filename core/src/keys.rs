@@ -36,8 +36,9 @@ const FIELDS: [&str; 7] = [
 /// The longest key name: it shows in logs and metric labels.
 const MAX_NAME: usize = 64;
 
-/// What is wrong with a keys document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is wrong with a keys document. Its `Debug` is its `Display`, which
+/// never repeats a value (nor a field name that does not read like one).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum KeysProblem {
     /// Not TOML: where, and what the parser expected (never the text).
     Syntax {
@@ -76,6 +77,12 @@ pub(crate) enum FieldProblem {
     Pattern(PatternProblem),
     DuplicateName,
     DuplicateToken,
+}
+
+impl fmt::Debug for KeysProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl fmt::Display for KeysProblem {

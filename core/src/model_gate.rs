@@ -16,9 +16,15 @@
 use std::sync::Arc;
 
 use crate::auth::Key;
+use crate::endpoint::Watched;
 use crate::error::ProxyError;
 use crate::gojson::{member_matches, unquote};
 use crate::json_scan::{Kind, Progress, Scanner, Visitor};
+
+/// The most a gate holds before the model is named: bodies that name it
+/// later are refused (`model_named_too_late`), so a key with a list cannot
+/// make the proxy hold up to the whole body limit per request.
+pub const MAX_HELD_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What to do with the chunk just pushed (and those held before it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,20 +79,31 @@ pub struct ModelGate {
     reader: Members,
     required: bool,
     state: State,
+    /// Bytes pushed while holding, and the most that may be.
+    held: u64,
+    hold_limit: u64,
 }
 
 /// Reads the watched members of the top-level object.
 #[derive(Debug)]
 struct Members {
     key: Arc<Key>,
-    fields: &'static [&'static str],
-    /// How often each watched member was seen.
+    watched: Watched,
+    /// How often each model member was seen.
     seen: [u8; 4],
     /// The watched member whose value comes next.
-    pending: Option<usize>,
+    pending: Option<Member>,
     allowed: bool,
     refusal: Option<Refusal>,
     top: Option<Kind>,
+}
+
+/// A watched member: one that names a model (by its index), or one the key
+/// may not send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Member {
+    Model(usize),
+    Forbidden,
 }
 
 impl Members {
@@ -111,11 +128,13 @@ impl Visitor for Members {
         if depth == 1 {
             self.top = Some(kind);
         } else if depth == 2 {
-            if let Some(field) = self.pending.take() {
-                if self.first_value(field) {
+            match self.pending.take() {
+                Some(Member::Model(field)) if self.first_value(field) => {
                     // An object or array where Go wants a string.
                     self.refuse(ProxyError::ModelRequired, None);
                 }
+                Some(Member::Forbidden) => self.refuse(ProxyError::ModelSourceNotAllowed, None),
+                _ => {}
             }
         }
     }
@@ -124,7 +143,16 @@ impl Visitor for Members {
         if depth == 1 {
             self.pending = raw.and_then(|raw| {
                 let name = unquote(raw);
-                self.fields.iter().position(|f| member_matches(&name, f))
+                let is = |f: &&str| member_matches(&name, f);
+                match self.watched.models.iter().position(is) {
+                    Some(i) => Some(Member::Model(i)),
+                    None => self
+                        .watched
+                        .forbidden
+                        .iter()
+                        .any(is)
+                        .then_some(Member::Forbidden),
+                }
             });
         }
     }
@@ -134,8 +162,14 @@ impl Visitor for Members {
             self.top = Some(kind);
             return;
         }
-        let Some(field) = self.pending.take().filter(|_| depth == 1) else {
-            return;
+        let field = match self.pending.take().filter(|_| depth == 1) {
+            Some(Member::Model(field)) => field,
+            // Go leaves the field as it was: nothing sent.
+            Some(Member::Forbidden) if kind == Kind::Null => return,
+            Some(Member::Forbidden) => {
+                return self.refuse(ProxyError::ModelSourceNotAllowed, None);
+            }
+            None => return,
         };
         if !self.first_value(field) {
             return;
@@ -164,15 +198,16 @@ impl Visitor for Members {
 }
 
 impl ModelGate {
-    /// A gate for `key`'s list over the members `fields`; `required`: the
+    /// A gate for `key`'s list over the `watched` members; `required`: the
     /// endpoint takes a model, so a body without a readable one is refused.
-    pub(crate) fn new(key: Arc<Key>, fields: &'static [&'static str], required: bool) -> Self {
-        debug_assert!(fields.len() <= 4);
+    /// At most `hold_limit` bytes are held before the model is named.
+    pub(crate) fn new(key: Arc<Key>, watched: Watched, required: bool, hold_limit: u64) -> Self {
+        debug_assert!(watched.models.len() <= 4);
         Self {
             scanner: Scanner::new(1),
             reader: Members {
                 key,
-                fields,
+                watched,
                 seen: [0; 4],
                 pending: None,
                 allowed: false,
@@ -181,6 +216,8 @@ impl ModelGate {
             },
             required,
             state: State::Holding,
+            held: 0,
+            hold_limit,
         }
     }
 
@@ -191,7 +228,16 @@ impl ModelGate {
             State::Refused => self.refused(),
             State::Holding | State::Open => {
                 let progress = self.scanner.feed(chunk, &mut self.reader);
-                self.decide(progress)
+                let step = self.decide(progress);
+                if self.state == State::Holding {
+                    self.held += chunk.len() as u64;
+                    if self.held > self.hold_limit {
+                        self.reader.refuse(ProxyError::ModelNamedTooLate, None);
+                        self.state = State::Refused;
+                        return self.refused();
+                    }
+                }
+                step
             }
         }
     }

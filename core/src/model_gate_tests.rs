@@ -2,10 +2,14 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::auth::{Digest, KeyName, KeyPolicy};
+use crate::endpoint::Watched;
 use crate::gojson::member_matches;
 use crate::models::ModelList;
 
-const MODEL: &[&str] = &["model"];
+const MODEL: Watched = Watched {
+    models: &["model"],
+    forbidden: &[],
+};
 
 fn key(models: &[&str]) -> Arc<Key> {
     let mut list = ModelList::default();
@@ -23,7 +27,7 @@ fn key(models: &[&str]) -> Arc<Key> {
 }
 
 fn gate(required: bool) -> ModelGate {
-    ModelGate::new(key(&["llama3.2:*"]), MODEL, required)
+    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES)
 }
 
 /// Feeds `chunks`, then the end; returns every step.
@@ -147,8 +151,11 @@ fn what_follows_the_value_is_not_read() {
 
 #[test]
 fn several_watched_members_must_each_be_allowed() {
-    let fields: &'static [&'static str] = &["source", "destination"];
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), fields, true);
+    let copy = Watched {
+        models: &["source", "destination"],
+        forbidden: &[],
+    };
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES);
     let steps = run(
         &mut g,
         &["{\"\u{17f}ource\":\"llama3.2\",\"destination\":\"stolen\"}".as_bytes()],
@@ -157,6 +164,52 @@ fn several_watched_members_must_each_be_allowed() {
         refusal(&steps[0]),
         Some((ProxyError::ModelNotAllowed, Some("stolen")))
     );
+}
+
+#[test]
+fn forbidden_members_are_refused_in_any_spelling() {
+    let create = Watched {
+        models: &["model", "name", "from"],
+        forbidden: &["files", "remote_host"],
+    };
+    for body in [
+        r#"{"model":"llama3.2:x","files":{"m.gguf":"sha256:00"}}"#,
+        r#"{"FILES":{"m.gguf":"sha256:00"},"model":"llama3.2:x"}"#,
+        r#"{"model":"llama3.2:x","remote_host":"https://ollama.com:443"}"#,
+        r#"{"model":"llama3.2:x","files":[]}"#,
+    ] {
+        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES);
+        let step = run(&mut g, &[body.as_bytes()]).pop().unwrap();
+        assert_eq!(
+            refusal(&step),
+            Some((ProxyError::ModelSourceNotAllowed, None)),
+            "{body}"
+        );
+    }
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES);
+    let step = run(
+        &mut g,
+        &[br#"{"model":"llama3.2:x","from":"llama3.2:1b","files":null}"#],
+    );
+    assert_eq!(step.last(), Some(&GateStep::Pass));
+}
+
+#[test]
+fn holding_stops_at_its_limit() {
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64);
+    assert_eq!(
+        g.push(br#"{"messages":[{"role":"user","content":""#),
+        GateStep::Hold
+    );
+    let step = g.push(&[b'a'; 64]);
+    assert_eq!(refusal(&step), Some((ProxyError::ModelNamedTooLate, None)));
+    // Once the model is read nothing is held, so the limit no longer applies.
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64);
+    assert_eq!(
+        g.push(br#"{"model":"llama3.2:1b","messages":[{"content":""#),
+        GateStep::Pass
+    );
+    assert_eq!(g.push(&[b'a'; 1000]), GateStep::Pass);
 }
 
 fn cases() -> u32 {
@@ -286,7 +339,7 @@ proptest! {
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
         bounds.sort_unstable();
         bounds.push(bytes.len());
-        let mut g = ModelGate::new(k, MODEL, true);
+        let mut g = ModelGate::new(k, MODEL, true, MAX_HELD_BYTES);
         let (mut at, mut held, mut passed) = (0, 0, 0);
         let mut outcome = None;
         for end in bounds {

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap};
 use http::request;
 
 use crate::auth::Key;
-use crate::endpoint::{percent_decode, Endpoint, Listing, ModelSource};
+use crate::endpoint::{percent_decode, Endpoint, Listing, ModelSource, Watched};
 use crate::error::ProxyError;
 use crate::model_gate::Refusal;
 
@@ -20,10 +20,7 @@ pub(crate) enum ModelCheck {
     #[default]
     Nothing,
     /// Read the body through a gate over these members.
-    Body {
-        fields: &'static [&'static str],
-        required: bool,
-    },
+    Body { watched: Watched, required: bool },
     /// Filter the listing in the answer.
     Listing(Listing),
 }
@@ -50,7 +47,9 @@ pub(crate) fn check(
         }
     };
     match &endpoint.model {
-        ModelSource::Nowhere => Ok(ModelCheck::Nothing),
+        // Raw weights in, or a probe of which are there: not for a key
+        // limited to some models.
+        ModelSource::Blobs => Err(Refusal::new(ProxyError::ModelSourceNotAllowed, None)),
         ModelSource::Listing(kind) => Ok(ModelCheck::Listing(*kind)),
         ModelSource::Path(model) => allowed(model.clone()),
         ModelSource::Query => {
@@ -68,14 +67,14 @@ pub(crate) fn check(
                 None => Err(Refusal::new(ProxyError::ModelRequired, None)),
             }
         }
-        ModelSource::Body { fields, required } => {
+        ModelSource::Body { watched, required } => {
             if compressed(&request.headers) {
                 // Ollama decompresses some bodies (zstd on /v1); the proxy
                 // cannot read them, so it cannot let them through.
                 return Err(Refusal::new(ProxyError::ModelRequired, None));
             }
             Ok(ModelCheck::Body {
-                fields,
+                watched: *watched,
                 required: *required,
             })
         }

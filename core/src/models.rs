@@ -1,17 +1,23 @@
-//! Model allowlists: a requested name is read the way Ollama resolves it,
-//! then matched against globs written in the form `ollama list` shows.
+//! Model allowlists: a requested name is read exactly the way Ollama
+//! resolves it (`modelref.ParseRef`, then `model.ParseName`), then matched
+//! against globs written in the form `ollama list` shows.
 //!
-//! Ollama trims the name, drops a `scheme://`, fills in the default host
-//! (`registry.ollama.ai`), namespace (`library`) and tag (`latest`), strips
-//! a `:local` suffix, and finds the model case-insensitively. So
-//! `LLAMA3.2`, `library/llama3.2`, `llama3.2:` and
+//! Ollama trims the name (Unicode whitespace), splits off a `:local` or
+//! `:cloud` source suffix (the suffix itself trimmed and compared in any
+//! case) or a tag ending in `-cloud`, drops a `scheme://`, fills in the
+//! default host (`registry.ollama.ai`), namespace (`library`) and tag
+//! (`latest`), refuses a name with an invalid part, and finds the model
+//! case-insensitively. So `LLAMA3.2`, `library/llama3.2` and
 //! `registry.ollama.ai/library/llama3.2:latest` are all `llama3.2:latest`
-//! here, and a list entry `llama3.2` (no tag) means `llama3.2:latest`.
+//! here, and a list entry `llama3.2` (no tag) means `llama3.2:latest`. A
+//! name Ollama would refuse is never allowed.
 //!
-//! Cloud models (`…:cloud`, or a tag ending in `-cloud`) run on ollama.com
-//! under the box owner's account. They only match entries that are cloud
-//! references themselves (`gpt-oss:120b-cloud`, `*:cloud`), never a plain
-//! wildcard: `*` means every model on the box.
+//! In a glob, `*` stands for any run of characters but `/`, `?` for one,
+//! and `**` for any run at all: `*` is every model of the default library,
+//! `me/*` every model of the namespace `me`, `hf.co/*/*` every model from
+//! hf.co, `**` every model on the box. Cloud models (run on ollama.com under
+//! the box owner's account) only match entries that are cloud references
+//! themselves (`gpt-oss:120b-cloud`, `*:cloud`).
 
 use std::fmt;
 
@@ -19,8 +25,103 @@ const DEFAULT_HOST: &str = "registry.ollama.ai";
 const DEFAULT_NAMESPACE: &str = "library";
 const DEFAULT_TAG: &str = "latest";
 
-/// A model name in the form `ollama list` shows, lower case, and whether
-/// it is a cloud reference.
+/// Where a name says the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Unspecified,
+    Local,
+    Cloud,
+}
+
+/// Ollama's `parseSourceSuffix`: the text after the last `:`, trimmed and
+/// in any case, is `cloud` or `local`; or, without a `/`, ends in `-cloud`.
+fn parse_source_suffix(raw: &str) -> (String, Source, bool) {
+    if let Some(idx) = raw.rfind(':') {
+        let suffix_raw = raw[idx + 1..].trim();
+        // Go lowercases with Unicode's tables; no character outside ASCII
+        // lowercases into these ASCII words, so ASCII lowercasing decides
+        // the same (and keeps the tables out of the Worker's bundle).
+        let suffix = suffix_raw.to_ascii_lowercase();
+        match suffix.as_str() {
+            "cloud" => return (raw[..idx].to_owned(), Source::Cloud, true),
+            "local" => return (raw[..idx].to_owned(), Source::Local, true),
+            _ => {}
+        }
+        if !suffix_raw.contains('/') && suffix.ends_with("-cloud") {
+            let kept = &suffix_raw[..suffix_raw.len() - "-cloud".len()];
+            return (format!("{}{kept}", &raw[..=idx]), Source::Cloud, true);
+        }
+    }
+    (raw.to_owned(), Source::Unspecified, false)
+}
+
+/// Ollama's `ParseRef`: the base name and whether it names a cloud model;
+/// `None` for what Ollama refuses (empty, or two source suffixes).
+fn parse_ref(raw: &str) -> Option<(String, bool)> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let (base, source, explicit) = parse_source_suffix(raw);
+    if explicit && parse_source_suffix(&base).2 {
+        return None;
+    }
+    Some((base, source == Source::Cloud))
+}
+
+/// The four parts of a name (`host/namespace/model:tag`), as Ollama's
+/// `ParseNameBare` cuts them: `None` for a part that is missing, `Some("")`
+/// for one that is present but empty (which Ollama refuses).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Parts<'a> {
+    host: Option<&'a str>,
+    namespace: Option<&'a str>,
+    model: &'a str,
+    tag: Option<&'a str>,
+}
+
+fn cut_parts(name: &str) -> Parts<'_> {
+    let mut parts = Parts::default();
+    let mut rest = name;
+    let last_colon = rest.rfind(':');
+    if last_colon.is_some() && last_colon > rest.rfind('/') {
+        let colon = last_colon.unwrap_or_default();
+        parts.tag = Some(&rest[colon + 1..]);
+        rest = &rest[..colon];
+    }
+    let Some((before, model)) = rest.rsplit_once('/') else {
+        parts.model = rest;
+        return parts;
+    };
+    parts.model = model;
+    let Some((host, namespace)) = before.rsplit_once('/') else {
+        parts.namespace = Some(before);
+        return parts;
+    };
+    parts.namespace = Some(namespace);
+    parts.host = Some(host.split_once("://").map_or(host, |(_, h)| h));
+    parts
+}
+
+/// Ollama's `isValidPart`.
+fn valid_part(part: &str, host: bool, namespace: bool) -> bool {
+    let max = if host { 350 } else { 80 };
+    let bytes = part.as_bytes();
+    let Some((first, rest)) = bytes.split_first() else {
+        return false;
+    };
+    bytes.len() <= max
+        && (first.is_ascii_alphanumeric() || *first == b'_')
+        && rest.iter().all(|&b| match b {
+            b'_' | b'-' => true,
+            b'.' => !namespace,
+            b':' => host,
+            b => b.is_ascii_alphanumeric(),
+        })
+}
+
+/// A requested name in the form `ollama list` shows (lower case), and
+/// whether it names a cloud model; `None` when Ollama would refuse it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ModelName {
     display: String,
@@ -29,84 +130,48 @@ pub(crate) struct ModelName {
 
 impl ModelName {
     /// Reads a requested model name as Ollama resolves it.
-    pub(crate) fn resolve(requested: &str) -> Self {
-        let (base, cloud) = split_source(requested);
-        Self {
-            display: shortest(&base, true),
+    pub(crate) fn resolve(requested: &str) -> Option<Self> {
+        let (base, cloud) = parse_ref(requested)?;
+        let parts = cut_parts(&base);
+        let host = parts.host.unwrap_or(DEFAULT_HOST);
+        let namespace = parts.namespace.unwrap_or(DEFAULT_NAMESPACE);
+        let tag = parts.tag.unwrap_or(DEFAULT_TAG);
+        let valid = valid_part(host, true, false)
+            && valid_part(namespace, false, true)
+            && valid_part(parts.model, false, false)
+            && valid_part(tag, false, false);
+        // A part ending in `.` would name another model on a file system
+        // that drops trailing dots (Windows): never allowed.
+        let dotted = [host, parts.model, tag].iter().any(|p| p.ends_with('.'));
+        if !valid || dotted {
+            return None;
+        }
+        Some(Self {
+            display: display(host, namespace, parts.model, Some(tag)),
             cloud,
-        }
+        })
     }
 }
 
-/// Lower case, trimmed, without a `scheme://`, a `:local` or `:cloud`
-/// suffix or a `-cloud` tag suffix; and whether it named a cloud model.
-fn split_source(name: &str) -> (String, bool) {
-    let mut name = name.trim().to_ascii_lowercase();
-    if let Some(at) = name.find("://") {
-        name.drain(..at + 3);
-    }
-    if let Some(base) = name.strip_suffix(":cloud") {
-        return (base.to_owned(), true);
-    }
-    if let Some(base) = name.strip_suffix(":local") {
-        return (base.to_owned(), false);
-    }
-    let tag_start = tag_colon(&name);
-    match tag_start {
-        Some(colon) if name[colon + 1..].ends_with("-cloud") => {
-            let len = name.len() - "-cloud".len();
-            name.truncate(len);
-            (name, true)
-        }
-        _ => (name, false),
-    }
-}
-
-/// The `:` that starts the tag: the last one after the last `/`.
-fn tag_colon(name: &str) -> Option<usize> {
-    let slash = name.rfind('/').map_or(0, |s| s + 1);
-    name[slash..].rfind(':').map(|c| slash + c)
-}
-
-/// Ollama's `DisplayShortest` of a (lower-case) name: default host and
-/// namespace dropped, the tag always present. `add_tag` says whether a
-/// missing or empty tag becomes `latest` (not for a glob that may cover it).
-fn shortest(name: &str, add_tag: bool) -> String {
-    let (path, tag) = match tag_colon(name) {
-        Some(colon) => (&name[..colon], Some(&name[colon + 1..])),
-        None => (name, None),
-    };
-    let (rest, model) = path.rsplit_once('/').unwrap_or(("", path));
-    let (host, namespace) = rest.rsplit_once('/').unwrap_or(("", rest));
-    let host = if host.is_empty() { DEFAULT_HOST } else { host };
-    let namespace = if namespace.is_empty() {
-        DEFAULT_NAMESPACE
-    } else {
-        namespace
-    };
-    let mut out = String::with_capacity(name.len() + 8);
-    if host != DEFAULT_HOST {
+/// Ollama's `DisplayShortest`, lower case: the default host and namespace
+/// left out, the tag (when there is one) after a `:`.
+fn display(host: &str, namespace: &str, model: &str, tag: Option<&str>) -> String {
+    let mut out = String::with_capacity(host.len() + namespace.len() + model.len() + 16);
+    if !host.eq_ignore_ascii_case(DEFAULT_HOST) {
         out.push_str(host);
         out.push('/');
         out.push_str(namespace);
         out.push('/');
-    } else if namespace != DEFAULT_NAMESPACE {
+    } else if !namespace.eq_ignore_ascii_case(DEFAULT_NAMESPACE) {
         out.push_str(namespace);
         out.push('/');
     }
     out.push_str(model);
-    match tag {
-        Some(tag) if !tag.is_empty() => {
-            out.push(':');
-            out.push_str(tag);
-        }
-        _ if add_tag => {
-            out.push(':');
-            out.push_str(DEFAULT_TAG);
-        }
-        Some(_) => out.push(':'),
-        None => {}
+    if let Some(tag) = tag {
+        out.push(':');
+        out.push_str(tag);
     }
+    out.make_ascii_lowercase();
     out
 }
 
@@ -123,12 +188,14 @@ struct Pattern {
 pub(crate) enum PatternProblem {
     Empty,
     BadChar(char),
+    TwoSources,
 }
 
 impl fmt::Display for PatternProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("is empty"),
+            Self::TwoSources => f.write_str("names both :local and :cloud"),
             Self::BadChar(c) => write!(
                 f,
                 "has {c:?}; a model name or glob uses letters, digits, `._-:/` and the wildcards `*` and `?`"
@@ -144,9 +211,10 @@ pub(crate) struct ModelList {
 }
 
 impl ModelList {
-    /// Adds an entry: an exact name or a glob (`*` any run of characters,
-    /// `?` one). An entry without a wildcard and without a tag means its
-    /// `:latest`; one with a wildcard covers whatever the wildcard does.
+    /// Adds an entry: an exact name or a glob. An entry without a wildcard
+    /// and without a tag means its `:latest`; one with a wildcard covers
+    /// whatever the wildcard does. A literal default host or namespace is
+    /// left out, as in the names it is matched against.
     pub(crate) fn push(&mut self, written: &str) -> Result<(), PatternProblem> {
         let trimmed = written.trim();
         if trimmed.is_empty() {
@@ -157,12 +225,22 @@ impl ModelList {
         }) {
             return Err(PatternProblem::BadChar(c));
         }
-        let (base, cloud) = split_source(trimmed);
+        let (base, cloud) = parse_ref(trimmed).ok_or(PatternProblem::TwoSources)?;
+        let parts = cut_parts(&base);
         let wildcard = base.contains(['*', '?']);
+        let tag = match parts.tag {
+            None if !wildcard => Some(DEFAULT_TAG),
+            tag => tag,
+        };
         self.patterns.push(Pattern {
             written: written.to_owned(),
             glob: ModelName {
-                display: shortest(&base, !wildcard),
+                display: display(
+                    parts.host.unwrap_or(DEFAULT_HOST),
+                    parts.namespace.unwrap_or(DEFAULT_NAMESPACE),
+                    parts.model,
+                    tag,
+                ),
                 cloud,
             },
         });
@@ -171,7 +249,9 @@ impl ModelList {
 
     /// Whether `requested` (a model name as a client sent it) is allowed.
     pub(crate) fn allows(&self, requested: &str) -> bool {
-        let name = ModelName::resolve(requested);
+        let Some(name) = ModelName::resolve(requested) else {
+            return false;
+        };
         self.patterns.iter().any(|p| {
             p.glob.cloud == name.cloud && glob(p.glob.display.as_bytes(), name.display.as_bytes())
         })
@@ -183,145 +263,42 @@ impl ModelList {
     }
 }
 
-/// `*` matches any run of bytes (`/` and `:` included), `?` one byte.
+/// `**` matches any run of bytes, `*` any run without `/`, `?` one byte
+/// but `/`. Dynamic programming over (pattern, text) prefixes: the time is
+/// the product of their lengths whatever the wildcards (a requested name is
+/// at most a few hundred bytes), never exponential.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
+    // matched[j]: the pattern so far matches text[..j].
+    let mut matched = vec![false; text.len() + 1];
+    matched[0] = true;
+    let mut p = 0;
+    while p < pattern.len() {
+        let token = pattern[p];
+        let across = token == b'*' && pattern.get(p + 1) == Some(&b'*');
+        p += if across { 2 } else { 1 };
+        if token == b'*' {
+            // Extend each match over the bytes the wildcard may cover.
+            for j in 1..=text.len() {
+                if !matched[j] && matched[j - 1] && (across || text[j - 1] != b'/') {
+                    matched[j] = true;
                 }
-                None => return false,
-            },
+            }
+        } else {
+            for j in (1..=text.len()).rev() {
+                let byte = text[j - 1];
+                let fits = if token == b'?' {
+                    byte != b'/'
+                } else {
+                    byte == token
+                };
+                matched[j] = matched[j - 1] && fits;
+            }
+            matched[0] = false;
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    matched[text.len()]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn list(entries: &[&str]) -> ModelList {
-        let mut list = ModelList::default();
-        for entry in entries {
-            list.push(entry).unwrap();
-        }
-        list
-    }
-
-    #[test]
-    fn names_resolve_as_ollama_does() {
-        for same in [
-            "llama3.2",
-            "llama3.2:latest",
-            "LLAMA3.2",
-            " llama3.2 ",
-            "llama3.2:",
-            "library/llama3.2",
-            "registry.ollama.ai/library/llama3.2:latest",
-            "https://registry.ollama.ai/library/llama3.2",
-            "Registry.Ollama.AI/Library/Llama3.2:LATEST",
-            "llama3.2:local",
-        ] {
-            assert_eq!(
-                ModelName::resolve(same).display,
-                "llama3.2:latest",
-                "{same}"
-            );
-        }
-        assert_eq!(ModelName::resolve("me/m").display, "me/m:latest");
-        assert_eq!(
-            ModelName::resolve("hf.co/Org/Model-GGUF:Q4_K_M").display,
-            "hf.co/org/model-gguf:q4_k_m"
-        );
-        let cloud = ModelName::resolve("gpt-oss:120b-cloud");
-        assert_eq!(
-            (cloud.display.as_str(), cloud.cloud),
-            ("gpt-oss:120b", true)
-        );
-        let cloud = ModelName::resolve("gpt-oss:120b:cloud");
-        assert_eq!(
-            (cloud.display.as_str(), cloud.cloud),
-            ("gpt-oss:120b", true)
-        );
-        assert!(!ModelName::resolve("my-cloud").cloud);
-    }
-
-    #[test]
-    fn exact_entries_mean_latest_when_untagged() {
-        let l = list(&["llama3.2", "qwen3:8b"]);
-        assert!(l.allows("llama3.2"));
-        assert!(l.allows("llama3.2:latest"));
-        assert!(l.allows("Llama3.2"));
-        assert!(!l.allows("llama3.2:1b"));
-        assert!(l.allows("qwen3:8b"));
-        assert!(!l.allows("qwen3"));
-        assert!(!l.allows("qwen3:8b-instruct"));
-        assert!(!l.allows("me/llama3.2"));
-    }
-
-    #[test]
-    fn globs_cover_tags_and_names() {
-        let l = list(&["llama3.2:*", "qwen3*", "hf.co/*"]);
-        for ok in [
-            "llama3.2",
-            "llama3.2:1b",
-            "LLAMA3.2:3B",
-            "qwen3",
-            "qwen3:8b",
-            "qwen3-coder:30b",
-            "hf.co/org/model:q4",
-        ] {
-            assert!(l.allows(ok), "{ok}");
-        }
-        for refused in ["llama3.1", "llama3.2-vision", "qwen2.5", "me/qwen3", ""] {
-            assert!(!l.allows(refused), "{refused}");
-        }
-        assert!(list(&["*"]).allows("anything/at:all"));
-        assert!(list(&["llama3.?:1b"]).allows("llama3.2:1b"));
-    }
-
-    #[test]
-    fn cloud_models_need_cloud_entries() {
-        let everything = list(&["*"]);
-        assert!(!everything.allows("gpt-oss:120b-cloud"));
-        assert!(!everything.allows("gpt-oss:cloud"));
-        let cloud = list(&["gpt-oss:120b-cloud"]);
-        assert!(cloud.allows("gpt-oss:120b-cloud"));
-        assert!(cloud.allows("gpt-oss:120b:cloud"));
-        assert!(!cloud.allows("gpt-oss:120b"));
-        assert!(!cloud.allows("gpt-oss:20b-cloud"));
-        assert!(list(&["*:cloud"]).allows("deepseek-v3.1:671b-cloud"));
-    }
-
-    #[test]
-    fn bad_entries_are_refused() {
-        let mut l = ModelList::default();
-        assert_eq!(l.push(" "), Err(PatternProblem::Empty));
-        assert_eq!(l.push("llama[3]"), Err(PatternProblem::BadChar('[')));
-        assert_eq!(l.push("llama 3"), Err(PatternProblem::BadChar(' ')));
-        assert_eq!(l.push("lläma"), Err(PatternProblem::BadChar('ä')));
-    }
-
-    #[test]
-    fn glob_backtracks() {
-        assert!(glob(b"a*b*c", b"axxbyyc"));
-        assert!(glob(b"*:latest", b"m:latest"));
-        assert!(!glob(b"a*b", b"axxbx"));
-        assert!(glob(b"**", b""));
-        assert!(!glob(b"?", b""));
-    }
-}
+#[path = "models_tests.rs"]
+mod tests;

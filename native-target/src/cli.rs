@@ -15,7 +15,7 @@ use crate::server::Settings;
 ///
 /// Every flag can also be set by the environment variable named beside it;
 /// prefer the environment for tokens, since flags show up in `ps`.
-#[derive(Clone, Debug, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "ollama-proxy", version, about, long_about = None)]
 pub struct Args {
     /// What to do; without one, serve.
@@ -102,6 +102,13 @@ pub struct Args {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+impl fmt::Debug for Args {
+    /// Nothing: the arguments hold tokens and the Access secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Args").finish_non_exhaustive()
+    }
 }
 
 /// Where the admin listener binds, if anywhere.

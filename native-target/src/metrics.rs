@@ -137,7 +137,7 @@ impl Metrics {
         let policy_refusals = Family::default();
         registry.register(
             "policy_refusals",
-            "Requests a key's policy refused, by reason: model_not_allowed, model_required, duplicate_model, model_management_disabled",
+            "Requests a key's policy refused, by reason: model_not_allowed, model_required, duplicate_model, model_source_not_allowed, model_named_too_late, model_management_disabled",
             policy_refusals.clone(),
         );
         Self {
@@ -192,6 +192,8 @@ impl Metrics {
                 refusal @ (ProxyError::ModelNotAllowed
                 | ProxyError::ModelRequired
                 | ProxyError::DuplicateModel
+                | ProxyError::ModelSourceNotAllowed
+                | ProxyError::ModelNamedTooLate
                 | ProxyError::ModelManagementDisabled),
             ) => {
                 self.policy_refusals

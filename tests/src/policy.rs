@@ -133,6 +133,7 @@ pub struct Attempt {
 const NOT_ALLOWED: Expect = Expect::Refused(403, "model_not_allowed");
 const REQUIRED: Expect = Expect::Refused(400, "model_required");
 const TWICE: Expect = Expect::Refused(400, "duplicate_model");
+const SOURCE: Expect = Expect::Refused(403, "model_source_not_allowed");
 const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
 const MULTIPART: &[(&str, &str)] = &[("content-type", "multipart/form-data; boundary=b")];
 const FORM: &str = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmistral\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--b--\r\n";

@@ -167,8 +167,9 @@ pub(crate) fn bench_policy(
     let (_, rss_peak) = rss_kib(instance.0.id());
     drop(instance);
     let _ = fs::remove_file(&body_file);
+    // The bench origin answers `{"bytes":N}` with the length it received.
     let answer = String::from_utf8_lossy(&answer.stdout).trim().to_owned();
-    let intact = answer == big.len().to_string();
+    let intact = answer == format!("{{\"bytes\":{}}}", big.len());
     let grew_mib = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
 
     let fmt = |l: Option<Load>| {
@@ -192,7 +193,7 @@ pub(crate) fn bench_policy(
         fmt(post_policy),
         per_request.map_or_else(|| "—".to_owned(), |c| format!("{c:.1} µs")),
         if intact {
-            format!("forwarded intact (the origin counted {answer} bytes)")
+            format!("forwarded whole (the origin received all {} bytes)", big.len())
         } else {
             format!("NOT forwarded intact (origin answered {answer:?})")
         },
