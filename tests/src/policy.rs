@@ -531,6 +531,54 @@ pub const ATTEMPTS: &[Attempt] = &[
         NOT_ALLOWED
     ),
     attempt!(
+        "`/api/create` from blob digests (`files`)",
+        ADMIN,
+        "POST",
+        "/api/create",
+        r#"{"model":"team/new","files":{"m.gguf":"sha256:0000"}}"#,
+        SOURCE
+    ),
+    attempt!(
+        "`/api/create` as an alias of a remote model (`remote_host`)",
+        ADMIN,
+        "POST",
+        "/api/create",
+        r#"{"model":"team/new","from":"team/a","remote_host":"https://ollama.com:443"}"#,
+        SOURCE
+    ),
+    attempt!(
+        "`/api/blobs/{digest}` by a key with a list",
+        ADMIN,
+        "POST",
+        "/api/blobs/sha256:0000",
+        "GGUF",
+        SOURCE
+    ),
+    attempt!(
+        "`qwen3.evil.example/ns/m` (`qwen3*` stays within the library)",
+        ALICE,
+        "POST",
+        "/api/chat",
+        r#"{"model":"qwen3.evil.example/ns/m"}"#,
+        NOT_ALLOWED
+    ),
+    attempt!(
+        "`qwen3:8b: cloud` (a cloud model: Ollama trims the suffix)",
+        ALICE,
+        "POST",
+        "/api/chat",
+        r#"{"model":"qwen3:8b: cloud"}"#,
+        NOT_ALLOWED
+    ),
+    attempt!(
+        "`qwen3:8b-cloud` (a cloud model by its tag)",
+        ALICE,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"qwen3:8b-cloud","messages":[]}"#,
+        NOT_ALLOWED
+    ),
+    attempt!(
         "any model, by a key without a list",
         TOKEN,
         "POST",
