@@ -133,13 +133,6 @@ fn captures_are_bounded_and_depth_limited() {
     assert!(log.contains(&"key 1 Some(\"a\")".to_owned()), "{log:?}");
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 /// Arbitrary JSON text (valid), from serde_json values, compact or pretty.
 fn json_text() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
@@ -168,7 +161,7 @@ fn json_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::test_cases::cases(256), ..ProptestConfig::default() })]
 
     /// However the bytes are split, the scan is the same: same events,
     /// same outcome.

@@ -31,6 +31,8 @@ mod origin;
 mod path;
 mod request_id;
 mod route;
+#[cfg(test)]
+mod test_cases;
 mod time;
 
 pub use auth::{token_sha256_hex, KeyName};

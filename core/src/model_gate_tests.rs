@@ -212,13 +212,6 @@ fn holding_stops_at_its_limit() {
     assert_eq!(g.push(&[b'a'; 1000]), GateStep::Pass);
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 /// A member name that may or may not name the model, however spelled.
 fn member() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -323,7 +316,7 @@ impl<'de> serde::Deserialize<'de> for Pairs {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::test_cases::cases(256), ..ProptestConfig::default() })]
 
     /// Split anywhere, the gate decides as a full parse does, never passes
     /// the byte that completes the object before it has decided, and passes

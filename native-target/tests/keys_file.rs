@@ -55,6 +55,21 @@ impl Drop for KeysFile {
     }
 }
 
+/// `ollama-proxy check-config` with `env`: what it printed (it must succeed).
+fn check_config(env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = proxy_command()
+        .arg("check-config")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn doc(keys: &[(&str, &str, &str)]) -> String {
     keys.iter()
         .map(|(name, token, extra)| {
@@ -123,18 +138,10 @@ fn check_config_lists_keys_without_tokens() {
             )])
         ),
     );
-    let out = proxy_command()
-        .arg("check-config")
-        .env("KEYS_FILE", file.path())
-        .env("AIG_AUTH_TOKEN", CAROL)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = check_config(&[
+        ("KEYS_FILE", file.path().as_os_str()),
+        ("AIG_AUTH_TOKEN", CAROL.as_ref()),
+    ]);
     for secret in [ALICE, BOB, CAROL, &sha256_hex(ALICE), &sha256_hex(BOB)] {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
@@ -293,17 +300,7 @@ async fn keys_file_reloads_on_change_and_sighup_keeping_streams_and_old_keys_on_
 #[test]
 fn the_example_keys_file_is_valid() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/keys.example.toml");
-    let out = proxy_command()
-        .arg("check-config")
-        .env("KEYS_FILE", &example)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = check_config(&[("KEYS_FILE", example.as_os_str())]);
     for name in ["alice", "ci", "admin", "bob"] {
         assert!(
             text.contains(&format!("key {name}: token=sha256")),
