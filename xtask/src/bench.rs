@@ -152,16 +152,22 @@ pub(crate) fn wrk(
     (load.rps > 0.0).then_some(load)
 }
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The median of `RUNS` wrk runs, field by field.
 fn wrk_median(url: &str, connections: u32, auth: bool) -> Option<Load> {
-    let runs: Vec<Load> = (0..RUNS)
-        .filter_map(|_| wrk(url, connections, SECONDS, auth, None))
-        .collect();
+    medians(
+        (0..RUNS)
+            .filter_map(|_| wrk(url, connections, SECONDS, auth, None))
+            .collect(),
+    )
+}
+
+/// Runs summed up field by field: each field's median; `None` for none.
+pub(crate) fn medians(runs: Vec<Load>) -> Option<Load> {
     if runs.is_empty() {
         return None;
     }
@@ -324,7 +330,7 @@ fn start_workerd(dir: &Path, port: u16, modules: &str) -> Result<Proc, String> {
     spawn(cmd, port)
 }
 
-fn fmt_load(l: Option<Load>) -> String {
+pub(crate) fn fmt_load(l: Option<Load>) -> String {
     l.map_or_else(
         || "—".into(),
         |l| {

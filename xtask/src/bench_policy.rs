@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::bench::{
-    cpu_ms, median, rss_kib, spawn_logging, wrk, Load, Proc, ORIGIN, RUNS, SECONDS, TOKEN,
+    cpu_ms, fmt_load, medians, rss_kib, spawn_logging, wrk, Load, Proc, ORIGIN, RUNS, SECONDS,
+    TOKEN,
 };
 
 const PLAIN: u16 = 18505;
@@ -92,15 +93,7 @@ fn interleaved(path: &str, script: Option<&Path>) -> (Option<Load>, Option<Load>
             script,
         ));
     }
-    let summarize = |runs: Vec<Load>| {
-        (!runs.is_empty()).then(|| Load {
-            rps: median(runs.iter().map(|l| l.rps).collect()),
-            p50_us: median(runs.iter().map(|l| l.p50_us).collect()),
-            p99_us: median(runs.iter().map(|l| l.p99_us).collect()),
-            requests: median(runs.iter().map(|l| l.requests).collect()),
-        })
-    };
-    (summarize(plain), summarize(policy))
+    (medians(plain), medians(policy))
 }
 
 /// Runs the policy measurements and appends their section to `report`;
@@ -172,17 +165,7 @@ pub(crate) fn bench_policy(
     let intact = answer == format!("{{\"bytes\":{}}}", big.len());
     let grew_mib = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
 
-    let fmt = |l: Option<Load>| {
-        l.map_or_else(
-            || "—".to_owned(),
-            |l| {
-                format!(
-                    "{:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
-                    l.rps, l.p50_us, l.p99_us
-                )
-            },
-        )
-    };
+    let fmt = fmt_load;
     let _ = writeln!(
         report,
         "\n## Per-key policy ({KEYS} hashed keys with model lists, `KEYS_FILE`)\n\nInterleaved runs at c=64 against two native instances: one with a single `AIG_AUTH_TOKEN`, one with the keys document (the bench's token is one of its keys, limited to some models).\n\n| request | plain | with the keys document |\n|---|---|---|\n| `GET /small` | {} | {} |\n| `POST` a chat-sized JSON body ({} bytes; read by the model gate) | {} | {} |\n\nCPU per `GET /small` with the keys document: {}.\n\nA 20 MB chat body with `model` at its end (`MAX_BODY_BYTES={LIMIT_MIB}MiB`): {}; the proxy's RSS grew by {grew_mib:.1} MiB while holding it (bounded by the body limit).",
