@@ -31,7 +31,8 @@ pub(crate) enum BodyError {
     Idle,
     /// The underlying connection failed.
     Io(hyper::Error),
-    /// The key's model gate refused the body after part of it was sent.
+    /// The key's model gate refused the body (before anything was sent, or
+    /// after part of it was: then the upload is aborted).
     Refused(Refusal),
 }
 
@@ -147,17 +148,15 @@ impl Body for Guarded {
     }
 }
 
-pin_project! {
-    /// The request body sent to the origin: the chunks a model gate held
-    /// back, then the rest of the client's body, still fed to the gate
-    /// while it scans (a refusal then aborts the upload).
-    pub(crate) struct RequestBody {
-        held: VecDeque<Frame<Bytes>>,
-        held_bytes: u64,
-        // `None` once the client's body has ended.
-        rest: Option<Guarded>,
-        gate: Option<ModelGate>,
-    }
+/// The request body sent to the origin: the chunks a model gate held back,
+/// then the rest of the client's body, still fed to the gate while it scans
+/// (a refusal then aborts the upload).
+pub(crate) struct RequestBody {
+    held: VecDeque<Frame<Bytes>>,
+    held_bytes: u64,
+    // `None` once the client's body has ended.
+    rest: Option<Guarded>,
+    gate: Option<ModelGate>,
 }
 
 impl RequestBody {

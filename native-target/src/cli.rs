@@ -288,9 +288,7 @@ impl Args {
             shutdown_grace: self.shutdown_grace,
         })
     }
-}
 
-impl Args {
     /// The core's configuration from the arguments, with the keys document
     /// read from `KEYS_FILE` now (this is what a reload calls again).
     ///
