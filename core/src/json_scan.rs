@@ -145,6 +145,11 @@ impl Scanner {
         }
     }
 
+    /// How many bytes have been fed (the offset of the next one).
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
     /// Where the scan stands.
     pub(crate) fn progress(&self) -> Progress {
         match self.state {

@@ -34,6 +34,7 @@ mod route;
 #[cfg(test)]
 mod test_cases;
 mod time;
+mod usage;
 
 pub use auth::{token_sha256_hex, KeyName};
 pub use config::{
@@ -49,3 +50,4 @@ pub use origin::Origin;
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
 pub use time::UnixTime;
+pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS};
