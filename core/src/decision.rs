@@ -107,6 +107,7 @@ impl Proxy {
             rejection: None,
             request_id: request_id::pick(&request.headers, fresh),
             length_declared: request.headers.contains_key(header::CONTENT_LENGTH),
+            llm: false,
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
@@ -143,6 +144,7 @@ impl Proxy {
         if let Err(error) = self.check(&request, &key, &endpoint) {
             return exchange.reject(error);
         }
+        exchange.llm = endpoint.llm;
         match model_policy::check(&key, &endpoint, &request) {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),

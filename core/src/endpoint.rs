@@ -79,6 +79,8 @@ pub(crate) struct Endpoint {
     pub(crate) management: bool,
     /// Where the model is named.
     pub(crate) model: ModelSource,
+    /// The answer is an LLM's (generation or embedding), whose usage is read.
+    pub(crate) llm: bool,
 }
 
 /// Classifies a request path (the one forwarded: dot segments resolved).
@@ -105,7 +107,17 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         // Any other JSON body that names a model is checked too.
         _ => body(MODEL, false),
     };
-    Endpoint { management, model }
+    let llm = matches!(
+        words.as_slice(),
+        [b"api", b"chat" | b"generate" | b"embed" | b"embeddings"]
+            | [b"v1", b"chat", b"completions"]
+            | [b"v1", b"completions" | b"embeddings"]
+    );
+    Endpoint {
+        management,
+        model,
+        llm,
+    }
 }
 
 /// The last non-empty segment, percent-decoded once (as gin's router does).

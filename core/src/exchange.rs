@@ -18,6 +18,7 @@ use crate::model_gate::{ModelGate, Refusal, MAX_HELD_BYTES};
 use crate::model_policy::ModelCheck;
 use crate::request_id::X_REQUEST_ID;
 use crate::route::RouteFamily;
+use crate::usage::{Framing, UsageMeter};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -38,6 +39,8 @@ pub struct Exchange {
     pub(crate) rejection: Option<ProxyError>,
     pub(crate) request_id: Option<HeaderValue>,
     pub(crate) length_declared: bool,
+    /// The answer is an LLM's: its usage is read.
+    pub(crate) llm: bool,
 }
 
 impl Exchange {
@@ -72,6 +75,27 @@ impl Exchange {
             None => error.body(),
         };
         self.local_json(error.status(), body)
+    }
+
+    /// A meter for the origin's answer with this (rewritten) head, when it
+    /// is an LLM's answer whose usage can be read: a successful answer to a
+    /// generation or embedding route, framed as JSON, NDJSON or server-sent
+    /// events. Feed it every chunk of the body as it passes.
+    pub fn usage_meter(&self, head: &response::Parts) -> Option<UsageMeter> {
+        if !self.llm || !head.status.is_success() {
+            return None;
+        }
+        let content_type = head.headers.get(header::CONTENT_TYPE)?.as_bytes();
+        let framing = if starts_with_ignore_case(content_type, b"text/event-stream") {
+            Framing::Sse
+        } else if starts_with_ignore_case(content_type, b"application/x-ndjson")
+            || starts_with_ignore_case(content_type, b"application/json")
+        {
+            Framing::Json
+        } else {
+            return None;
+        };
+        Some(UsageMeter::new(framing))
     }
 
     /// Whether the origin's answer with this status must be read whole and

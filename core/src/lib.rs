@@ -50,4 +50,4 @@ pub use origin::Origin;
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
 pub use time::UnixTime;
-pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS};
+pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};

@@ -55,11 +55,17 @@ pub struct Usage {
     /// Seconds Ollama spent loading the model (`load_duration`), when it
     /// shows a load ([`LOAD_SHOWN_NS`] or more).
     pub load_seconds: Option<f64>,
+    /// The model the answer says it came from (its `model` member), lower
+    /// case and at most [`MODEL_SHOWN`] characters.
+    pub model: Option<String>,
     /// Why the counts are unknown, when they are: `client_gone`,
     /// `origin_error`, `error` (an in-stream error record), `cached_prompt`
     /// (prompt count absent or 0), `no_usage` (the answer had none).
     pub unknown: Option<&'static str>,
 }
+
+/// The most characters of an answer's model name kept.
+pub const MODEL_SHOWN: usize = 100;
 
 /// A `load_duration` at least this long means the model was loaded for this
 /// request (a loaded model answers in a few milliseconds).
@@ -69,6 +75,7 @@ pub const LOAD_SHOWN_NS: u64 = 100_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Name {
     Other,
+    Model,
     Done,
     Error,
     Response,
@@ -91,6 +98,7 @@ enum Name {
 impl Name {
     fn of(raw: &[u8]) -> Self {
         match raw {
+            b"model" => Self::Model,
             b"done" => Self::Done,
             b"error" => Self::Error,
             b"response" => Self::Response,
@@ -127,6 +135,7 @@ struct Value {
     content: bool,
     done: bool,
     error: bool,
+    model: Option<String>,
     prompt_eval_count: Option<u64>,
     eval_count: Option<u64>,
     load_ns: Option<u64>,
@@ -201,6 +210,9 @@ impl Visitor for Value {
         let container = self.container(depth);
         match (depth, container, member) {
             (1, _, Name::Done) => self.done = kind == Kind::True,
+            (1, _, Name::Model) if kind == Kind::String => {
+                self.model = raw.map(crate::gojson::unquote);
+            }
             (1, _, Name::Error) => self.error |= kind == Kind::String,
             (1, _, Name::Response | Name::Thinking) => self.content |= text,
             (1, _, Name::PromptEvalCount) => self.prompt_eval_count = number(raw),
@@ -245,6 +257,7 @@ pub struct UsageMeter {
     last_content_us: Option<u64>,
     done: bool,
     error: bool,
+    model: Option<String>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     load_ns: Option<u64>,
@@ -265,6 +278,7 @@ impl UsageMeter {
             last_content_us: None,
             done: false,
             error: false,
+            model: None,
             prompt_tokens: None,
             completion_tokens: None,
             load_ns: None,
@@ -405,6 +419,13 @@ impl UsageMeter {
             self.last_content_us = Some(at_us);
         }
         self.error |= v.error;
+        if self.model.is_none() {
+            self.model = v.model.map(|m| {
+                let mut m: String = m.chars().take(MODEL_SHOWN).collect();
+                m.make_ascii_lowercase();
+                m
+            });
+        }
         if v.done {
             self.done = true;
             self.prompt_tokens = v.prompt_eval_count.or(self.prompt_tokens);
@@ -458,6 +479,7 @@ impl UsageMeter {
             },
         };
         Usage {
+            model: self.model,
             prompt_tokens,
             completion_tokens,
             first_token_us: first,

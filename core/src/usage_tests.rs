@@ -32,6 +32,7 @@ fn ollama_streams_give_counts_durations_and_first_token() {
     assert_eq!(usage.tokens_per_second, Some(298.0 / 4.0));
     assert_eq!(usage.load_seconds, Some(1.5));
     assert_eq!(usage.unknown, None);
+    assert_eq!(usage.model.as_deref(), Some("llama3.2:1b"));
 }
 
 #[test]

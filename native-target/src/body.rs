@@ -15,7 +15,7 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ollama_proxy_core::{Exchange, GateStep, ModelGate, ProxyError, Refusal};
+use ollama_proxy_core::{Ended, Exchange, GateStep, ModelGate, ProxyError, Refusal, UsageMeter};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -300,6 +300,7 @@ impl ResponseBody {
         exchange: Exchange,
         status: StatusCode,
         notice: Option<Bytes>,
+        meter: Option<UsageMeter>,
     ) -> Self {
         log.metrics.stream_opened();
         Self::Upstream {
@@ -311,6 +312,7 @@ impl ResponseBody {
                 outcome: None,
                 notice,
                 failed: None,
+                meter,
             },
         }
     }
@@ -359,6 +361,8 @@ pin_project! {
         notice: Option<Bytes>,
         // The origin's error, held back while the notice goes out.
         failed: Option<(BodyError, bool)>,
+        // Reads an LLM answer's usage as it passes.
+        meter: Option<UsageMeter>,
     }
 
     impl PinnedDrop for Logged {
@@ -373,7 +377,21 @@ pin_project! {
             // written into it.
             let error = matches!(outcome, Outcome::OriginError | Outcome::IdleTimeout)
                 .then_some(ProxyError::OriginStreamInterrupted);
-            this.log.finish(this.exchange, *this.status, outcome, this.body.seen, error);
+            let usage = this.meter.take().map(|meter| {
+                meter.finish(match outcome {
+                    Outcome::Complete => Ended::Complete,
+                    Outcome::ClientGone => Ended::ClientGone,
+                    Outcome::IdleTimeout | Outcome::OriginError => Ended::OriginError,
+                })
+            });
+            this.log.finish_with_usage(
+                this.exchange,
+                *this.status,
+                outcome,
+                this.body.seen,
+                error,
+                usage.as_ref(),
+            );
             this.log.metrics.stream_closed();
         }
     }
@@ -400,6 +418,11 @@ impl Body for Logged {
             return Poll::Pending;
         }
         let polled = ready!(this.body.poll_frame(cx));
+        if let (Some(meter), Some(Ok(frame))) = (this.meter.as_mut(), &polled) {
+            if let Some(data) = frame.data_ref() {
+                meter.feed(data, this.log.elapsed_us());
+            }
+        }
         match &polled {
             None => *this.outcome = Some(Outcome::Complete),
             Some(Err(BodyError::Idle)) => *this.outcome = Some(Outcome::IdleTimeout),

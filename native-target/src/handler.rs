@@ -114,10 +114,11 @@ pub(crate) async fn handle(
     log.first_byte(&exchange);
     let status = head.status;
     let notice = exchange.interrupted_stream_notice(&head);
+    let meter = exchange.usage_meter(&head);
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
     Ok(Response::from_parts(
         head,
-        ResponseBody::upstream(body, log, exchange, status, notice),
+        ResponseBody::upstream(body, log, exchange, status, notice, meter),
     ))
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
-use ollama_proxy_core::{Exchange, ProxyError};
+use ollama_proxy_core::{Exchange, ProxyError, Usage};
 
 use crate::metrics::Metrics;
 
@@ -65,6 +65,11 @@ impl RequestLog {
         }
     }
 
+    /// Microseconds since the request arrived.
+    pub(crate) fn elapsed_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// Records that the response head is ready to send.
     pub(crate) fn first_byte(&self, exchange: &Exchange) {
         self.metrics.first_byte(exchange, self.start.elapsed());
@@ -81,11 +86,35 @@ impl RequestLog {
         bytes_out: u64,
         error: Option<ProxyError>,
     ) {
+        self.finish_with_usage(exchange, status, outcome, bytes_out, error, None);
+    }
+
+    /// Writes the line for a finished exchange whose answer's usage was
+    /// read (an LLM's answer): model, tokens and time to first token too.
+    pub(crate) fn finish_with_usage(
+        &self,
+        exchange: &Exchange,
+        status: StatusCode,
+        outcome: Outcome,
+        bytes_out: u64,
+        error: Option<ProxyError>,
+        usage: Option<&Usage>,
+    ) {
         let elapsed = self.start.elapsed();
         self.metrics
             .finished(exchange, status, elapsed, outcome, bytes_out, error);
+        if let Some(usage) = usage {
+            self.metrics.usage(exchange, usage);
+        }
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = error.or(exchange.rejection()).map_or("-", |e| e.code());
+        let model = usage.and_then(|u| u.model.as_deref()).unwrap_or("-");
+        let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let prompt_tokens = count(usage.and_then(|u| u.prompt_tokens));
+        let completion_tokens = count(usage.and_then(|u| u.completion_tokens));
+        let ttft_ms = usage
+            .and_then(|u| u.first_token_us)
+            .map_or_else(|| "-".to_owned(), |us| format!("{:.1}", us as f64 / 1e3));
         tracing::info!(
             request_id = %request_id(exchange),
             method = %self.method,
@@ -97,6 +126,10 @@ impl RequestLog {
             outcome = %outcome.as_str(),
             error = %error,
             bytes_out,
+            model = %model,
+            prompt_tokens = %prompt_tokens,
+            completion_tokens = %completion_tokens,
+            ttft_ms = %ttft_ms,
             "request"
         );
     }

@@ -3,10 +3,12 @@
 //! rate, latency quantiles) plus streams, bytes, auth failures and origin
 //! errors. Served on the admin listener (see `admin.rs`).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError};
+use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError, Usage};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +23,23 @@ use crate::log::Outcome;
 const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
+
+/// Time to first token, in seconds: from a warm model's tens of
+/// milliseconds to a cold load of a large one.
+const TTFT_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Generation speed, tokens per second.
+const SPEED_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0,
+];
+/// Model load time, seconds.
+const LOAD_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// The most distinct `model` label values; answers for any other model are
+/// counted as `other`, so clients cannot grow the series without bound.
+const MAX_MODELS: usize = 64;
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];
 type HistogramFamily = Family<Labels<1>, Histogram, fn() -> Histogram>;
@@ -37,6 +56,31 @@ impl EncodeLabelValue for KeyLabel {
         encoder.write_str(self.0.as_ref().map_or("-", KeyName::as_str))
     }
 }
+
+/// A model name as a label value (bounded, see [`MAX_MODELS`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ModelLabel(Arc<str>);
+
+impl EncodeLabelValue for ModelLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: ModelLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    key: KeyLabel,
+    model: ModelLabel,
+    kind: &'static str,
+}
+
+type ModelHistograms = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -58,6 +102,13 @@ pub struct Metrics {
     origin_errors: Family<Labels<1>, Counter>,
     reloads: Family<Labels<1>, Counter>,
     policy_refusals: Family<Labels<1>, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    first_token: ModelHistograms,
+    speed: ModelHistograms,
+    load: ModelHistograms,
+    usage_unknown: Family<Labels<1>, Counter>,
+    /// The model label values in use (at most [`MAX_MODELS`]).
+    models: Mutex<HashSet<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +191,36 @@ impl Metrics {
             "Requests a key's policy refused, by reason: model_not_allowed, model_required, duplicate_model, model_source_not_allowed, model_named_too_late, model_management_disabled",
             policy_refusals.clone(),
         );
+        let tokens = Family::default();
+        registry.register(
+            "tokens",
+            "Tokens of LLM answers, by key, model and kind (prompt, completion); counts Ollama did not give (a cached prompt) are not counted",
+            tokens.clone(),
+        );
+        let first_token = ModelHistograms::new_with_constructor(|| Histogram::new(TTFT_BUCKETS));
+        registry.register(
+            "time_to_first_token_seconds",
+            "From the request's arrival to the first body chunk carrying generated content, by model",
+            first_token.clone(),
+        );
+        let speed = ModelHistograms::new_with_constructor(|| Histogram::new(SPEED_BUCKETS));
+        registry.register(
+            "generation_tokens_per_second",
+            "Generation speed (eval_count over eval_duration, else completion tokens over the time from the first to the last content), by model",
+            speed.clone(),
+        );
+        let load = ModelHistograms::new_with_constructor(|| Histogram::new(LOAD_BUCKETS));
+        registry.register(
+            "model_load_seconds",
+            "Ollama's load_duration when it shows a model load (0.1 s or more), by model",
+            load.clone(),
+        );
+        let usage_unknown = Family::default();
+        registry.register(
+            "usage_unknown",
+            "LLM answers whose token counts are (partly) unknown, by reason: client_gone, origin_error, error, cached_prompt, no_usage",
+            usage_unknown.clone(),
+        );
         Self {
             registry,
             requests,
@@ -152,6 +233,67 @@ impl Metrics {
             origin_errors,
             reloads,
             policy_refusals,
+            tokens,
+            first_token,
+            speed,
+            load,
+            usage_unknown,
+            models: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label for `model`: itself while fewer than [`MAX_MODELS`] are in
+    /// use, else `other`.
+    fn model_label(&self, model: Option<&str>) -> ModelLabel {
+        let Some(model) = model else {
+            return ModelLabel(Arc::from("-"));
+        };
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = models.get(model) {
+            return ModelLabel(Arc::clone(known));
+        }
+        if models.len() >= MAX_MODELS {
+            return ModelLabel(Arc::from("other"));
+        }
+        let name: Arc<str> = Arc::from(model);
+        models.insert(Arc::clone(&name));
+        ModelLabel(name)
+    }
+
+    /// Records what an LLM answer's usage turned out to be.
+    pub(crate) fn usage(&self, exchange: &Exchange, usage: &Usage) {
+        let model = self.model_label(usage.model.as_deref());
+        let key = KeyLabel(exchange.key().cloned());
+        for (kind, count) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            if let Some(count) = count {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        key: key.clone(),
+                        model: model.clone(),
+                        kind,
+                    })
+                    .inc_by(count);
+            }
+        }
+        let labels = ModelLabels { model };
+        if let Some(us) = usage.first_token_us {
+            self.first_token
+                .get_or_create(&labels)
+                .observe(us as f64 / 1e6);
+        }
+        if let Some(speed) = usage.tokens_per_second {
+            self.speed.get_or_create(&labels).observe(speed);
+        }
+        if let Some(seconds) = usage.load_seconds {
+            self.load.get_or_create(&labels).observe(seconds);
+        }
+        if let Some(reason) = usage.unknown {
+            self.usage_unknown
+                .get_or_create(&[("reason", reason)])
+                .inc();
         }
     }
 

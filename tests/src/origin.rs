@@ -337,8 +337,10 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         Ok(collected) => (collected.to_bytes(), true),
         Err(_) => (Bytes::new(), false),
     };
-    // An OpenAI chat request without `"stream":true` gets one JSON answer.
+    // An OpenAI chat request without `"stream":true` gets one JSON answer;
+    // a stream gets a usage chunk when the request asked for one.
     let streamed = bytes.windows(13).any(|w| w == b"\"stream\":true");
+    let usage_asked = bytes.windows(20).any(|w| w == b"\"include_usage\":true");
     shared.update(|s| {
         s.requests.push(Recorded {
             method: parts.method.clone(),
@@ -360,17 +362,33 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         "/api/ps" => json(StatusCode::OK, PS),
         "/v1/models" => json(StatusCode::OK, OPENAI_MODELS),
         "/api/chat" | "/api/generate" => {
+            // The final line carries Ollama's counts and durations (no
+            // prompt count with `?cached=1`, as when Ollama reused a cached
+            // prompt); /api/generate's also its `context`.
+            let cached = param("cached") == Some(1);
+            let load_ns = param("load_ms").unwrap_or(2) * 1_000_000;
             let lines = (0..chunks).map(|i| {
-                let done = i + 1 == chunks;
-                Bytes::from(format!("{{\"model\":\"llama3.2:1b\",\"message\":{{\"role\":\"assistant\",\"content\":\"tok{i} \"}},\"done\":{done}}}\n"))
+                if i + 1 < chunks {
+                    return Bytes::from(format!("{{\"model\":\"llama3.2:1b\",\"message\":{{\"role\":\"assistant\",\"content\":\"tok{i} \"}},\"done\":false}}\n"));
+                }
+                let prompt = if cached { String::new() } else { format!(",\"prompt_eval_count\":{MOCK_PROMPT_TOKENS}") };
+                let context = if path == "/api/generate" { ",\"context\":[1,2,3,4,5,6,7,8,9,10]" } else { "" };
+                Bytes::from(format!(
+                    "{{\"model\":\"llama3.2:1b\",\"message\":{{\"role\":\"assistant\",\"content\":\"tok{i} \"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":{},\"load_duration\":{load_ns}{prompt},\"eval_count\":{chunks},\"eval_duration\":{}{context}}}\n",
+                    load_ns + chunks * 20_000_000,
+                    chunks * 20_000_000,
+                ))
             });
             paced(&shared, "application/x-ndjson", lines.collect(), delay)
         }
         "/v1/chat/completions" if !streamed => json(StatusCode::OK, CHAT_COMPLETION),
         "/v1/chat/completions" => {
             let mut events: Vec<Bytes> = (0..chunks)
-                .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")))
+                .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama3.2:1b\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")))
                 .collect();
+            if usage_asked {
+                events.push(Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama3.2:1b\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{MOCK_PROMPT_TOKENS},\"completion_tokens\":{chunks},\"total_tokens\":{}}}}}\n\n", MOCK_PROMPT_TOKENS + chunks)));
+            }
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             paced(&shared, "text/event-stream", events, delay)
         }
@@ -459,6 +477,9 @@ fn scripted_response(script: Script) -> Response<Body> {
     drop(tx);
     builder.body(ChannelBody(rx).boxed()).unwrap()
 }
+
+/// The prompt tokens the mock reports for every generation.
+pub const MOCK_PROMPT_TOKENS: u64 = 26;
 
 /// The models the mock has, as `/api/tags` lists them.
 pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];

@@ -233,11 +233,118 @@ async fn analytics_engine_gets_one_data_point_per_request_when_bound() {
     assert_eq!(points[0]["indexes"], serde_json::json!(["team-a"]));
     assert_eq!(
         points[0]["blobs"],
-        serde_json::json!(["v1", "2xx", "team-a", "GET", "-", id])
+        serde_json::json!(["v1", "2xx", "team-a", "GET", "-", id, "-"])
     );
     assert_eq!(points[0]["doubles"][0], 200.0);
     assert!(points[0]["doubles"][1].as_f64().unwrap() >= 0.0);
     assert_eq!(points[1]["blobs"][1], "4xx");
     assert_eq!(points[1]["blobs"][4], "missing_api_key");
     assert!(!running.log().contains(TOKEN));
+}
+
+/// Lines (or data points) workerd has logged with `message`, once `done`
+/// holds for them (bounded wait).
+async fn logged(
+    running: &ollama_proxy_tests::workerd::Running,
+    message: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines: Vec<serde_json::Value> = running
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .filter(|v| v["message"] == message)
+            .collect();
+        if done(&lines) || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_answers_are_logged_with_their_usage_when_they_end() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let origin = MockOrigin::start().await;
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), origin.url()),
+        ("AIG_AUTH_TOKEN".to_owned(), TOKEN.to_owned()),
+        (
+            ollama_proxy_tests::workerd::ANALYTICS.to_owned(),
+            "fake".to_owned(),
+        ),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let auth = format!("Bearer {TOKEN}");
+    let post = |path: &'static str, id: &'static str, body: &'static str| {
+        let auth = auth.clone();
+        async move {
+            call(
+                addr,
+                "POST",
+                path,
+                &[
+                    ("cf-aig-authorization", auth.as_str()),
+                    ("x-request-id", id),
+                ],
+                ollama_proxy_tests::client::full(body),
+            )
+            .await
+        }
+    };
+    let chat = r#"{"model":"llama3.2:1b","messages":[]}"#;
+    assert_eq!(
+        post("/api/chat?chunks=5&delay_ms=20", "w-native", chat)
+            .await
+            .status,
+        200
+    );
+    post(
+        "/v1/chat/completions?chunks=4",
+        "w-openai",
+        r#"{"model":"llama3.2:1b","stream":true,"stream_options":{"include_usage":true}}"#,
+    )
+    .await;
+    post("/api/generate?cached=1", "w-cached", chat).await;
+    let lines = logged(&running, "request", |l| l.len() >= 3).await;
+    let line = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
+            .clone()
+    };
+    let native = line("w-native");
+    assert_eq!(native["model"], "llama3.2:1b");
+    assert_eq!(native["prompt_tokens"], 26.0);
+    assert_eq!(native["completion_tokens"], 5.0);
+    assert!(native["ttft_ms"].as_f64().unwrap() >= 0.0, "{native}");
+    // Logged at the stream's end: the duration covers the whole answer.
+    assert!(native["duration_ms"].as_f64().unwrap() >= 80.0, "{native}");
+    let openai = line("w-openai");
+    assert_eq!(
+        (
+            openai["prompt_tokens"].as_f64(),
+            openai["completion_tokens"].as_f64()
+        ),
+        (Some(26.0), Some(4.0))
+    );
+    let cached = line("w-cached");
+    assert!(cached["prompt_tokens"].is_null(), "{cached}");
+    assert_eq!(cached["usage_unknown"], "cached_prompt");
+
+    let points = logged(&running, "analytics", |p| p.len() >= 3).await;
+    let point = points
+        .iter()
+        .map(|p| &p["point"])
+        .find(|p| p["blobs"][5] == "w-native")
+        .expect("a data point for the native chat");
+    assert_eq!(point["blobs"][6], "llama3.2:1b");
+    assert_eq!(point["doubles"][2], 26.0);
+    assert_eq!(point["doubles"][3], 5.0);
+    assert!(point["doubles"][4].as_f64().unwrap() >= 0.0);
 }

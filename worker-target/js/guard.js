@@ -34,6 +34,84 @@ export function guardStream(body, notice) {
   );
 }
 
+// An LLM's answer, passed through chunk by chunk while `meter` (the core's
+// usage meter, a WASM object this function owns) reads each chunk; when the
+// stream ends — complete, cut by the origin, or abandoned by the client —
+// `meter.finish` logs the request with its usage and the meter is freed.
+// `notice` (or null) is the error record sent if the origin's stream breaks
+// off, as in guardStream. `length` (or null) is the answer's declared
+// Content-Length: the stream then goes through a FixedLengthStream, so the
+// client still gets that length, and a cut answer stays short instead of
+// ending like a complete chunked one. Returns `{ stream, done }`; `done`
+// settles once the meter has finished (the Worker keeps the request alive
+// until then).
+const COMPLETE = 0;
+const CLIENT_GONE = 1;
+const BROKEN = 2;
+
+export function meterStream(body, notice, length, meter) {
+  const reader = body.getReader();
+  let failure = null;
+  let settle;
+  const done = new Promise((resolve) => {
+    settle = resolve;
+  });
+  const end = (how) => {
+    if (meter !== null) {
+      const finishing = meter;
+      meter = null;
+      try {
+        finishing.finish(how);
+      } finally {
+        finishing.free();
+        settle();
+      }
+    }
+  };
+  const stream = new ReadableStream(
+    {
+      async pull(controller) {
+        if (failure !== null) {
+          end(BROKEN);
+          controller.error(failure);
+          return;
+        }
+        let step;
+        try {
+          step = await reader.read();
+        } catch (error) {
+          failure = error;
+          if (notice != null) {
+            controller.enqueue(notice);
+          } else {
+            end(BROKEN);
+            controller.error(error);
+          }
+          return;
+        }
+        if (step.done) {
+          end(COMPLETE);
+          controller.close();
+          return;
+        }
+        meter?.feed(step.value, Date.now());
+        controller.enqueue(step.value);
+      },
+      cancel(reason) {
+        end(CLIENT_GONE);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  if (length == null) {
+    return { stream, done };
+  }
+  const fixed = new FixedLengthStream(length);
+  stream.pipeTo(fixed.writable).catch(() => {});
+  return { stream: fixed.readable, done };
+}
+
 // The client's request body on its way to the origin: first `held` (the
 // chunks the model gate read before deciding), then whatever `reader` still
 // has, chunk by chunk. Two things can stop it, and either aborts the

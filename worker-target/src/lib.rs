@@ -8,6 +8,7 @@
 //! policy, CORS, header rewrite, proxy-made errors) comes from the core.
 #![forbid(unsafe_code)]
 
+mod answer;
 mod convert;
 mod log;
 mod upload;
@@ -39,6 +40,17 @@ extern "C" {
         body: &web_sys::ReadableStream,
         notice: &js_sys::Uint8Array,
     ) -> web_sys::ReadableStream;
+
+    /// Passes an LLM's answer through `meter` (and `notice` if it breaks
+    /// off): `{ stream, done }`, `done` settling once `meter` has finished
+    /// (see js/guard.js).
+    #[wasm_bindgen(js_name = meterStream)]
+    fn meter_stream(
+        body: &web_sys::ReadableStream,
+        notice: Option<js_sys::Uint8Array>,
+        length: Option<f64>,
+        meter: answer::AnswerMeter,
+    ) -> js_sys::Object;
 
 }
 
@@ -91,7 +103,7 @@ fn fresh_request_id() -> Option<http::HeaderValue> {
 async fn fetch(
     request: web_sys::Request,
     env: Env,
-    _ctx: Context,
+    ctx: Context,
 ) -> worker::Result<web_sys::Response> {
     let started = js_sys::Date::now();
     let proxy = match proxy(&env) {
@@ -113,7 +125,7 @@ async fn fetch(
     let mut exchange = decision.exchange;
     let head = match decision.action {
         Action::Respond(response) => {
-            line.finish(&exchange, response.status(), None, &env);
+            line.finish(&exchange, response.status(), None, &env, None);
             return local_response(response);
         }
         Action::Forward(head) => head,
@@ -153,13 +165,35 @@ async fn fetch(
             Ok(listing) => (http::Response::from_parts(head, listing), None),
             Err(error) => (exchange.error_response(error), Some(error)),
         };
-        line.finish(&exchange, response.status(), error, &env);
+        line.finish(&exchange, response.status(), error, &env, None);
         return local_response(response);
     }
-    line.finish(&exchange, head.status, None, &env);
-    let body = match (upstream.body(), exchange.interrupted_stream_notice(&head)) {
-        (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
-        (body, _) => body,
+    let notice = exchange.interrupted_stream_notice(&head);
+    let body = match (upstream.body(), exchange.usage_meter(&head)) {
+        // An LLM's answer: read for its usage as it passes, logged at its end.
+        (Some(body), Some(meter)) => {
+            let status = head.status;
+            let length = head
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(|n| n as f64);
+            let meter = answer::AnswerMeter::new(meter, line, exchange, status, env);
+            let metered = meter_stream(&body, notice.map(|n| n[..].into()), length, meter);
+            let field = |name: &str| js_sys::Reflect::get(&metered, &name.into());
+            let done: js_sys::Promise = field("done")?.unchecked_into();
+            ctx.wait_until(async move {
+                let _ = JsFuture::from(done).await;
+            });
+            Some(field("stream")?.unchecked_into())
+        }
+        (body, _) => {
+            line.finish(&exchange, head.status, None, &env, None);
+            match (body, notice) {
+                (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
+                (body, _) => body,
+            }
+        }
     };
     js_response(&head, body.as_ref())
 }
@@ -176,7 +210,7 @@ fn stopped_response(
         Stopped::Refused(refusal) => (exchange.refusal_response(&refusal), None),
         Stopped::Error(error) => (exchange.error_response(error), Some(error)),
     };
-    line.finish(exchange, response.status(), error, env);
+    line.finish(exchange, response.status(), error, env, None);
     local_response(response)
 }
 

@@ -1,13 +1,14 @@
 //! One JSON log line per request, for Workers Logs: request id, method,
-//! path, status, duration, key name. Never a token, never the query.
+//! path, status, duration, key name, and for an LLM's answer its model,
+//! token counts and time to first token. Never a token, never the query.
 
 use http::{request, StatusCode};
-use ollama_proxy_core::{Exchange, ProxyError};
+use ollama_proxy_core::{Exchange, ProxyError, Usage};
 
 pub(crate) struct Line {
     method: String,
     path: String,
-    started: f64,
+    pub(crate) started: f64,
 }
 
 impl Line {
@@ -19,9 +20,10 @@ impl Line {
         }
     }
 
-    /// Logs the line; for forwarded requests, when the response head arrives.
-    /// With an Analytics Engine dataset bound as `ANALYTICS`, also writes a
-    /// data point there (see [`analytics_point`]).
+    /// Logs the line: for an LLM's answer when its stream ends (with its
+    /// usage), for other forwarded requests when the response head
+    /// arrives. With an Analytics Engine dataset bound as `ANALYTICS`, also
+    /// writes a data point there (see [`analytics_point`]).
     /// `error` is a failure the Worker met itself (origin down, body over
     /// the limit); the core's own rejections come from the exchange.
     pub(crate) fn finish(
@@ -30,12 +32,13 @@ impl Line {
         status: StatusCode,
         error: Option<ProxyError>,
         env: &worker::Env,
+        usage: Option<&Usage>,
     ) {
         let error = error.or(exchange.rejection());
         let duration_ms = js_sys::Date::now() - self.started;
         if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
             // Losing a data point must never fail the request.
-            let _ = analytics_point(exchange, &self.method, status, error, duration_ms)
+            let _ = analytics_point(exchange, &self.method, status, error, duration_ms, usage)
                 .write_to(&dataset);
         }
         let key = exchange.key().map_or("-", |k| k.as_str());
@@ -57,6 +60,21 @@ impl Line {
         push_json(&mut line, exchange.route().as_str());
         line.push_str(",\"error\":");
         push_json(&mut line, error);
+        if let Some(usage) = usage {
+            line.push_str(",\"model\":");
+            push_json(&mut line, usage.model.as_deref().unwrap_or("-"));
+            let number = |n: Option<f64>| n.map_or_else(|| "null".to_owned(), |n| n.to_string());
+            line.push_str(&format!(
+                ",\"prompt_tokens\":{},\"completion_tokens\":{},\"ttft_ms\":{}",
+                number(usage.prompt_tokens.map(|n| n as f64)),
+                number(usage.completion_tokens.map(|n| n as f64)),
+                number(usage.first_token_us.map(|us| us as f64 / 1e3)),
+            ));
+            if let Some(reason) = usage.unknown {
+                line.push_str(",\"usage_unknown\":");
+                push_json(&mut line, reason);
+            }
+        }
         line.push('}');
         worker::console_log!("{line}");
     }
@@ -68,13 +86,17 @@ const ANALYTICS_BINDING: &str = "ANALYTICS";
 
 /// One data point per request: index = key name (`-` unauthenticated);
 /// blobs = route family, status class, key name, method, error code, request
-/// id; doubles = status, milliseconds to the response head.
+/// id, model (`-` when not an LLM's answer); doubles = status, milliseconds
+/// (to the end of an LLM's answer, else to the response head), prompt
+/// tokens, completion tokens, milliseconds to the first token (-1 when
+/// unknown).
 fn analytics_point(
     exchange: &Exchange,
     method: &str,
     status: StatusCode,
     error: Option<ProxyError>,
     duration_ms: f64,
+    usage: Option<&Usage>,
 ) -> worker::AnalyticsEngineDataPointBuilder {
     let key = exchange.key().map_or("-", |k| k.as_str());
     let id = exchange
@@ -89,8 +111,24 @@ fn analytics_point(
         .add_blob(method)
         .add_blob(error.map_or("-", |e| e.code()))
         .add_blob(id)
+        .add_blob(usage.and_then(|u| u.model.as_deref()).unwrap_or("-"))
         .add_double(status.as_u16())
         .add_double(duration_ms)
+        .add_double(
+            usage
+                .and_then(|u| u.prompt_tokens)
+                .map_or(-1.0, |n| n as f64),
+        )
+        .add_double(
+            usage
+                .and_then(|u| u.completion_tokens)
+                .map_or(-1.0, |n| n as f64),
+        )
+        .add_double(
+            usage
+                .and_then(|u| u.first_token_us)
+                .map_or(-1.0, |us| us as f64 / 1e3),
+        )
 }
 
 fn push_json(out: &mut String, s: &str) {

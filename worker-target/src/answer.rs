@@ -1,0 +1,75 @@
+//! An LLM's answer on its way to the client: its chunks go on as JS
+//! objects, each copied into WASM once to be read by the core's usage meter
+//! ([`UsageMeter`]); when the stream ends the request's log line (and
+//! Analytics Engine data point) is written with the usage.
+//!
+//! JS owns the [`AnswerMeter`] (js/guard.js `meterStream`): it calls `feed`
+//! for every chunk, `finish` once at the end, then frees it, so its memory
+//! is released when the stream ends, whatever the runtime does.
+
+use http::StatusCode;
+use ollama_proxy_core::{Ended, Exchange, UsageMeter};
+use wasm_bindgen::prelude::wasm_bindgen;
+
+use crate::log::Line;
+
+/// How a stream ended, as JS reports it to [`AnswerMeter::finish`].
+const COMPLETE: u32 = 0;
+const CLIENT_GONE: u32 = 1;
+
+/// The usage meter, log line and exchange of one metered answer.
+#[wasm_bindgen]
+pub struct AnswerMeter {
+    meter: Option<UsageMeter>,
+    line: Line,
+    exchange: Exchange,
+    status: StatusCode,
+    env: worker::Env,
+}
+
+impl AnswerMeter {
+    pub(crate) fn new(
+        meter: UsageMeter,
+        line: Line,
+        exchange: Exchange,
+        status: StatusCode,
+        env: worker::Env,
+    ) -> Self {
+        Self {
+            meter: Some(meter),
+            line,
+            exchange,
+            status,
+            env,
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl AnswerMeter {
+    /// One chunk of the answer, passing at `now_ms` (`Date.now()`).
+    pub fn feed(&mut self, chunk: &[u8], now_ms: f64) {
+        let since_start = ((now_ms - self.line.started) * 1000.0).max(0.0) as u64;
+        if let Some(meter) = self.meter.as_mut() {
+            meter.feed(chunk, since_start);
+        }
+    }
+
+    /// The stream ended (`0` complete, `1` the client left, `2` the
+    /// origin's body broke off): logs the request with its usage.
+    pub fn finish(&mut self, how: u32) {
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        let ended = match how {
+            COMPLETE => Ended::Complete,
+            CLIENT_GONE => Ended::ClientGone,
+            _ => Ended::OriginError,
+        };
+        let usage = meter.finish(ended);
+        let error = (ended == Ended::OriginError)
+            .then_some(ollama_proxy_core::ProxyError::OriginStreamInterrupted);
+        self.line
+            .finish(&self.exchange, self.status, error, &self.env, Some(&usage));
+    }
+}
