@@ -4,7 +4,8 @@
 //! Routes: `GET /small` (a 60-byte JSON reply with a length), `GET
 //! /large?bytes=N` (N bytes streamed in 256 KiB frames of one shared
 //! buffer), `POST /upload` (drains the body, answers its length), `GET
-//! /stream?chunks=N&delay_ms=D` (NDJSON lines D ms apart).
+//! /stream?chunks=N&delay_ms=D` (NDJSON lines D ms apart, the last with
+//! Ollama's counts; also as `/api/chat`, with `load_ms=` for its load).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -33,6 +34,8 @@ enum Out {
     },
     Paced {
         lines: u32,
+        total: u32,
+        load_ms: u64,
         delay: Duration,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     },
@@ -58,6 +61,8 @@ impl Body for Out {
             }
             Out::Paced {
                 lines,
+                total,
+                load_ms,
                 delay,
                 sleep,
             } => {
@@ -70,7 +75,17 @@ impl Body for Out {
                 }
                 *sleep = None;
                 *lines -= 1;
-                let line = format!("{{\"response\":\"tok\",\"done\":{}}}\n", *lines == 0);
+                let line = if *lines == 0 {
+                    // Ollama's final line: counts and durations.
+                    format!(
+                        "{{\"model\":\"bench\",\"response\":\"tok\",\"done\":true,\"load_duration\":{},\"prompt_eval_count\":12,\"eval_count\":{},\"eval_duration\":{}}}\n",
+                        *load_ms * 1_000_000,
+                        *total,
+                        u64::from(*total) * 20_000_000
+                    )
+                } else {
+                    "{\"model\":\"bench\",\"response\":\"tok\",\"done\":false}\n".to_owned()
+                };
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(line)))))
             }
         }
@@ -123,13 +138,17 @@ async fn serve(frame: Bytes, req: Request<Incoming>) -> Result<Response<Out>, In
                 Out::Full(Some(Bytes::from(format!("{{\"bytes\":{total}}}")))),
             )
         }
-        "/stream" => {
+        // `/api/chat` is an LLM route to the proxy (its usage is read); a
+        // bare `/stream` is not.
+        "/stream" | "/chat" => {
             let lines = param(&query, "chunks").unwrap_or(10) as u32;
             let delay = Duration::from_millis(param(&query, "delay_ms").unwrap_or(50));
             (
                 "application/x-ndjson",
                 Out::Paced {
                     lines,
+                    total: lines,
+                    load_ms: param(&query, "load_ms").unwrap_or(2),
                     delay,
                     sleep: None,
                 },

@@ -577,9 +577,18 @@ async fn dashboard_queries_name_only_exported_metrics() {
     );
     let auth = format!("Bearer {TOKEN}");
     let ok = [("cf-aig-authorization", auth.as_str())];
-    // A success, an auth failure and an origin timeout: every family has a
-    // sample (an empty family is not listed at all).
+    // A success, an auth failure, an origin timeout and an LLM answer with
+    // a model load and a cached prompt: every family has a sample (an empty
+    // family is not listed at all).
     call(proxy.addr, "GET", "/api/tags", &ok, empty()).await;
+    call(
+        proxy.addr,
+        "POST",
+        "/api/chat?cached=1&load_ms=150",
+        &ok,
+        full(r#"{"model":"llama3.2:1b"}"#),
+    )
+    .await;
     call(proxy.addr, "GET", "/api/tags", &[], empty()).await;
     assert_eq!(
         call(proxy.addr, "GET", "/hang", &ok, empty()).await.status,

@@ -130,8 +130,10 @@ pub(crate) fn ops_check() -> Result<(), String> {
         .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS}"));
     let _prometheus = spawn(prometheus, PROMETHEUS)?;
 
-    // Load for 40 s: team A steady small requests, team B streams, some
-    // wrong tokens, and a few requests to a closed path of the origin.
+    // Load for 40 s: team A steady small requests, both teams LLM answers
+    // (team B's with a model load; some of team A's left early), team B
+    // streams, some wrong tokens, and a few requests to a closed path of
+    // the origin.
     eprintln!("ops-check: loading the proxy for 40 s while Prometheus scrapes it");
     let url = |path: &str| format!("http://127.0.0.1:{PROXY}{path}");
     let wrk = Command::new("wrk")
@@ -144,6 +146,8 @@ pub(crate) fn ops_check() -> Result<(), String> {
     while started.elapsed() < Duration::from_secs(10) {
         for (token, path) in [
             (TOKEN_B, "/v1/stream?chunks=5&delay_ms=20"),
+            (TOKEN_A, "/api/chat?chunks=8&delay_ms=10"),
+            (TOKEN_B, "/api/chat?chunks=4&delay_ms=10&load_ms=400"),
             ("wrong-token", "/api/small"),
         ] {
             let _ = output(
@@ -159,6 +163,21 @@ pub(crate) fn ops_check() -> Result<(), String> {
             );
             extra += 1;
         }
+        // A client that leaves an LLM answer early: its usage is unknown.
+        let _ = output(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "0.2",
+                "-H",
+                &format!("authorization: Bearer {TOKEN_A}"),
+                &url("/api/chat?chunks=20&delay_ms=50"),
+            ],
+        );
+        extra += 1;
     }
     let wrk = wrk.map_err(|e| format!("wrk: {e}"))?;
     eprintln!(
