@@ -108,6 +108,7 @@ impl Proxy {
             request_id: request_id::pick(&request.headers, fresh),
             length_declared: request.headers.contains_key(header::CONTENT_LENGTH),
             llm: false,
+            ask_usage: false,
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
@@ -145,6 +146,7 @@ impl Proxy {
             return exchange.reject(error);
         }
         exchange.llm = endpoint.llm;
+        exchange.ask_usage = endpoint.ask_usage;
         match model_policy::check(&key, &endpoint, &request) {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),
@@ -257,6 +259,10 @@ impl Proxy {
         if matches!(exchange.model_check, ModelCheck::Listing(_)) {
             // The listing is read to be filtered: ask for it uncompressed.
             headers.remove(header::ACCEPT_ENCODING);
+        }
+        if exchange.ask_usage {
+            // The gate may add to the body: its length is not known.
+            headers.remove(header::CONTENT_LENGTH);
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;

@@ -33,7 +33,7 @@ const fn models(models: &'static [&'static str]) -> Watched {
 }
 
 /// The inference routes.
-const MODEL: Watched = models(&["model"]);
+pub(crate) const MODEL: Watched = models(&["model"]);
 /// `/api/show`, pull, push and delete still read the deprecated `name`.
 const MODEL_OR_NAME: Watched = models(&["model", "name"]);
 /// `/api/create` names the new model and the one it starts `from` (which
@@ -81,6 +81,8 @@ pub(crate) struct Endpoint {
     pub(crate) model: ModelSource,
     /// The answer is an LLM's (generation or embedding), whose usage is read.
     pub(crate) llm: bool,
+    /// An OpenAI route that streams usage only when asked: the proxy asks.
+    pub(crate) ask_usage: bool,
 }
 
 /// Classifies a request path (the one forwarded: dot segments resolved).
@@ -113,10 +115,15 @@ pub(crate) fn classify(path: &str) -> Endpoint {
             | [b"v1", b"chat", b"completions"]
             | [b"v1", b"completions" | b"embeddings"]
     );
+    let ask_usage = matches!(
+        words.as_slice(),
+        [b"v1", b"chat", b"completions"] | [b"v1", b"completions"]
+    );
     Endpoint {
         management,
         model,
         llm,
+        ask_usage,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::model_policy::ModelCheck;
 use crate::request_id::X_REQUEST_ID;
 use crate::route::RouteFamily;
 use crate::usage::{Framing, UsageMeter};
+use crate::usage_chunk::UsageChunkFilter;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -41,6 +42,9 @@ pub struct Exchange {
     pub(crate) length_declared: bool,
     /// The answer is an LLM's: its usage is read.
     pub(crate) llm: bool,
+    /// A stream that does not ask for its usage is asked (the body goes
+    /// through a gate that may add to it).
+    pub(crate) ask_usage: bool,
 }
 
 impl Exchange {
@@ -52,16 +56,51 @@ impl Exchange {
     /// The gate the request body must pass through before it reaches the
     /// origin, when the key's model list needs the body read. Feed it every
     /// chunk (see [`ModelGate`]); an empty body is fed as no chunk at all.
+    ///
+    /// On the OpenAI streaming routes every request goes through a gate,
+    /// which may add [`INCLUDE_USAGE`](crate::INCLUDE_USAGE) to the body
+    /// ([`GateStep::PassWithUsage`](crate::GateStep::PassWithUsage)): the
+    /// body may then grow, so it is forwarded without a `Content-Length`.
     pub fn model_gate(&self) -> Option<ModelGate> {
+        let hold = self.body_limit.min(MAX_HELD_BYTES);
         match (self.model_check, &self.key) {
             (ModelCheck::Body { watched, required }, Some(key)) => Some(ModelGate::new(
                 Arc::clone(key),
                 watched,
                 required,
-                self.body_limit.min(MAX_HELD_BYTES),
+                hold,
+                self.ask_usage,
+            )),
+            (_, Some(key)) if self.ask_usage => Some(ModelGate::new(
+                Arc::clone(key),
+                crate::endpoint::MODEL,
+                false,
+                hold,
+                true,
             )),
             _ => None,
         }
+    }
+
+    /// A filter that takes the usage chunk out of the origin's answer, when
+    /// the request's gate asked for it (`asked`: its
+    /// [`asked_for_usage`](ModelGate::asked_for_usage)) and the answer is a
+    /// successful event stream. The answer then loses its `Content-Length`
+    /// (if it had one): it will be shorter.
+    pub fn usage_filter(
+        &self,
+        asked: bool,
+        head: &mut response::Parts,
+    ) -> Option<UsageChunkFilter> {
+        let streamed = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|ct| starts_with_ignore_case(ct.as_bytes(), b"text/event-stream"));
+        if !(asked && head.status.is_success() && streamed) {
+            return None;
+        }
+        head.headers.remove(header::CONTENT_LENGTH);
+        Some(UsageChunkFilter::new())
     }
 
     /// The proxy's answer to a request refused for its model: 403

@@ -35,6 +35,7 @@ mod route;
 mod test_cases;
 mod time;
 mod usage;
+mod usage_chunk;
 
 pub use auth::{token_sha256_hex, KeyName};
 pub use config::{
@@ -45,9 +46,10 @@ pub use error::ProxyError;
 pub use exchange::{early_error_response, Exchange};
 pub use hop::strip_hop_by_hop;
 pub use listing::MAX_LISTING_BYTES;
-pub use model_gate::{GateStep, ModelGate, Refusal};
+pub use model_gate::{with_usage, GateStep, ModelGate, Refusal, INCLUDE_USAGE};
 pub use origin::Origin;
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
 pub use time::UnixTime;
 pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};
+pub use usage_chunk::UsageChunkFilter;

@@ -1,6 +1,8 @@
-//! The request-body gate for keys limited to some models: a sans-IO state
-//! machine fed the body's chunks as they arrive, which says when they may
-//! go on to Ollama.
+//! The request-body gate: a sans-IO state machine fed the body's chunks as
+//! they arrive, which says when they may go on to Ollama. For a key limited
+//! to some models it holds the body until the model is read and allowed; on
+//! the OpenAI streaming routes it also asks for the stream's usage (see
+//! [`INCLUDE_USAGE`]) for every key.
 //!
 //! It reads the body as Ollama's `json.Decoder` will (see [`crate::gojson`]
 //! and [`crate::json_scan`]): the watched top-level members (`model`, and on
@@ -26,6 +28,21 @@ use crate::json_scan::{Kind, Progress, Scanner, Visitor};
 /// make the proxy hold up to the whole body limit per request.
 pub const MAX_HELD_BYTES: u64 = 32 * 1024 * 1024;
 
+/// What the gate writes into a streamed OpenAI request that did not ask
+/// for its usage, just before the closing brace: then every stream is
+/// counted (the usage chunk it brings is taken out of the answer again).
+pub const INCLUDE_USAGE: &[u8] = br#","stream_options":{"include_usage":true}"#;
+
+/// `chunk` with [`INCLUDE_USAGE`] put in at byte `at`, as
+/// [`GateStep::PassWithUsage`] asks.
+pub fn with_usage(chunk: &[u8], at: usize) -> Vec<u8> {
+    let mut edited = Vec::with_capacity(chunk.len() + INCLUDE_USAGE.len());
+    edited.extend_from_slice(&chunk[..at]);
+    edited.extend_from_slice(INCLUDE_USAGE);
+    edited.extend_from_slice(&chunk[at..]);
+    edited
+}
+
 /// What to do with the chunk just pushed (and those held before it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateStep {
@@ -33,6 +50,12 @@ pub enum GateStep {
     Hold,
     /// Send everything held and this chunk on.
     Pass,
+    /// Send everything held and this chunk on with [`INCLUDE_USAGE`] put in
+    /// at byte `at` of this chunk (before the object's closing brace).
+    PassWithUsage {
+        /// Where in this chunk the members go.
+        at: usize,
+    },
     /// Refuse the request: answer with [`Refusal`] (natively, abort the
     /// upload if some of it was already sent).
     Refuse(Refusal),
@@ -82,6 +105,10 @@ pub struct ModelGate {
     /// Bytes pushed while holding, and the most that may be.
     held: u64,
     hold_limit: u64,
+    /// Ask for the stream's usage when the request streams without it.
+    usage: bool,
+    /// Whether it did.
+    asked: bool,
 }
 
 /// Reads the watched members of the top-level object.
@@ -96,14 +123,22 @@ struct Members {
     allowed: bool,
     refusal: Option<Refusal>,
     top: Option<Kind>,
+    /// Watch `stream` and `stream_options` too.
+    usage: bool,
+    /// The last `stream` value Go would keep, and whether `stream_options`
+    /// appears at all.
+    stream: Option<bool>,
+    stream_options: bool,
 }
 
-/// A watched member: one that names a model (by its index), or one the key
-/// may not send.
+/// A watched member: one that names a model (by its index), one the key may
+/// not send, or the two that say whether a stream's usage is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Member {
     Model(usize),
     Forbidden,
+    Stream,
+    StreamOptions,
 }
 
 impl Members {
@@ -134,6 +169,7 @@ impl Visitor for Members {
                     self.refuse(ProxyError::ModelRequired, None);
                 }
                 Some(Member::Forbidden) => self.refuse(ProxyError::ModelSourceNotAllowed, None),
+                Some(Member::StreamOptions) => self.stream_options = true,
                 _ => {}
             }
         }
@@ -144,14 +180,16 @@ impl Visitor for Members {
             self.pending = raw.and_then(|raw| {
                 let name = unquote(raw);
                 let is = |f: &&str| member_matches(&name, f);
-                match self.watched.models.iter().position(is) {
-                    Some(i) => Some(Member::Model(i)),
-                    None => self
-                        .watched
-                        .forbidden
-                        .iter()
-                        .any(is)
-                        .then_some(Member::Forbidden),
+                if let Some(i) = self.watched.models.iter().position(is) {
+                    Some(Member::Model(i))
+                } else if self.watched.forbidden.iter().any(is) {
+                    Some(Member::Forbidden)
+                } else if self.usage && is(&"stream") {
+                    Some(Member::Stream)
+                } else if self.usage && is(&"stream_options") {
+                    Some(Member::StreamOptions)
+                } else {
+                    None
                 }
             });
         }
@@ -168,6 +206,19 @@ impl Visitor for Members {
             Some(Member::Forbidden) if kind == Kind::Null => return,
             Some(Member::Forbidden) => {
                 return self.refuse(ProxyError::ModelSourceNotAllowed, None);
+            }
+            // Go keeps the last boolean; `null` leaves it as it was.
+            Some(Member::Stream) => {
+                match kind {
+                    Kind::True => self.stream = Some(true),
+                    Kind::False => self.stream = Some(false),
+                    _ => {}
+                }
+                return;
+            }
+            Some(Member::StreamOptions) => {
+                self.stream_options = true;
+                return;
             }
             None => return,
         };
@@ -198,11 +249,28 @@ impl Visitor for Members {
 }
 
 impl ModelGate {
-    /// A gate for `key`'s list over the `watched` members; `required`: the
-    /// endpoint takes a model, so a body without a readable one is refused.
-    /// At most `hold_limit` bytes are held before the model is named.
-    pub(crate) fn new(key: Arc<Key>, watched: Watched, required: bool, hold_limit: u64) -> Self {
+    /// A gate for `key` over the `watched` members. With a model list, the
+    /// body is held until an allowed model is read (at most `hold_limit`
+    /// bytes), and `required` (the endpoint takes a model) refuses a body
+    /// without a readable one. `usage`: ask a stream for its usage.
+    pub(crate) fn new(
+        key: Arc<Key>,
+        watched: Watched,
+        required: bool,
+        hold_limit: u64,
+        usage: bool,
+    ) -> Self {
         debug_assert!(watched.models.len() <= 4);
+        let listed = key.policy.models.is_some();
+        // Without a list no member is checked: the gate only asks for usage.
+        let watched = if listed {
+            watched
+        } else {
+            Watched {
+                models: &[],
+                forbidden: &[],
+            }
+        };
         Self {
             scanner: Scanner::new(1),
             reader: Members {
@@ -213,12 +281,23 @@ impl ModelGate {
                 allowed: false,
                 refusal: None,
                 top: None,
+                usage,
+                stream: None,
+                stream_options: false,
             },
-            required,
-            state: State::Holding,
+            required: required && listed,
+            state: if listed { State::Holding } else { State::Open },
             held: 0,
             hold_limit,
+            usage,
+            asked: false,
         }
+    }
+
+    /// Whether the gate put [`INCLUDE_USAGE`] into the body (so the answer's
+    /// usage chunk is the proxy's, to be taken out again).
+    pub fn asked_for_usage(&self) -> bool {
+        self.asked
     }
 
     /// Feeds the next chunk of the body.
@@ -227,8 +306,21 @@ impl ModelGate {
             State::Settled => GateStep::Pass,
             State::Refused => self.refused(),
             State::Holding | State::Open => {
+                let before = self.scanner.position();
                 let progress = self.scanner.feed(chunk, &mut self.reader);
-                let step = self.decide(progress);
+                let step = match self.decide(progress) {
+                    // The closing brace is the last byte of the value.
+                    GateStep::Pass if self.wants_usage(progress) => {
+                        let Progress::Done(end) = progress else {
+                            unreachable!("checked by wants_usage")
+                        };
+                        self.asked = true;
+                        GateStep::PassWithUsage {
+                            at: (end - 1 - before) as usize,
+                        }
+                    }
+                    step => step,
+                };
                 if self.state == State::Holding {
                     self.held += chunk.len() as u64;
                     if self.held > self.hold_limit {
@@ -254,10 +346,25 @@ impl ModelGate {
         }
     }
 
+    /// Whether the body may still grow (by [`INCLUDE_USAGE`]): while it
+    /// may, its length is not known.
+    pub fn may_grow(&self) -> bool {
+        self.usage && !self.asked && self.scanning()
+    }
+
     /// Whether the gate still needs to see the chunks that follow (false
     /// once it has decided for the whole body, or refused).
     pub fn scanning(&self) -> bool {
         matches!(self.state, State::Holding | State::Open)
+    }
+
+    /// The object just completed, streams, and did not ask for its usage.
+    fn wants_usage(&self, progress: Progress) -> bool {
+        self.usage
+            && matches!(progress, Progress::Done(_))
+            && self.reader.top == Some(Kind::Object)
+            && self.reader.stream == Some(true)
+            && !self.reader.stream_options
     }
 
     fn refused(&self) -> GateStep {
@@ -283,7 +390,8 @@ impl ModelGate {
             Progress::Done(_) => Some(self.reader.allowed),
         };
         match decided {
-            None if self.reader.allowed => {
+            // Allowed, or without a model list nothing to hold for.
+            None if self.reader.allowed || self.state == State::Open => {
                 self.state = State::Open;
                 GateStep::Pass
             }

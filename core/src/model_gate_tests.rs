@@ -27,7 +27,7 @@ fn key(models: &[&str]) -> Arc<Key> {
 }
 
 fn gate(required: bool) -> ModelGate {
-    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES)
+    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES, false)
 }
 
 /// Feeds `chunks`, then the end; returns every step.
@@ -155,7 +155,7 @@ fn several_watched_members_must_each_be_allowed() {
         models: &["source", "destination"],
         forbidden: &[],
     };
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES, false);
     let steps = run(
         &mut g,
         &["{\"\u{17f}ource\":\"llama3.2\",\"destination\":\"stolen\"}".as_bytes()],
@@ -178,7 +178,7 @@ fn forbidden_members_are_refused_in_any_spelling() {
         r#"{"model":"llama3.2:x","remote_host":"https://ollama.com:443"}"#,
         r#"{"model":"llama3.2:x","files":[]}"#,
     ] {
-        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES);
+        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false);
         let step = run(&mut g, &[body.as_bytes()]).pop().unwrap();
         assert_eq!(
             refusal(&step),
@@ -186,7 +186,7 @@ fn forbidden_members_are_refused_in_any_spelling() {
             "{body}"
         );
     }
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false);
     let step = run(
         &mut g,
         &[br#"{"model":"llama3.2:x","from":"llama3.2:1b","files":null}"#],
@@ -194,9 +194,94 @@ fn forbidden_members_are_refused_in_any_spelling() {
     assert_eq!(step.last(), Some(&GateStep::Pass));
 }
 
+fn unlisted() -> Arc<Key> {
+    Arc::new(Key {
+        name: KeyName::new("open"),
+        digest: Digest::of(b"t"),
+        policy: KeyPolicy::default(),
+    })
+}
+
+/// Feeds `chunks` through a gate that asks for usage and returns what goes
+/// to the origin.
+fn forwarded(key: Arc<Key>, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+    let mut g = ModelGate::new(key, MODEL, true, MAX_HELD_BYTES, true);
+    let mut out = Vec::new();
+    let mut held: Vec<u8> = Vec::new();
+    for chunk in chunks {
+        held.extend_from_slice(chunk);
+        match g.push(chunk) {
+            GateStep::Hold => continue,
+            GateStep::Pass => {}
+            GateStep::PassWithUsage { at } => {
+                let start = held.len() - chunk.len();
+                let edited = with_usage(&held[start..], at);
+                held.truncate(start);
+                held.extend_from_slice(&edited);
+            }
+            GateStep::Refuse(r) => panic!("refused: {r:?}"),
+        }
+        out.append(&mut held);
+    }
+    assert_ne!(g.finish(), GateStep::Hold);
+    out.append(&mut held);
+    (out, g.asked_for_usage())
+}
+
+#[test]
+fn a_stream_that_did_not_ask_for_usage_is_asked() {
+    let (out, asked) = forwarded(
+        unlisted(),
+        &[br#"{"model":"x","stream":true,"messages":[]}"#],
+    );
+    assert!(asked);
+    assert_eq!(
+        out,
+        br#"{"model":"x","stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
+    );
+    // Split before the brace, whitespace before it, bytes after the object.
+    let (out, _) = forwarded(
+        unlisted(),
+        &[br#"{"STREAM":true,"#, b"\"messages\":[]\n", b"} trailing"],
+    );
+    assert_eq!(
+        out,
+        b"{\"STREAM\":true,\"messages\":[]\n,\"stream_options\":{\"include_usage\":true}} trailing"
+    );
+    let (out, asked) = forwarded(unlisted(), &[br#"{"model":"x","MODEL":"y","stream":true}"#]);
+    assert!(asked, "{}", String::from_utf8_lossy(&out));
+    // A listed key's body is held until the model, then asked too.
+    let (out, asked) = forwarded(
+        key(&["llama3.2:*"]),
+        &[br#"{"stream":true,"#, br#""model":"llama3.2:1b"}"#],
+    );
+    assert!(asked);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"], true);
+}
+
+#[test]
+fn other_requests_go_on_untouched() {
+    for body in [
+        &br#"{"model":"x","stream":true,"stream_options":{"include_usage":false}}"#[..],
+        br#"{"model":"x","stream":true,"Stream_Options":null}"#,
+        br#"{"model":"x","stream":false}"#,
+        br#"{"model":"x","stream":true,"stream":false}"#,
+        br#"{"model":"x"}"#,
+        br#"[{"stream":true}]"#,
+        b"not json",
+        // Without a list nothing is refused: not a second model either.
+        br#"{"model":"x","model":"y","stream":false}"#,
+    ] {
+        let (out, asked) = forwarded(unlisted(), &[body]);
+        assert!(!asked, "{}", String::from_utf8_lossy(body));
+        assert_eq!(out, body);
+    }
+}
+
 #[test]
 fn holding_stops_at_its_limit() {
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false);
     assert_eq!(
         g.push(br#"{"messages":[{"role":"user","content":""#),
         GateStep::Hold
@@ -204,7 +289,7 @@ fn holding_stops_at_its_limit() {
     let step = g.push(&[b'a'; 64]);
     assert_eq!(refusal(&step), Some((ProxyError::ModelNamedTooLate, None)));
     // Once the model is read nothing is held, so the limit no longer applies.
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false);
     assert_eq!(
         g.push(br#"{"model":"llama3.2:1b","messages":[{"content":""#),
         GateStep::Pass
@@ -332,7 +417,7 @@ proptest! {
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
         bounds.sort_unstable();
         bounds.push(bytes.len());
-        let mut g = ModelGate::new(k, MODEL, true, MAX_HELD_BYTES);
+        let mut g = ModelGate::new(k, MODEL, true, MAX_HELD_BYTES, false);
         let (mut at, mut held, mut passed) = (0, 0, 0);
         let mut outcome = None;
         for end in bounds {
@@ -341,7 +426,7 @@ proptest! {
             at = end;
             match step {
                 GateStep::Hold => {}
-                GateStep::Pass => {
+                GateStep::Pass | GateStep::PassWithUsage { .. } => {
                     passed += held;
                     held = 0;
                 }

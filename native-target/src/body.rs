@@ -6,6 +6,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -15,7 +16,10 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ollama_proxy_core::{Ended, Exchange, GateStep, ModelGate, ProxyError, Refusal, UsageMeter};
+use ollama_proxy_core::{
+    with_usage, Ended, Exchange, GateStep, ModelGate, ProxyError, Refusal, UsageChunkFilter,
+    UsageMeter,
+};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -150,13 +154,15 @@ impl Body for Guarded {
 
 /// The request body sent to the origin: the chunks a model gate held back,
 /// then the rest of the client's body, still fed to the gate while it scans
-/// (a refusal then aborts the upload).
+/// (a refusal then aborts the upload; a stream's usage may be asked for).
 pub(crate) struct RequestBody {
     held: VecDeque<Frame<Bytes>>,
     held_bytes: u64,
     // `None` once the client's body has ended.
     rest: Option<Guarded>,
     gate: Option<ModelGate>,
+    // Set when the gate asked for the stream's usage.
+    asked: Arc<AtomicBool>,
 }
 
 impl RequestBody {
@@ -167,7 +173,14 @@ impl RequestBody {
             held_bytes: 0,
             rest: Some(body),
             gate: None,
+            asked: Arc::default(),
         }
+    }
+
+    /// Whether the gate asked for the stream's usage, readable once the body
+    /// has gone (Ollama reads a request whole before it answers).
+    pub(crate) fn usage_asked(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.asked)
     }
 
     /// Reads `body` through `gate` until it decides: the body to forward,
@@ -179,6 +192,7 @@ impl RequestBody {
         use http_body_util::BodyExt;
         let mut held = VecDeque::new();
         let mut held_bytes = 0;
+        let asked = Arc::new(AtomicBool::new(false));
         loop {
             // A request without a body (a GET) is decided without a poll.
             let next = if body.is_end_stream() {
@@ -194,23 +208,30 @@ impl RequestBody {
                         held_bytes,
                         rest: None,
                         gate: None,
+                        asked,
                     }),
                 };
             };
-            let frame = frame?;
+            let mut frame = frame?;
             let step = frame.data_ref().map_or(GateStep::Hold, |data| {
                 held_bytes += data.len() as u64;
                 gate.push(data)
             });
+            if let (GateStep::PassWithUsage { at }, Some(data)) = (&step, frame.data_ref()) {
+                frame = Frame::data(Bytes::from(with_usage(data, *at)));
+                held_bytes += ollama_proxy_core::INCLUDE_USAGE.len() as u64;
+                asked.store(true, Ordering::Relaxed);
+            }
             held.push_back(frame);
             match step {
                 GateStep::Hold => {}
-                GateStep::Pass => {
+                GateStep::Pass | GateStep::PassWithUsage { .. } => {
                     return Ok(Self {
                         held,
                         held_bytes,
                         rest: Some(body),
                         gate: gate.scanning().then_some(gate),
+                        asked,
                     })
                 }
                 GateStep::Refuse(refusal) => return Err(BodyError::Refused(refusal)),
@@ -241,19 +262,27 @@ impl Body for RequestBody {
         let Some(gate) = this.gate.as_mut() else {
             return Poll::Ready(polled);
         };
-        // Past the hold the gate only passes or refuses.
+        // Past the hold the gate only passes (perhaps asking for usage) or
+        // refuses.
         let step = match &polled {
             Some(Ok(frame)) => frame.data_ref().map(|data| gate.push(data)),
             None => Some(gate.finish()),
             Some(Err(_)) => None,
         };
-        if let Some(GateStep::Refuse(refusal)) = step {
-            return Poll::Ready(Some(Err(BodyError::Refused(refusal))));
-        }
         if !gate.scanning() {
             this.gate = None;
         }
-        Poll::Ready(polled)
+        match (step, polled) {
+            (Some(GateStep::Refuse(refusal)), _) => {
+                Poll::Ready(Some(Err(BodyError::Refused(refusal))))
+            }
+            (Some(GateStep::PassWithUsage { at }), Some(Ok(frame))) => {
+                this.asked.store(true, Ordering::Relaxed);
+                let data = frame.into_data().unwrap_or_default();
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(with_usage(&data, at))))))
+            }
+            (_, polled) => Poll::Ready(polled),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -267,7 +296,9 @@ impl Body for RequestBody {
             .map_or_else(|| SizeHint::with_exact(0), Guarded::size_hint);
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + self.held_bytes);
-        if let Some(upper) = rest.upper() {
+        // A body the gate may still add to has no upper bound.
+        let may_grow = self.gate.as_ref().is_some_and(ModelGate::may_grow);
+        if let (Some(upper), false) = (rest.upper(), may_grow) {
             hint.set_upper(upper + self.held_bytes);
         }
         hint
@@ -301,6 +332,7 @@ impl ResponseBody {
         status: StatusCode,
         notice: Option<Bytes>,
         meter: Option<UsageMeter>,
+        filter: Option<UsageChunkFilter>,
     ) -> Self {
         log.metrics.stream_opened();
         Self::Upstream {
@@ -313,6 +345,8 @@ impl ResponseBody {
                 notice,
                 failed: None,
                 meter,
+                filter,
+                ended: false,
             },
         }
     }
@@ -343,6 +377,8 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Local { body } => body.size_hint(),
+            // A filtered answer's length is not known.
+            Self::Upstream { body } if body.filter.is_some() => SizeHint::new(),
             Self::Upstream { body } => body.body.size_hint(),
         }
     }
@@ -363,6 +399,10 @@ pin_project! {
         failed: Option<(BodyError, bool)>,
         // Reads an LLM answer's usage as it passes.
         meter: Option<UsageMeter>,
+        // Takes out the usage chunk the proxy asked for.
+        filter: Option<UsageChunkFilter>,
+        // The origin's body ended (and what the filter held went out).
+        ended: bool,
     }
 
     impl PinnedDrop for Logged {
@@ -384,11 +424,12 @@ pin_project! {
                     Outcome::IdleTimeout | Outcome::OriginError => Ended::OriginError,
                 })
             });
+            let dropped = this.filter.as_ref().map_or(0, UsageChunkFilter::dropped_bytes);
             this.log.finish_with_usage(
                 this.exchange,
                 *this.status,
                 outcome,
-                this.body.seen,
+                this.body.seen - dropped,
                 error,
                 usage.as_ref(),
             );
@@ -405,7 +446,7 @@ impl Body for Logged {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some((error, flushed)) = this.failed.take() {
             if flushed {
                 return Poll::Ready(Some(Err(error)));
@@ -417,12 +458,42 @@ impl Body for Logged {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let polled = ready!(this.body.poll_frame(cx));
-        if let (Some(meter), Some(Ok(frame))) = (this.meter.as_mut(), &polled) {
-            if let Some(data) = frame.data_ref() {
-                meter.feed(data, this.log.elapsed_us());
-            }
+        if *this.ended {
+            return Poll::Ready(None);
         }
+        let polled = loop {
+            let polled = ready!(this.body.as_mut().poll_frame(cx));
+            if let (Some(meter), Some(Ok(frame))) = (this.meter.as_mut(), &polled) {
+                if let Some(data) = frame.data_ref() {
+                    meter.feed(data, this.log.elapsed_us());
+                }
+            }
+            let Some(filter) = this.filter.as_mut() else {
+                break polled;
+            };
+            let mut out = Vec::new();
+            match polled {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => filter.push(&data, &mut out),
+                    Err(frame) => break Some(Ok(frame)),
+                },
+                // What was held goes out before the end.
+                None => {
+                    filter.finish(&mut out);
+                    if out.is_empty() {
+                        break None;
+                    }
+                    *this.ended = true;
+                    *this.outcome = Some(Outcome::Complete);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+                error => break error,
+            }
+            // All held: nothing to send yet (never an empty frame).
+            if !out.is_empty() {
+                break Some(Ok(Frame::data(Bytes::from(out))));
+            }
+        };
         match &polled {
             None => *this.outcome = Some(Outcome::Complete),
             Some(Err(BodyError::Idle)) => *this.outcome = Some(Outcome::IdleTimeout),

@@ -1,6 +1,7 @@
 //! One request: translate to the core, ask it, do what it decided.
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -61,6 +62,7 @@ pub(crate) async fn handle(
             Err(error) => return Ok(body_failed(&mut exchange, &log, &error)),
         },
     };
+    let asked = body.usage_asked();
     let upstream = shared.client.request(Request::from_parts(head, body));
     let response = match tokio::time::timeout(shared.response_timeout, upstream).await {
         Ok(Ok(response)) => response,
@@ -115,10 +117,11 @@ pub(crate) async fn handle(
     let status = head.status;
     let notice = exchange.interrupted_stream_notice(&head);
     let meter = exchange.usage_meter(&head);
+    let filter = exchange.usage_filter(asked.load(Ordering::Relaxed), &mut head);
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
     Ok(Response::from_parts(
         head,
-        ResponseBody::upstream(body, log, exchange, status, notice, meter),
+        ResponseBody::upstream(body, log, exchange, status, notice, meter, filter),
     ))
 }
 

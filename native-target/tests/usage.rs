@@ -78,6 +78,21 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     )
     .await;
     ask(addr, "/v1/chat/completions", "openai-answer", chat).await;
+    // A stream that did not ask: the proxy asks, counts, and takes the usage
+    // chunk out again.
+    let unasked = ask(
+        addr,
+        "/v1/chat/completions?chunks=2",
+        "openai-unasked",
+        r#"{"model":"llama3.2:1b","stream":true,"messages":[]}"#,
+    )
+    .await;
+    let unasked_len = unasked.body.len() as u64;
+    let text = String::from_utf8_lossy(&unasked.body);
+    assert!(
+        !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
     // Not an LLM's answer: no usage on the line.
     call(
         proxy.addr,
@@ -120,14 +135,14 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     let prompt = "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"prompt\"}";
     let completion =
         "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"completion\"}";
-    // Prompt: native (26) + OpenAI stream (26) + OpenAI answer (5); the
-    // cached prompt adds nothing. Completion: 5 + 3 + 4 + 5.
+    // Prompt: native (26) + OpenAI streams (26 twice) + OpenAI answer (5);
+    // the cached prompt adds nothing. Completion: 5 + 3 + 4 + 5 + 2.
     assert_eq!(
         sample(&text, prompt),
-        (2 * MOCK_PROMPT_TOKENS + 5) as f64,
+        (3 * MOCK_PROMPT_TOKENS + 5) as f64,
         "{text}"
     );
-    assert_eq!(sample(&text, completion), 17.0, "{text}");
+    assert_eq!(sample(&text, completion), 19.0, "{text}");
     assert_eq!(
         sample(
             &text,
@@ -188,6 +203,13 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     );
     assert_eq!(line("openai-stream")["completion_tokens"], "4");
     assert_eq!(line("openai-answer")["prompt_tokens"], "5");
+    let unasked = line("openai-unasked");
+    assert_eq!(unasked["completion_tokens"], "2");
+    assert_eq!(
+        unasked["bytes_out"].as_u64(),
+        Some(unasked_len),
+        "{unasked}"
+    );
     let tags = line("tags-1");
     assert_eq!(
         (tags["model"].as_str(), tags["ttft_ms"].as_str()),

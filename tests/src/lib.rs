@@ -16,6 +16,7 @@ pub mod policy;
 pub mod report;
 pub mod scenarios;
 pub mod target;
+pub mod usage;
 pub mod wire;
 pub mod workerd;
 

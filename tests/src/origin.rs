@@ -337,10 +337,16 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         Ok(collected) => (collected.to_bytes(), true),
         Err(_) => (Bytes::new(), false),
     };
-    // An OpenAI chat request without `"stream":true` gets one JSON answer;
-    // a stream gets a usage chunk when the request asked for one.
-    let streamed = bytes.windows(13).any(|w| w == b"\"stream\":true");
-    let usage_asked = bytes.windows(20).any(|w| w == b"\"include_usage\":true");
+    // An OpenAI request without `"stream":true` gets one JSON answer; a
+    // stream gets a usage chunk when the request asked for one. Read as
+    // Ollama reads it: the first JSON value, the last of repeated members.
+    let first: serde_json::Value = serde_json::Deserializer::from_slice(&bytes)
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let streamed = first["stream"] == true;
+    let usage_asked = first["stream_options"]["include_usage"] == true;
     shared.update(|s| {
         s.requests.push(Recorded {
             method: parts.method.clone(),
@@ -382,12 +388,21 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             paced(&shared, "application/x-ndjson", lines.collect(), delay)
         }
         "/v1/chat/completions" if !streamed => json(StatusCode::OK, CHAT_COMPLETION),
-        "/v1/chat/completions" => {
+        "/v1/completions" if !streamed => json(StatusCode::OK, COMPLETION),
+        "/v1/chat/completions" | "/v1/completions" => {
+            let (object, piece) = if path == "/v1/completions" {
+                ("text_completion", "\"text\":\"tok{} \"")
+            } else {
+                (
+                    "chat.completion.chunk",
+                    "\"delta\":{\"content\":\"tok{} \"}",
+                )
+            };
             let mut events: Vec<Bytes> = (0..chunks)
-                .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama3.2:1b\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")))
+                .map(|i| Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"{object}\",\"model\":\"llama3.2:1b\",\"choices\":[{{\"index\":0,{}}}]}}\n\n", piece.replace("{}", &i.to_string()))))
                 .collect();
             if usage_asked {
-                events.push(Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama3.2:1b\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{MOCK_PROMPT_TOKENS},\"completion_tokens\":{chunks},\"total_tokens\":{}}}}}\n\n", MOCK_PROMPT_TOKENS + chunks)));
+                events.push(Bytes::from(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"{object}\",\"model\":\"llama3.2:1b\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{MOCK_PROMPT_TOKENS},\"completion_tokens\":{chunks},\"total_tokens\":{}}}}}\n\n", MOCK_PROMPT_TOKENS + chunks)));
             }
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             paced(&shared, "text/event-stream", events, delay)
@@ -486,6 +501,8 @@ pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
 /// `/api/tags`, listing [`MODELS`].
 pub const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
 const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+/// `/v1/completions` without streaming.
+const COMPLETION: &str = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"text":"Hello from the mock.","finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
 /// `/api/ps`: two of them loaded.
 pub const PS: &str = r#"{"models":[{"name":"qwen3:8b","model":"qwen3:8b","size_vram":6135914496},{"name":"mistral:latest","model":"mistral:latest","size_vram":5637144576}]}"#;
 /// `/v1/models`, listing [`MODELS`].

@@ -20,6 +20,7 @@ pub use crate::policy::{
     keys_document_tokens_and_their_states, listings_show_only_the_keys_models,
 };
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
+pub use crate::usage::openai_streams_are_asked_for_their_usage;
 
 /// Every attempt of [`crate::policy::ATTEMPTS`] gets its listed outcome.
 pub async fn model_policy_holds_on_every_route<T: Target>(t: &T) {
@@ -75,6 +76,7 @@ macro_rules! scenario_tests {
             listings_show_only_the_keys_models,
             allowed_bodies_stream_on_intact,
             a_later_second_model_aborts_the_upload,
+            openai_streams_are_asked_for_their_usage,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {

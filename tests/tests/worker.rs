@@ -310,7 +310,19 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     )
     .await;
     post("/api/generate?cached=1", "w-cached", chat).await;
-    let lines = logged(&running, "request", |l| l.len() >= 3).await;
+    // A stream that did not ask: asked, counted, the usage chunk taken out.
+    let unasked = post(
+        "/v1/completions?chunks=3",
+        "w-unasked",
+        r#"{"model":"llama3.2:1b","stream":true,"prompt":"hi"}"#,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&unasked.body);
+    assert!(
+        !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    let lines = logged(&running, "request", |l| l.len() >= 4).await;
     let line = |id: &str| {
         lines
             .iter()
@@ -332,6 +344,14 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
             openai["completion_tokens"].as_f64()
         ),
         (Some(26.0), Some(4.0))
+    );
+    let unasked = line("w-unasked");
+    assert_eq!(
+        (
+            unasked["prompt_tokens"].as_f64(),
+            unasked["completion_tokens"].as_f64()
+        ),
+        (Some(26.0), Some(3.0))
     );
     let cached = line("w-cached");
     assert!(cached["prompt_tokens"].is_null(), "{cached}");

@@ -38,6 +38,10 @@ export function guardStream(body, notice) {
 // usage meter, a WASM object this function owns) reads each chunk; when the
 // stream ends — complete, cut by the origin, or abandoned by the client —
 // `meter.finish` logs the request with its usage and the meter is freed.
+// The meter may also change the stream: when the proxy asked for an OpenAI
+// stream's usage, `meter.feed` returns what to send instead of the chunk
+// (perhaps nothing yet, holding an event back until it ends, or without
+// the usage chunk) and `meter.flush` what it still holds at the end.
 // `notice` (or null) is the error record sent if the origin's stream breaks
 // off, as in guardStream. `length` (or null) is the answer's declared
 // Content-Length: the stream then goes through a FixedLengthStream, so the
@@ -76,26 +80,37 @@ export function meterStream(body, notice, length, meter) {
           controller.error(failure);
           return;
         }
-        let step;
-        try {
-          step = await reader.read();
-        } catch (error) {
-          failure = error;
-          if (notice != null) {
-            controller.enqueue(notice);
-          } else {
-            end(BROKEN);
-            controller.error(error);
+        for (;;) {
+          let step;
+          try {
+            step = await reader.read();
+          } catch (error) {
+            failure = error;
+            if (notice != null) {
+              controller.enqueue(notice);
+            } else {
+              end(BROKEN);
+              controller.error(error);
+            }
+            return;
           }
-          return;
+          if (step.done) {
+            const rest = meter?.flush();
+            if (rest != null && rest.byteLength > 0) {
+              controller.enqueue(rest);
+            }
+            end(COMPLETE);
+            controller.close();
+            return;
+          }
+          const instead = meter?.feed(step.value, Date.now());
+          const out = instead == null ? step.value : instead;
+          // A pull that enqueues nothing would not be called again.
+          if (out.byteLength > 0) {
+            controller.enqueue(out);
+            return;
+          }
         }
-        if (step.done) {
-          end(COMPLETE);
-          controller.close();
-          return;
-        }
-        meter?.feed(step.value, Date.now());
-        controller.enqueue(step.value);
       },
       cancel(reason) {
         end(CLIENT_GONE);
@@ -120,9 +135,10 @@ export function meterStream(body, notice, length, meter) {
 // enough: the runtime may end a failed stream as if it were complete):
 // - past `limit` bytes in all (when no Content-Length was declared);
 // - `check`, the gate, answering REFUSE for a chunk (or for the end, asked
-//   with null). It is asked about every chunk until it answers DONE; if it
-//   throws (it is only kept alive while the fetch runs), the upload is
-//   refused too, never passed unchecked.
+//   with null). It is asked about every chunk until it answers DONE (or a
+//   Uint8Array: the chunk to send instead, with the stream's usage asked
+//   for; it is done then too); if it throws (it is only kept alive while the
+//   fetch runs), the upload is refused too, never passed unchecked.
 // The client's own abort signal is followed. Returns `{ stream, signal,
 // exceeded }`; `exceeded` turns true when the limit was the cause.
 const PASS = 0;
@@ -154,7 +170,7 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
     } catch {
       verdict = REFUSE;
     }
-    if (verdict === DONE) {
+    if (verdict === DONE || verdict instanceof Uint8Array) {
       check = null;
     }
     return verdict;
@@ -190,11 +206,12 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
           stop(stream, new Error("request body over the limit"));
           return;
         }
-        if (ask(step.value) === REFUSE) {
+        const verdict = ask(step.value);
+        if (verdict === REFUSE) {
           stop(stream, new Error("request body refused"));
           return;
         }
-        stream.enqueue(step.value);
+        stream.enqueue(verdict instanceof Uint8Array ? verdict : step.value);
       },
       cancel(reason) {
         return reader == null ? undefined : reader.cancel(reason);

@@ -8,7 +8,7 @@
 //! is released when the stream ends, whatever the runtime does.
 
 use http::StatusCode;
-use ollama_proxy_core::{Ended, Exchange, UsageMeter};
+use ollama_proxy_core::{Ended, Exchange, UsageChunkFilter, UsageMeter};
 use wasm_bindgen::prelude::wasm_bindgen;
 
 use crate::log::Line;
@@ -21,6 +21,8 @@ const CLIENT_GONE: u32 = 1;
 #[wasm_bindgen]
 pub struct AnswerMeter {
     meter: Option<UsageMeter>,
+    // Takes out the usage chunk the proxy asked for.
+    filter: Option<UsageChunkFilter>,
     line: Line,
     exchange: Exchange,
     status: StatusCode,
@@ -30,6 +32,7 @@ pub struct AnswerMeter {
 impl AnswerMeter {
     pub(crate) fn new(
         meter: UsageMeter,
+        filter: Option<UsageChunkFilter>,
         line: Line,
         exchange: Exchange,
         status: StatusCode,
@@ -37,6 +40,7 @@ impl AnswerMeter {
     ) -> Self {
         Self {
             meter: Some(meter),
+            filter,
             line,
             exchange,
             status,
@@ -47,12 +51,25 @@ impl AnswerMeter {
 
 #[wasm_bindgen]
 impl AnswerMeter {
-    /// One chunk of the answer, passing at `now_ms` (`Date.now()`).
-    pub fn feed(&mut self, chunk: &[u8], now_ms: f64) {
+    /// One chunk of the answer, passing at `now_ms` (`Date.now()`): what to
+    /// send instead of it, if not the chunk itself (see [`UsageChunkFilter`]).
+    pub fn feed(&mut self, chunk: &[u8], now_ms: f64) -> Option<Vec<u8>> {
         let since_start = ((now_ms - self.line.started) * 1000.0).max(0.0) as u64;
         if let Some(meter) = self.meter.as_mut() {
             meter.feed(chunk, since_start);
         }
+        let filter = self.filter.as_mut()?;
+        let mut out = Vec::new();
+        filter.push(chunk, &mut out);
+        // Most chunks are whole events that stay: JS sends its own copy.
+        (out != chunk).then_some(out)
+    }
+
+    /// The answer ended: what is still held back, to send before the end.
+    pub fn flush(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.filter.as_mut()?.finish(&mut out);
+        Some(out)
     }
 
     /// The stream ended (`0` complete, `1` the client left, `2` the

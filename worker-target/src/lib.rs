@@ -154,6 +154,7 @@ async fn fetch(
             return stopped_response(&mut exchange, stopped, &mut line, &env);
         }
     };
+    let asked = upload.asked_for_usage();
     drop(upload);
     let mut head = upstream_response_head(&upstream)?;
     exchange.rewrite_response(&mut head);
@@ -173,12 +174,13 @@ async fn fetch(
         // An LLM's answer: read for its usage as it passes, logged at its end.
         (Some(body), Some(meter)) => {
             let status = head.status;
+            let filter = exchange.usage_filter(asked, &mut head);
             let length = head
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .map(|n| n as f64);
-            let meter = answer::AnswerMeter::new(meter, line, exchange, status, env);
+            let meter = answer::AnswerMeter::new(meter, filter, line, exchange, status, env);
             let metered = meter_stream(&body, notice.map(|n| n[..].into()), length, meter);
             let field = |name: &str| js_sys::Reflect::get(&metered, &name.into());
             let done: js_sys::Promise = field("done")?.unchecked_into();

@@ -7,12 +7,14 @@
 //! scanned (the chunk itself stays a JS object), and held; then a JS
 //! pull-stream sends the held chunks and the rest on, asking the gate about
 //! each later chunk until it has seen the whole JSON value (js/guard.js).
+//! When the gate asks for a stream's usage, the chunk that ends the object
+//! is replaced by a copy with the members added.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
-use ollama_proxy_core::{GateStep, ModelGate, ProxyError, Refusal};
+use ollama_proxy_core::{with_usage, GateStep, ModelGate, ProxyError, Refusal};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -54,11 +56,18 @@ pub(crate) struct Upload {
     pub(crate) signal: AbortSignal,
     upload: Option<Object>,
     refusal: Rc<RefCell<Option<Refusal>>>,
+    asked: Rc<Cell<bool>>,
     // Kept alive while the fetch runs: JS calls it for each chunk.
-    _check: Option<Closure<dyn FnMut(JsValue) -> u32>>,
+    _check: Option<Closure<dyn FnMut(JsValue) -> JsValue>>,
 }
 
 impl Upload {
+    /// Whether the gate asked for the stream's usage (read once the fetch
+    /// has its answer: Ollama reads a request whole before it answers).
+    pub(crate) fn asked_for_usage(&self) -> bool {
+        self.asked.get()
+    }
+
     /// Why a fetch that failed did, when the upload was the cause.
     pub(crate) fn stopped(&self) -> Option<Stopped> {
         if let Some(refusal) = self.refusal.borrow().clone() {
@@ -73,7 +82,8 @@ impl Upload {
     fn from_js(
         upload: Object,
         refusal: Rc<RefCell<Option<Refusal>>>,
-        check: Option<Closure<dyn FnMut(JsValue) -> u32>>,
+        asked: Rc<Cell<bool>>,
+        check: Option<Closure<dyn FnMut(JsValue) -> JsValue>>,
     ) -> Result<Self, JsValue> {
         let field = |name: &str| Reflect::get(&upload, &name.into());
         Ok(Self {
@@ -81,6 +91,7 @@ impl Upload {
             signal: field("signal")?.unchecked_into(),
             upload: Some(upload),
             refusal,
+            asked,
             _check: check,
         })
     }
@@ -104,13 +115,14 @@ pub(crate) fn plain(
                 limit as f64,
                 &client_signal,
             );
-            Upload::from_js(upload, refusal, None)
+            Upload::from_js(upload, refusal, Rc::default(), None)
         }
         (stream, _) => Ok(Upload {
             stream,
             signal: client_signal,
             upload: None,
             refusal,
+            asked: Rc::default(),
             _check: None,
         }),
     }
@@ -131,6 +143,7 @@ pub(crate) async fn through_gate(
     let held = Array::new();
     let mut scratch = Vec::new();
     let mut seen: u64 = 0;
+    let asked: Rc<Cell<bool>> = Rc::default();
     let reader: Option<ReadableStreamDefaultReader> =
         body.map(|body| body.get_reader().unchecked_into());
     let step = loop {
@@ -154,10 +167,15 @@ pub(crate) async fn through_gate(
             let _ = reader.cancel();
             return Err(Stopped::Error(ProxyError::BodyTooLarge));
         }
-        held.push(&chunk);
-        match push(&mut gate, &chunk, &mut scratch) {
-            GateStep::Hold => {}
-            step => break step,
+        let step = push(&mut gate, &chunk, &mut scratch);
+        if let GateStep::PassWithUsage { at } = step {
+            asked.set(true);
+            held.push(&Uint8Array::from(&with_usage(&scratch, at)[..]));
+        } else {
+            held.push(&chunk);
+        }
+        if step != GateStep::Hold {
+            break step;
         }
     };
     match step {
@@ -173,11 +191,14 @@ pub(crate) async fn through_gate(
             signal: client_signal,
             upload: None,
             refusal: Rc::default(),
+            asked,
             _check: None,
         }),
         _ => {
             let refusal: Rc<RefCell<Option<Refusal>>> = Rc::default();
-            let check = gate.scanning().then(|| checker(gate, Rc::clone(&refusal)));
+            let check = gate
+                .scanning()
+                .then(|| checker(gate, Rc::clone(&refusal), Rc::clone(&asked)));
             let upload = forward_upload(
                 &held,
                 reader.as_ref(),
@@ -189,7 +210,7 @@ pub(crate) async fn through_gate(
                 },
                 &client_signal,
             );
-            Upload::from_js(upload, refusal, check)
+            Upload::from_js(upload, refusal, asked, check)
                 .map_err(|_| Stopped::Error(ProxyError::BadRequest))
         }
     }
@@ -203,11 +224,13 @@ fn push(gate: &mut ModelGate, chunk: &Uint8Array, scratch: &mut Vec<u8>) -> Gate
 }
 
 /// The callback JS asks about each chunk after the hold (`null` at the
-/// end): pass, done scanning, or refuse.
+/// end): pass, done scanning, or refuse; or, when the gate asks for the
+/// stream's usage, the chunk to send instead (and done scanning).
 fn checker(
     mut gate: ModelGate,
     refusal: Rc<RefCell<Option<Refusal>>>,
-) -> Closure<dyn FnMut(JsValue) -> u32> {
+    asked: Rc<Cell<bool>>,
+) -> Closure<dyn FnMut(JsValue) -> JsValue> {
     let mut scratch = Vec::new();
     Closure::new(move |chunk: JsValue| {
         let step = if chunk.is_null() {
@@ -215,13 +238,18 @@ fn checker(
         } else {
             push(&mut gate, chunk.unchecked_ref(), &mut scratch)
         };
-        match step {
+        let verdict = match step {
             GateStep::Refuse(r) => {
                 *refusal.borrow_mut() = Some(r);
                 REFUSE
             }
+            GateStep::PassWithUsage { at } => {
+                asked.set(true);
+                return Uint8Array::from(&with_usage(&scratch, at)[..]).into();
+            }
             _ if gate.scanning() => PASS,
             _ => DONE,
-        }
+        };
+        verdict.into()
     })
 }
