@@ -241,6 +241,8 @@ fn path() -> impl Strategy<Value = String> {
             "/api/pull",
             "/api/copy",
             "/v1/chat/completions",
+            "/v1/chat/completions",
+            "/v1/completions",
             "/v1/embeddings",
             "/v1/models",
             "/v1/models/mistral",
@@ -386,6 +388,9 @@ fn member() -> impl Strategy<Value = &'static str> {
         "models",
         "messages",
         "stream",
+        "stream",
+        "STREAM",
+        "stream_options",
         "options",
         "from",
     ])
@@ -404,6 +409,10 @@ fn member_value() -> impl Strategy<Value = &'static str> {
         "7",
         r#"{"model":"mistral"}"#,
         r#"[{"role":"user","content":"hi"}]"#,
+        "true",
+        "true",
+        "false",
+        r#"{"include_usage":true}"#,
     ])
 }
 
@@ -437,7 +446,7 @@ fn body() -> impl Strategy<Value = BodySpec> {
     prop_oneof![
         3 => Just(BodySpec::Bytes(Vec::new())),
         4 => model_body(),
-        3 => prop::sample::select(vec![r#"{"model":"llama3.2","stream":true}"#, r#"{"messages":[]}"#, "not json"])
+        3 => prop::sample::select(vec![r#"{"model":"llama3.2","stream":true}"#, r#"{"messages":[]}"#, "not json", r#"{"model":"llama3.2:1b","stream":true,"messages":[]}"#])
             .prop_map(|s| BodySpec::Bytes(s.as_bytes().to_vec())),
         1 => prop::collection::vec(any::<u8>(), 1..512).prop_map(BodySpec::Bytes),
         1 => (1usize..3).prop_map(|mb| BodySpec::Large(mb << 20)),
@@ -527,6 +536,10 @@ fn origin_answer() -> impl Strategy<Value = Script> {
             vec![Bytes::from_static(&body.as_bytes()[..cut]), Bytes::from_static(&body.as_bytes()[cut..])]
         }),
         1 => Just(vec![Bytes::from(crate::origin::pattern(2 << 20))]),
+        // An OpenAI stream with its usage chunk, cut anywhere.
+        2 => (prop::collection::vec(any::<usize>(), 0..4), any::<bool>()).prop_map(|(cuts, crlf)| {
+            cut(llm_stream("/v1/chat/completions", 2, true, crlf), &cuts)
+        }),
     ];
     (status, content_type, extra, chunks, any::<bool>()).prop_map(
         |(status, ct, extra, chunks, content_length)| {
@@ -549,4 +562,140 @@ pub fn case() -> impl Strategy<Value = Case> {
         request,
         origin,
     })
+}
+
+/// `bytes` cut at `cuts` (taken modulo its length) into frames.
+fn cut(bytes: Bytes, cuts: &[usize]) -> Vec<Bytes> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    at.extend([0, bytes.len()]);
+    at.sort_unstable();
+    at.dedup();
+    at.windows(2).map(|w| bytes.slice(w[0]..w[1])).collect()
+}
+
+/// An LLM's streamed answer as Ollama writes it for `path`: OpenAI events
+/// (with a usage chunk when `usage`, CRLF-framed when `crlf`) or native
+/// NDJSON lines ending with the counts (no prompt count when `usage` is
+/// false, as for a cached prompt).
+pub fn llm_stream(path: &str, tokens: usize, usage: bool, crlf: bool) -> Bytes {
+    let mut text = String::new();
+    if path.starts_with("/v1/") {
+        let piece = if path == "/v1/completions" {
+            r#""text":"tok""#
+        } else {
+            r#""delta":{"content":"tok"}"#
+        };
+        for _ in 0..tokens {
+            text += &format!("data: {{\"id\":\"c\",\"model\":\"llama3.2:1b\",\"choices\":[{{\"index\":0,{piece}}}]}}\n\n");
+        }
+        if usage {
+            text += &format!("data: {{\"id\":\"c\",\"model\":\"llama3.2:1b\",\"choices\":[],\"usage\":{{\"prompt_tokens\":26,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n", 26 + tokens);
+        }
+        text += "data: [DONE]\n\n";
+        if crlf {
+            text = text.replace('\n', "\r\n");
+        }
+    } else {
+        for _ in 0..tokens {
+            text += r#"{"model":"llama3.2:1b","message":{"role":"assistant","content":"tok"},"done":false}"#;
+            text += "\n";
+        }
+        let prompt = if usage {
+            r#","prompt_eval_count":26"#
+        } else {
+            ""
+        };
+        text += &format!("{{\"model\":\"llama3.2:1b\",\"done\":true,\"load_duration\":5000000{prompt},\"eval_count\":{tokens},\"eval_duration\":40000000}}\n");
+    }
+    Bytes::from(text)
+}
+
+/// Cases for LLM answers and the OpenAI streams whose usage the proxy asks
+/// for: an authorized POST to a generation route with a body that may or
+/// may not stream and ask for usage (in any order and spelling, cut
+/// anywhere), answered by a stream cut anywhere. Both targets must send the
+/// same body on, give the client the same answer, and read the same usage.
+pub fn usage_case() -> impl Strategy<Value = Case> {
+    let path = prop::sample::select(vec![
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/api/chat",
+        "/api/generate",
+    ]);
+    let member = prop::sample::select(vec![
+        r#""model":"llama3.2:1b""#,
+        r#""model":"llama3.2:1b""#,
+        r#""MODEL":"mistral""#,
+        r#""stream":true"#,
+        r#""stream":true"#,
+        r#""Stream":true"#,
+        r#""stream":false"#,
+        r#""stream":null"#,
+        r#""stream_options":{"include_usage":true}"#,
+        r#""stream_options":{"include_usage":false}"#,
+        r#""stream_options":null"#,
+        r#""messages":[{"role":"user","content":"hi"}]"#,
+        r#""prompt":"}{\"stream\":true""#,
+    ]);
+    let body = (
+        prop::collection::vec(member, 0..6),
+        prop::sample::select(vec!["", " ", "\n\t"]),
+        prop::sample::select(vec!["", "\n", " {\"stream\":false}", "garbage"]),
+    )
+        .prop_map(|(members, ws, after)| {
+            let members: Vec<String> = members.iter().map(|m| format!("{ws}{m}")).collect();
+            format!("{{{}{ws}}}{after}", members.join(",")).into_bytes()
+        });
+    (
+        any::<bool>(),
+        any::<bool>(),
+        path,
+        body,
+        prop::collection::vec(any::<usize>(), 0..4),
+        (1usize..5, any::<bool>(), any::<bool>()),
+        prop::collection::vec(any::<usize>(), 0..5),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(keys_doc, limited, path, body, splits, (tokens, usage, crlf), cuts, length)| {
+                let token = if keys_doc && limited {
+                    DOC_TOKENS[0]
+                } else {
+                    MAIN_TOKEN
+                };
+                let content_type = if path.starts_with("/v1/") {
+                    "text/event-stream"
+                } else {
+                    "application/x-ndjson"
+                };
+                Case {
+                    config: CaseConfig {
+                        tokens: 0,
+                        cors_list: false,
+                        authorization_header: false,
+                        model_management: false,
+                        access: false,
+                        base_path: false,
+                        keys_doc,
+                    },
+                    request: CaseRequest {
+                        method: "POST".into(),
+                        target: path.into(),
+                        headers: vec![
+                            ("cf-aig-authorization".into(), format!("Bearer {token}")),
+                            ("x-request-id".into(), "usage-case".into()),
+                        ],
+                        body: BodySpec::Bytes(body),
+                        splits,
+                    },
+                    origin: Script {
+                        status: 200,
+                        headers: vec![("Content-Type".into(), content_type.into())],
+                        chunks: cut(llm_stream(path, tokens, usage, crlf), &cuts),
+                        content_length: length,
+                    },
+                }
+            },
+        )
 }

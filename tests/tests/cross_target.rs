@@ -1,7 +1,8 @@
 //! The native proxy and the Worker (in workerd) behave the same: generated
 //! exchanges run through both, in front of one recording origin, and
 //! everything is compared — what the client got (status, headers, body) and
-//! what the origin saw (method, target, headers, body).
+//! what the origin saw (method, target, headers, body). For LLM answers the
+//! usage each target read (from its log line) is compared too.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default below); failures are
 //! kept in `proptest-regressions/cross_target.txt` and replayed first.
@@ -16,14 +17,16 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use native_target::Native;
-use ollama_proxy_tests::exchange::{case, Case, CaseConfig};
-use ollama_proxy_tests::workerd::Workerd;
+use ollama_proxy_tests::exchange::{case, usage_case, Case, CaseConfig};
+use ollama_proxy_tests::workerd::{Running, Workerd};
 use ollama_proxy_tests::{wire, MockOrigin, Target};
 use proptest::prelude::ProptestConfig;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
 
 /// Default number of generated cases when `PROPTEST_CASES` is not set.
 const DEFAULT_CASES: u32 = 256;
+/// Default number of LLM answer cases (`OLLAMA_PROXY_USAGE_CASES`).
+const DEFAULT_USAGE_CASES: u32 = 96;
 
 /// Response headers each runtime's own HTTP layer writes, whatever the proxy
 /// decides; they are left out of the comparison, and only these.
@@ -58,7 +61,8 @@ struct Launched {
     config: CaseConfig,
     native: SocketAddr,
     worker: SocketAddr,
-    _guards: (Box<dyn Send>, Box<dyn Send>),
+    worker_log: Running,
+    _native: Box<dyn Send>,
 }
 
 static LAUNCHED: Mutex<Option<Launched>> = Mutex::new(None);
@@ -76,12 +80,14 @@ async fn targets(config: &CaseConfig) -> (SocketAddr, SocketAddr) {
     }
     let vars = config.vars(&ORIGIN.url());
     let (native, native_guard) = Native.launch(&vars).await;
-    let (worker, worker_guard) = WORKER.as_ref().expect("worker checked").launch(&vars).await;
+    let workerd = WORKER.as_ref().expect("worker checked");
+    let (worker, worker_log) = tokio::task::block_in_place(|| workerd.start(&vars));
     *LAUNCHED.lock().unwrap() = Some(Launched {
         config: config.clone(),
         native,
         worker,
-        _guards: (native_guard, worker_guard),
+        worker_log,
+        _native: native_guard,
     });
     (native, worker)
 }
@@ -103,7 +109,7 @@ fn normalize(headers: &[(String, String)], runtime: &[(&str, &str)]) -> BTreeMap
     map
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct OriginSaw {
     method: String,
     target: String,
@@ -248,7 +254,11 @@ fn diff(native: &Observed, worker: &Observed) -> String {
             native.body_len, native.body_preview, worker.body_len, worker.body_preview
         );
     }
-    match (&native.origin, &worker.origin) {
+    // An upload the proxy aborted (a model refused after part of the body
+    // went on) never reaches Ollama's handler: whether the origin saw its
+    // head, or how much of its body, is timing.
+    let forwarded = |o: &Option<OriginSaw>| o.as_ref().filter(|o| o.body_complete).cloned();
+    match (&forwarded(&native.origin), &forwarded(&worker.origin)) {
         (None, None) => {}
         (Some(_), None) => out.push_str("  origin: reached through native only\n"),
         (None, Some(_)) => out.push_str("  origin: reached through the worker only\n"),
@@ -362,6 +372,145 @@ fn dot_segments_after_an_empty_segment_agree() {
     }
     *LAUNCHED.lock().unwrap() = None;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The native proxy's log lines (it runs in this process), as JSON.
+static NATIVE_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct NativeLog;
+
+impl std::io::Write for NativeLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        NATIVE_LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the native proxy's log lines to [`NATIVE_LOG`], as its
+/// `LOG_FORMAT=json` writes them.
+static CAPTURE: LazyLock<()> = LazyLock::new(|| {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(|| NativeLog)
+        .try_init();
+});
+
+/// The usage a target logged for a request: model, prompt and completion
+/// tokens, and whether a first token was timed.
+#[derive(Debug, PartialEq, Eq)]
+struct Metered {
+    model: Option<String>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    first_token: bool,
+}
+
+impl Metered {
+    /// From a log line: the native one writes `-` for unknown, the Worker's
+    /// `null`.
+    fn of(line: &serde_json::Value) -> Self {
+        let known = |name: &str| match &line[name] {
+            serde_json::Value::String(s) if s == "-" => None,
+            serde_json::Value::Null => None,
+            v => Some(v.to_string().trim_matches('"').to_owned()),
+        };
+        let count = |name: &str| known(name).map(|n| n.parse().expect(name));
+        Self {
+            model: known("model"),
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            first_token: known("ttft_ms").is_some(),
+        }
+    }
+}
+
+/// Waits for the `request` line with `id` in `log()` past byte `from`.
+async fn logged_line(log: impl Fn() -> Vec<u8>, from: usize, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = log();
+        let found = String::from_utf8_lossy(&all[from.min(all.len())..])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .find(|v| v["message"] == "request" && v["request_id"] == id);
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line for {id}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`check`], then both targets logged the same usage for the exchange.
+fn check_usage(case: &Case) -> Result<(), TestCaseError> {
+    LazyLock::force(&CAPTURE);
+    LazyLock::force(&ORIGIN);
+    RUNTIME.block_on(async {
+        let (native, worker) = targets(&case.config).await;
+        let body = case.request.body.bytes();
+        let native_from = NATIVE_LOG.lock().unwrap().len();
+        let n = observe(native, case, &body).await;
+        let native_line = logged_line(
+            || NATIVE_LOG.lock().unwrap().clone(),
+            native_from,
+            "usage-case",
+        )
+        .await;
+        let worker_log = || {
+            let launched = LAUNCHED.lock().unwrap();
+            launched
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.worker_log.log().into_bytes())
+        };
+        let worker_from = worker_log().len();
+        let w = observe(worker, case, &body).await;
+        let worker_line = logged_line(worker_log, worker_from, "usage-case").await;
+        let mut differences = diff(&n, &w);
+        let (native_usage, worker_usage) = (Metered::of(&native_line), Metered::of(&worker_line));
+        if native_usage != worker_usage {
+            let _ = writeln!(
+                differences,
+                "usage: native {native_usage:?}, worker {worker_usage:?}"
+            );
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(TestCaseError::fail(format!(
+                "native and worker disagree:\n{differences}"
+            )))
+        }
+    })
+}
+
+/// LLM answers and the OpenAI streams whose usage the proxy asks for: the
+/// same body reaches Ollama, the client gets the same answer (without the
+/// usage chunk it did not ask for), and the same usage is read, wherever
+/// the request and the answer are cut.
+#[test]
+fn llm_answers_agree_and_are_metered_alike() {
+    if WORKER.is_none() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = ProptestConfig {
+        cases: env_number("OLLAMA_PROXY_USAGE_CASES", DEFAULT_USAGE_CASES),
+        max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS", 200),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/cross_target_usage.txt",
+        ))),
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&usage_case(), |case| check_usage(&case));
+    *LAUNCHED.lock().unwrap() = None;
+    if let Err(failure) = result {
+        panic!("{failure}\n{runner}");
+    }
 }
 
 #[test]
