@@ -130,6 +130,32 @@ fn literal(kind: Kind) -> &'static [u8] {
     }
 }
 
+/// How many bytes at the start of `bytes` are plain string content: not a
+/// quote, a backslash or a control byte. Eight bytes at a time while none
+/// is (an LLM answer is mostly string bytes, and the Worker reads every one
+/// of them in WASM).
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Nonzero exactly when some byte of `w` is below `n` (n ≤ 0x80).
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut i = 0;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let stop = below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20);
+        if stop != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - i)
+}
+
 impl Scanner {
     /// A scanner that captures keys and scalars in containers up to
     /// `capture_depth` deep (0 captures nothing but a top-level scalar).
@@ -143,6 +169,17 @@ impl Scanner {
             capture: Vec::new(),
             capturing: false,
         }
+    }
+
+    /// Starts over for a new value, keeping what it allocated (a meter
+    /// reads a value per NDJSON line).
+    pub(crate) fn restart(&mut self) {
+        self.state = State::Value;
+        self.stack.clear();
+        self.depth = 0;
+        self.pos = 0;
+        self.capture.clear();
+        self.capturing = false;
     }
 
     /// How many bytes have been fed (the offset of the next one).
@@ -168,6 +205,14 @@ impl Scanner {
                 State::Done(_) | State::Invalid(_) => break,
                 State::Str { key, esc } => {
                     i = self.string(chunk, i, key, esc, visitor);
+                }
+                // The rest of a literal, when the chunk holds it, at once.
+                State::Lit { kind, matched }
+                    if chunk[i..].starts_with(&literal(kind)[matched as usize..]) =>
+                {
+                    i += literal(kind).len() - matched as usize;
+                    self.end_scalar(kind, visitor);
+                    self.value_done(self.pos + i as u64);
                 }
                 _ => {
                     let at = self.pos + i as u64;
@@ -409,7 +454,10 @@ impl Scanner {
         false
     }
 
-    /// Scans string bytes from `i`; returns where it stopped.
+    /// Scans string bytes from `i`; returns where it stopped. The raw
+    /// string is what earlier chunks left in the capture followed by this
+    /// chunk's bytes from `i`: a string that starts and ends in one chunk
+    /// is handed over from the chunk, without a copy.
     fn string(
         &mut self,
         chunk: &[u8],
@@ -418,35 +466,28 @@ impl Scanner {
         mut esc: Esc,
         visitor: &mut impl Visitor,
     ) -> usize {
+        let start = i;
         while i < chunk.len() {
             match esc {
                 Esc::None => {
-                    let rest = &chunk[i..];
-                    let run = rest
-                        .iter()
-                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                        .unwrap_or(rest.len());
-                    self.keep(&rest[..run]);
-                    i += run;
+                    i += plain_run(&chunk[i..]);
                     let Some(&b) = chunk.get(i) else { break };
                     i += 1;
                     match b {
                         b'"' => {
-                            let end = self.pos + i as u64;
+                            self.string_ended(&chunk[start..i - 1], key, visitor);
                             if key {
-                                let raw = self.captured();
-                                visitor.key(self.depth, raw);
-                                self.state = State::Colon;
+                                // The colon mostly follows at once.
+                                if chunk.get(i) == Some(&b':') {
+                                    i += 1;
+                                    self.state = State::Value;
+                                }
                             } else {
-                                self.end_scalar(Kind::String, visitor);
-                                self.value_done(end);
+                                self.value_done(self.pos + i as u64);
                             }
                             return i;
                         }
-                        b'\\' => {
-                            self.keep(b"\\");
-                            esc = Esc::Backslash;
-                        }
+                        b'\\' => esc = Esc::Backslash,
                         _ => {
                             self.fail(self.pos + i as u64 - 1);
                             return i;
@@ -457,14 +498,8 @@ impl Scanner {
                     let b = chunk[i];
                     i += 1;
                     match b {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                            self.keep(&[b]);
-                            esc = Esc::None;
-                        }
-                        b'u' => {
-                            self.keep(b"u");
-                            esc = Esc::Hex(0);
-                        }
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => esc = Esc::None,
+                        b'u' => esc = Esc::Hex(0),
                         _ => {
                             self.fail(self.pos + i as u64 - 1);
                             return i;
@@ -478,13 +513,31 @@ impl Scanner {
                         self.fail(self.pos + i as u64 - 1);
                         return i;
                     }
-                    self.keep(&[b]);
                     esc = if n == 3 { Esc::None } else { Esc::Hex(n + 1) };
                 }
             }
         }
+        // The string goes on in the next chunk: keep this part.
+        self.keep(&chunk[start..]);
         self.state = State::Str { key, esc };
         i
+    }
+
+    /// A string ended; `tail` is its raw bytes in the last chunk.
+    fn string_ended(&mut self, tail: &[u8], key: bool, visitor: &mut impl Visitor) {
+        let depth = self.depth;
+        let raw = if self.capture.is_empty() {
+            (self.capturing && tail.len() <= CAPTURE_LIMIT).then_some(tail)
+        } else {
+            self.keep(tail);
+            self.captured()
+        };
+        if key {
+            visitor.key(depth, raw);
+            self.state = State::Colon;
+        } else {
+            visitor.scalar(Kind::String, depth, raw);
+        }
     }
 }
 

@@ -163,6 +163,23 @@ fn json_text() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: crate::test_cases::cases(256), ..ProptestConfig::default() })]
 
+    /// The word-at-a-time search for the end of plain string bytes stops
+    /// where a byte-by-byte one does, whatever the bytes (quotes,
+    /// backslashes, control and high bytes among them).
+    #[test]
+    fn plain_runs_stop_where_a_byte_loop_does(
+        input in prop::collection::vec(
+            prop_oneof![4 => 0x20u8..0x7f, 1 => Just(b'"'), 1 => Just(b'\\'), 1 => 0u8..0x20, 1 => 0x80u8..=0xff],
+            0..40,
+        ),
+    ) {
+        let naive = input
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(input.len());
+        prop_assert_eq!(plain_run(&input), naive);
+    }
+
     /// However the bytes are split, the scan is the same: same events,
     /// same outcome.
     #[test]

@@ -142,9 +142,18 @@ struct Value {
     eval_ns: Option<u64>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    /// Read `model` (the meter keeps the first one only).
+    wants_model: bool,
 }
 
 impl Value {
+    fn fresh(wants_model: bool) -> Self {
+        Self {
+            wants_model,
+            ..Self::default()
+        }
+    }
+
     /// The member a value at `depth` is, when its container is an object.
     fn member(&self, depth: u32) -> Option<Name> {
         let d = depth as usize;
@@ -210,7 +219,7 @@ impl Visitor for Value {
         let container = self.container(depth);
         match (depth, container, member) {
             (1, _, Name::Done) => self.done = kind == Kind::True,
-            (1, _, Name::Model) if kind == Kind::String => {
+            (1, _, Name::Model) if kind == Kind::String && self.wants_model => {
                 self.model = raw.map(crate::gojson::unquote);
             }
             (1, _, Name::Error) => self.error |= kind == Kind::String,
@@ -271,7 +280,7 @@ impl UsageMeter {
         Self {
             framing,
             scanner: Scanner::new(DEPTH as u32),
-            value: Value::default(),
+            value: Value::fresh(true),
             line: Line::Start(0),
             started: false,
             first_content_us: None,
@@ -406,14 +415,14 @@ impl UsageMeter {
     }
 
     fn reset(&mut self) {
-        self.scanner = Scanner::new(DEPTH as u32);
-        self.value = Value::default();
+        self.scanner.restart();
+        self.value = Value::fresh(self.model.is_none());
         self.started = false;
     }
 
     /// A whole value was read: take what it said.
     fn value_ended(&mut self, at_us: u64) {
-        let v = std::mem::take(&mut self.value);
+        let v = std::mem::replace(&mut self.value, Value::fresh(false));
         if v.content {
             self.first_content_us.get_or_insert(at_us);
             self.last_content_us = Some(at_us);
@@ -444,7 +453,8 @@ impl UsageMeter {
             self.done = true;
             self.prompt_tokens = v.prompt_eval_count;
         }
-        self.scanner = Scanner::new(DEPTH as u32);
+        self.scanner.restart();
+        self.value.wants_model = self.model.is_none();
         self.started = false;
     }
 

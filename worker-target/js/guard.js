@@ -38,10 +38,12 @@ export function guardStream(body, notice) {
 // usage meter, a WASM object this function owns) reads each chunk; when the
 // stream ends — complete, cut by the origin, or abandoned by the client —
 // `meter.finish` logs the request with its usage and the meter is freed.
-// The meter may also change the stream: when the proxy asked for an OpenAI
-// stream's usage, `meter.feed` returns what to send instead of the chunk
-// (perhaps nothing yet, holding an event back until it ends, or without
-// the usage chunk) and `meter.flush` what it still holds at the end.
+// Each chunk goes on before the meter reads it, so reading adds no delay to
+// it; except when the meter also changes the stream (`meter.filters`: the
+// proxy asked for an OpenAI stream's usage): then `meter.feed` returns what
+// to send instead of the chunk (perhaps nothing yet, holding an event back
+// until it ends, or without the usage chunk) and `meter.flush` what it
+// still holds at the end.
 // `notice` (or null) is the error record sent if the origin's stream breaks
 // off, as in guardStream. `length` (or null) is the answer's declared
 // Content-Length: the stream then goes through a FixedLengthStream, so the
@@ -55,6 +57,7 @@ const BROKEN = 2;
 
 export function meterStream(body, notice, length, meter) {
   const reader = body.getReader();
+  const filters = meter.filters;
   let failure = null;
   let settle;
   const done = new Promise((resolve) => {
@@ -103,7 +106,14 @@ export function meterStream(body, notice, length, meter) {
             controller.close();
             return;
           }
-          const instead = meter?.feed(step.value, Date.now());
+          const now = Date.now();
+          if (!filters) {
+            // The chunk goes on first; the meter reads it after.
+            controller.enqueue(step.value);
+            meter?.feed(step.value, now);
+            return;
+          }
+          const instead = meter?.feed(step.value, now);
           const out = instead == null ? step.value : instead;
           // A pull that enqueues nothing would not be called again.
           if (out.byteLength > 0) {

@@ -51,6 +51,13 @@ impl AnswerMeter {
 
 #[wasm_bindgen]
 impl AnswerMeter {
+    /// Whether [`feed`](Self::feed) may change the stream (then JS sends
+    /// what it returns; otherwise the chunk goes on before it is read).
+    #[wasm_bindgen(getter)]
+    pub fn filters(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// One chunk of the answer, passing at `now_ms` (`Date.now()`): what to
     /// send instead of it, if not the chunk itself (see [`UsageChunkFilter`]).
     pub fn feed(&mut self, chunk: &[u8], now_ms: f64) -> Option<Vec<u8>> {
