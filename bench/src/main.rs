@@ -5,7 +5,11 @@
 //! /large?bytes=N` (N bytes streamed in 256 KiB frames of one shared
 //! buffer), `POST /upload` (drains the body, answers its length), `GET
 //! /stream?chunks=N&delay_ms=D` (NDJSON lines D ms apart, the last with
-//! Ollama's counts; also as `/api/chat`, with `load_ms=` for its load).
+//! Ollama's counts; also as `/api/chat`, with `load_ms=` for its load),
+//! `POST /v1/chat/completions` (the same paced as OpenAI events, with a
+//! usage chunk when the body asks for one), `GET /ndjson?bytes=N` (about N
+//! bytes of NDJSON lines in 256 KiB frames, then the counts; also as
+//! `/api/generate`, which the proxy meters).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -38,7 +42,30 @@ enum Out {
         load_ms: u64,
         delay: Duration,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// OpenAI events instead of NDJSON, and whether a usage chunk ends
+        /// them.
+        sse: bool,
+        usage: bool,
     },
+    Lines {
+        frame: Bytes,
+        frames: u64,
+        last: Option<Bytes>,
+    },
+}
+
+/// One token's NDJSON line as `/api/chat` writes it (a paced stream), and
+/// as `/api/generate` does (the bulk one); the final one with the counts.
+const LINE: &str = "{\"model\":\"bench\",\"response\":\"tok\",\"done\":false}\n";
+const GENERATE_LINE: &str = "{\"model\":\"llama3.2:1b\",\"created_at\":\"2026-11-26T18:00:00.123456789Z\",\"response\":\" tok\",\"done\":false}\n";
+const EVENT: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok\"}}]}\n\n";
+
+fn final_line(load_ms: u64, tokens: u64) -> String {
+    format!(
+        "{{\"model\":\"bench\",\"response\":\"tok\",\"done\":true,\"load_duration\":{},\"prompt_eval_count\":12,\"eval_count\":{tokens},\"eval_duration\":{}}}\n",
+        load_ms * 1_000_000,
+        tokens * 20_000_000
+    )
 }
 
 impl Body for Out {
@@ -65,6 +92,8 @@ impl Body for Out {
                 load_ms,
                 delay,
                 sleep,
+                sse,
+                usage,
             } => {
                 if *lines == 0 {
                     return Poll::Ready(None);
@@ -75,18 +104,29 @@ impl Body for Out {
                 }
                 *sleep = None;
                 *lines -= 1;
-                let line = if *lines == 0 {
+                let line = match (*sse, *lines) {
                     // Ollama's final line: counts and durations.
-                    format!(
-                        "{{\"model\":\"bench\",\"response\":\"tok\",\"done\":true,\"load_duration\":{},\"prompt_eval_count\":12,\"eval_count\":{},\"eval_duration\":{}}}\n",
-                        *load_ms * 1_000_000,
-                        *total,
-                        u64::from(*total) * 20_000_000
-                    )
-                } else {
-                    "{\"model\":\"bench\",\"response\":\"tok\",\"done\":false}\n".to_owned()
+                    (false, 0) => final_line(*load_ms, u64::from(*total)),
+                    (false, _) => LINE.to_owned(),
+                    (true, 0) if *usage => format!(
+                        "{EVENT}data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"bench\",\"choices\":[],\"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":{total},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
+                        *total + 12
+                    ),
+                    (true, 0) => format!("{EVENT}data: [DONE]\n\n"),
+                    (true, _) => EVENT.to_owned(),
                 };
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(line)))))
+            }
+            Out::Lines {
+                frame,
+                frames,
+                last,
+            } => {
+                if *frames == 0 {
+                    return Poll::Ready(last.take().map(|b| Ok(Frame::data(b))));
+                }
+                *frames -= 1;
+                Poll::Ready(Some(Ok(Frame::data(frame.clone()))))
             }
         }
     }
@@ -96,7 +136,7 @@ impl Body for Out {
             Out::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Out::Full(None) => SizeHint::with_exact(0),
             Out::Repeat { left, .. } => SizeHint::with_exact(*left),
-            Out::Paced { .. } => SizeHint::default(),
+            Out::Paced { .. } | Out::Lines { .. } => SizeHint::default(),
         }
     }
 }
@@ -109,7 +149,10 @@ fn param(query: &str, name: &str) -> Option<u64> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
-async fn serve(frame: Bytes, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+async fn serve(
+    (frame, lines): (Bytes, Bytes),
+    req: Request<Incoming>,
+) -> Result<Response<Out>, Infallible> {
     let query = req.uri().query().unwrap_or("").to_owned();
     // `/api/…` and `/v1/…` answer like the bare path, so traffic can look
     // like Ollama's two API families (the ops check's dashboard shows both).
@@ -151,6 +194,42 @@ async fn serve(frame: Bytes, req: Request<Incoming>) -> Result<Response<Out>, In
                     load_ms: param(&query, "load_ms").unwrap_or(2),
                     delay,
                     sleep: None,
+                    sse: false,
+                    usage: false,
+                },
+            )
+        }
+        "/chat/completions" => {
+            let count = param(&query, "chunks").unwrap_or(10) as u32;
+            let delay = Duration::from_millis(param(&query, "delay_ms").unwrap_or(50));
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let usage = body.is_ok_and(|b| {
+                b.windows(b"\"include_usage\":true".len())
+                    .any(|w| w == b"\"include_usage\":true")
+            });
+            (
+                "text/event-stream",
+                Out::Paced {
+                    lines: count,
+                    total: count,
+                    load_ms: 0,
+                    delay,
+                    sleep: None,
+                    sse: true,
+                    usage,
+                },
+            )
+        }
+        // The same bytes: metered as `/api/generate`, not as `/ndjson`.
+        "/ndjson" | "/generate" => {
+            let frames = param(&query, "bytes").unwrap_or(48 << 20) / lines.len() as u64;
+            let tokens = frames * (lines.len() / GENERATE_LINE.len()) as u64;
+            (
+                "application/x-ndjson",
+                Out::Lines {
+                    frame: lines,
+                    frames,
+                    last: Some(Bytes::from(final_line(0, tokens))),
                 },
             )
         }
@@ -176,14 +255,15 @@ fn main() {
     runtime.block_on(async move {
         let listener = TcpListener::bind(&listen).await.expect("bind");
         let frame = Bytes::from(vec![b'x'; FRAME]);
+        let lines = Bytes::from(GENERATE_LINE.repeat(FRAME / GENERATE_LINE.len()));
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let frame = frame.clone();
+            let bodies = (frame.clone(), lines.clone());
             tokio::spawn(async move {
-                let service = service_fn(move |req| serve(frame.clone(), req));
+                let service = service_fn(move |req| serve(bodies.clone(), req));
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;

@@ -200,7 +200,7 @@ fn curl(args: &[&str], write_out: &str) -> Option<Vec<f64>> {
         .collect()
 }
 
-fn curl_median(args: &[&str], write_out: &str, runs: usize) -> Option<Vec<f64>> {
+pub(crate) fn curl_median(args: &[&str], write_out: &str, runs: usize) -> Option<Vec<f64>> {
     let all: Vec<Vec<f64>> = (0..runs).filter_map(|_| curl(args, write_out)).collect();
     let width = all.first()?.len();
     Some(
@@ -607,7 +607,19 @@ pub(crate) fn bench() -> Result<(), String> {
         eprintln!("{name:>22}: c=1 {} | c=64 {}", fmt_load(c1), fmt_load(c64));
         worker_rows.push((name, c1, c64));
     }
-    drop((rs, js));
+    drop(js);
+    // What reading LLM answers for their usage costs (the Rust Worker too).
+    let usage_rows = crate::bench_usage::bench_usage(
+        &target,
+        &crate::bench_usage::Ports {
+            origin: ORIGIN,
+            native: NATIVE,
+            worker: WORKER_RS,
+        },
+        &scratch,
+        &mut report,
+    )?;
+    drop(rs);
 
     // Summary and ratios.
     let wr = |name: &str| worker_rows.iter().find(|(n, _, _)| *n == name).copied();
@@ -713,7 +725,7 @@ pub(crate) fn bench() -> Result<(), String> {
             "≤ 300 KiB",
         ),
     ];
-    for (measure, value, target) in rows.iter().chain(&policy_rows) {
+    for (measure, value, target) in rows.iter().chain(&policy_rows).chain(&usage_rows) {
         let _ = writeln!(report, "| {measure} | {value} | {target} |");
     }
     println!("{report}");

@@ -60,7 +60,12 @@ fn sha256_hex(text: &str) -> String {
         .to_owned()
 }
 
-fn proxy(target: &Path, scratch: &Path, port: u16, env: &[(&str, String)]) -> Result<Proc, String> {
+pub(crate) fn proxy(
+    target: &Path,
+    scratch: &Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> Result<Proc, String> {
     let mut cmd = Command::new(target.join("release/ollama-proxy"));
     cmd.env_clear()
         .env("OLLAMA_ORIGIN", format!("http://127.0.0.1:{ORIGIN}"))
