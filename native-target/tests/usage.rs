@@ -93,6 +93,21 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
         !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
         "{text}"
     );
+    // Embeddings: the input's tokens, nothing generated.
+    ask(
+        addr,
+        "/api/embed",
+        "embed-1",
+        r#"{"model":"llama3.2:1b","input":"hi"}"#,
+    )
+    .await;
+    ask(
+        addr,
+        "/v1/embeddings",
+        "embed-2",
+        r#"{"model":"llama3.2:1b","input":"hi"}"#,
+    )
+    .await;
     // Not an LLM's answer: no usage on the line.
     call(
         proxy.addr,
@@ -135,11 +150,12 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     let prompt = "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"prompt\"}";
     let completion =
         "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"completion\"}";
-    // Prompt: native (26) + OpenAI streams (26 twice) + OpenAI answer (5);
-    // the cached prompt adds nothing. Completion: 5 + 3 + 4 + 5 + 2.
+    // Prompt: native (26) + OpenAI streams (26 twice) + OpenAI answer (5) +
+    // embeddings (7 twice); the cached prompt adds nothing. Completion:
+    // 5 + 3 + 4 + 5 + 2.
     assert_eq!(
         sample(&text, prompt),
-        (3 * MOCK_PROMPT_TOKENS + 5) as f64,
+        (3 * MOCK_PROMPT_TOKENS + 5 + 14) as f64,
         "{text}"
     );
     assert_eq!(sample(&text, completion), 19.0, "{text}");
@@ -203,6 +219,17 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     );
     assert_eq!(line("openai-stream")["completion_tokens"], "4");
     assert_eq!(line("openai-answer")["prompt_tokens"], "5");
+    for id in ["embed-1", "embed-2"] {
+        let embed = line(id);
+        assert_eq!(
+            (
+                embed["prompt_tokens"].as_str(),
+                embed["completion_tokens"].as_str()
+            ),
+            (Some("7"), Some("-")),
+            "{embed}"
+        );
+    }
     let unasked = line("openai-unasked");
     assert_eq!(unasked["completion_tokens"], "2");
     assert_eq!(

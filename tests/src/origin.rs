@@ -367,6 +367,8 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         "/api/tags" => json(StatusCode::OK, TAGS),
         "/api/ps" => json(StatusCode::OK, PS),
         "/v1/models" => json(StatusCode::OK, OPENAI_MODELS),
+        "/api/embed" => json(StatusCode::OK, EMBED),
+        "/v1/embeddings" => json(StatusCode::OK, OPENAI_EMBEDDINGS),
         "/api/chat" | "/api/generate" => {
             // The final line carries Ollama's counts and durations (no
             // prompt count with `?cached=1`, as when Ollama reused a cached
@@ -501,6 +503,10 @@ pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
 /// `/api/tags`, listing [`MODELS`].
 pub const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
 const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+/// `/api/embed`: Ollama counts the input's tokens.
+const EMBED: &str = r#"{"model":"llama3.2:1b","embeddings":[[0.1,-0.2,0.3]],"total_duration":1000000,"load_duration":500000,"prompt_eval_count":7}"#;
+/// `/v1/embeddings`.
+const OPENAI_EMBEDDINGS: &str = r#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,-0.2,0.3],"index":0}],"model":"llama3.2:1b","usage":{"prompt_tokens":7,"total_tokens":7}}"#;
 /// `/v1/completions` without streaming.
 const COMPLETION: &str = r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"text":"Hello from the mock.","finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
 /// `/api/ps`: two of them loaded.

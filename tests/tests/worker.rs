@@ -322,7 +322,28 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
         !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
         "{text}"
     );
-    let lines = logged(&running, "request", |l| l.len() >= 4).await;
+    // An OpenAI answer that is not streamed, and embeddings.
+    post("/v1/chat/completions", "w-answer", chat).await;
+    let embed = r#"{"model":"llama3.2:1b","input":"hi"}"#;
+    post("/api/embed", "w-embed", embed).await;
+    post("/v1/embeddings", "w-embeddings", embed).await;
+    // A client that leaves after the first chunk of a long stream.
+    let response = ollama_proxy_tests::client::send(ollama_proxy_tests::client::request(
+        addr,
+        "POST",
+        "/api/chat?chunks=50&delay_ms=100",
+        &[
+            ("cf-aig-authorization", auth.as_str()),
+            ("x-request-id", "w-gone"),
+        ],
+        ollama_proxy_tests::client::full(chat),
+    ))
+    .await;
+    let mut body = response.into_body();
+    use http_body_util::BodyExt;
+    assert!(body.frame().await.is_some());
+    drop(body);
+    let lines = logged(&running, "request", |l| l.len() >= 8).await;
     let line = |id: &str| {
         lines
             .iter()
@@ -353,6 +374,14 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
         ),
         (Some(26.0), Some(3.0))
     );
+    let count =
+        |l: &serde_json::Value| (l["prompt_tokens"].as_f64(), l["completion_tokens"].as_f64());
+    assert_eq!(count(&line("w-answer")), (Some(5.0), Some(5.0)));
+    assert_eq!(count(&line("w-embed")), (Some(7.0), None));
+    assert_eq!(count(&line("w-embeddings")), (Some(7.0), None));
+    let gone = line("w-gone");
+    assert_eq!(count(&gone), (None, None), "{gone}");
+    assert_eq!(gone["usage_unknown"], "client_gone", "{gone}");
     let cached = line("w-cached");
     assert!(cached["prompt_tokens"].is_null(), "{cached}");
     assert_eq!(cached["usage_unknown"], "cached_prompt");
