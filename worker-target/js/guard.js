@@ -46,16 +46,18 @@ export function guardStream(body, notice) {
 // still holds at the end.
 // `notice` (or null) is the error record sent if the origin's stream breaks
 // off, as in guardStream. `length` (or null) is the answer's declared
-// Content-Length: the stream then goes through a FixedLengthStream, so the
-// client still gets that length, and a cut answer stays short instead of
-// ending like a complete chunked one. Returns `{ stream, done }`; `done`
+// Content-Length: the stream then goes through a FixedLengthStream (else an
+// IdentityTransformStream), so the client still gets that length, and a cut
+// answer stays short instead of ending like a complete chunked one.
+// `clientSignal` is the request's: a client that leaves settles the usage
+// as unknown (client gone) at once. Returns `{ stream, done }`; `done`
 // settles once the meter has finished (the Worker keeps the request alive
 // until then).
 const COMPLETE = 0;
 const CLIENT_GONE = 1;
 const BROKEN = 2;
 
-export function meterStream(body, notice, length, meter) {
+export function meterStream(body, notice, length, meter, clientSignal) {
   const reader = body.getReader();
   const filters = meter.filters;
   let failure = null;
@@ -75,11 +77,18 @@ export function meterStream(body, notice, length, meter) {
       }
     }
   };
+  // The request's signal, for a runtime that reports a client leaving
+  // there (workerd was not seen to, once the answer streams; the pipe below
+  // is what notices it there).
+  if (clientSignal.aborted) {
+    end(CLIENT_GONE);
+  } else {
+    clientSignal.addEventListener("abort", () => end(CLIENT_GONE), { once: true });
+  }
   const stream = new ReadableStream(
     {
       async pull(controller) {
         if (failure !== null) {
-          end(BROKEN);
           controller.error(failure);
           return;
         }
@@ -89,10 +98,11 @@ export function meterStream(body, notice, length, meter) {
             step = await reader.read();
           } catch (error) {
             failure = error;
+            // Settled now: a client gone meanwhile pulls no more.
+            end(clientSignal.aborted ? CLIENT_GONE : BROKEN);
             if (notice != null) {
               controller.enqueue(notice);
             } else {
-              end(BROKEN);
               controller.error(error);
             }
             return;
@@ -129,12 +139,14 @@ export function meterStream(body, notice, length, meter) {
     },
     { highWaterMark: 0 },
   );
-  if (length == null) {
-    return { stream, done };
-  }
-  const fixed = new FixedLengthStream(length);
-  stream.pipeTo(fixed.writable).catch(() => {});
-  return { stream: fixed.readable, done };
+  // Handed to the runtime through one of its own streams, piped from here:
+  // a client that leaves errors the runtime's side, the pipe then cancels
+  // this stream, and `cancel` settles the usage. Returned as it is, this
+  // stream was neither cancelled nor pulled again (workerd), and the log
+  // line was lost.
+  const out = length == null ? new IdentityTransformStream() : new FixedLengthStream(length);
+  stream.pipeTo(out.writable).catch(() => {});
+  return { stream: out.readable, done };
 }
 
 // The client's request body on its way to the origin: first `held` (the

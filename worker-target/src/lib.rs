@@ -50,6 +50,7 @@ extern "C" {
         notice: Option<js_sys::Uint8Array>,
         length: Option<f64>,
         meter: answer::AnswerMeter,
+        client_signal: &web_sys::AbortSignal,
     ) -> js_sys::Object;
 
 }
@@ -181,7 +182,13 @@ async fn fetch(
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .map(|n| n as f64);
             let meter = answer::AnswerMeter::new(meter, filter, line, exchange, status, env);
-            let metered = meter_stream(&body, notice.map(|n| n[..].into()), length, meter);
+            let metered = meter_stream(
+                &body,
+                notice.map(|n| n[..].into()),
+                length,
+                meter,
+                &request.signal(),
+            );
             let field = |name: &str| js_sys::Reflect::get(&metered, &name.into());
             let done: js_sys::Promise = field("done")?.unchecked_into();
             ctx.wait_until(async move {
