@@ -29,11 +29,13 @@ mod model_policy;
 mod models;
 mod origin;
 mod path;
+mod rate;
 mod request_id;
 mod route;
 #[cfg(test)]
 mod test_cases;
 mod time;
+mod turns;
 mod usage;
 mod usage_chunk;
 
@@ -48,8 +50,13 @@ pub use hop::strip_hop_by_hop;
 pub use listing::MAX_LISTING_BYTES;
 pub use model_gate::{with_usage, GateStep, ModelGate, Refusal, INCLUDE_USAGE};
 pub use origin::Origin;
+pub use rate::{RateRefusal, RateState};
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
 pub use time::UnixTime;
+pub use turns::{
+    Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT_SECS,
+};
 pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};
 pub use usage_chunk::UsageChunkFilter;
