@@ -128,6 +128,10 @@ pub(crate) struct KeyPolicy {
     pub(crate) models: Option<ModelList>,
     /// Overrides `ALLOW_MODEL_MANAGEMENT` for this key.
     pub(crate) model_management: Option<bool>,
+    /// Its generation and embedding requests in flight or waiting, at most.
+    pub(crate) max_concurrent: Option<u32>,
+    /// Its requests a minute, at most (a bucket refilling continuously).
+    pub(crate) requests_per_minute: Option<u32>,
 }
 
 /// One configured key: a name for logs, its token's digest, its policy.

@@ -15,6 +15,7 @@ use crate::cors::AllowOrigin;
 use crate::keys::{self, is_key_name, is_token, KeysProblem};
 use crate::origin::{Origin, OriginProblem};
 use crate::time::UnixTime;
+use crate::turns::{TurnLimits, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT_SECS};
 
 /// Ollama's own default address, the native target's default origin.
 pub const DEFAULT_ORIGIN: &str = "http://127.0.0.1:11434";
@@ -44,11 +45,17 @@ pub enum ConfigVar {
     CfAccessClientSecret,
     /// `MAX_BODY_BYTES`: request body limit.
     MaxBodyBytes,
+    /// `MAX_CONCURRENT`: generation and embedding requests in flight at once.
+    MaxConcurrent,
+    /// `MAX_QUEUE`: requests that may wait for a turn under `MAX_CONCURRENT`.
+    MaxQueue,
+    /// `QUEUE_TIMEOUT`: how long a request may wait for its turn.
+    QueueTimeout,
 }
 
 impl ConfigVar {
     /// Every variable, in documentation order.
-    pub const ALL: [ConfigVar; 10] = [
+    pub const ALL: [ConfigVar; 13] = [
         Self::OllamaOrigin,
         Self::AigAuthToken,
         Self::AigAuthTokens,
@@ -59,6 +66,9 @@ impl ConfigVar {
         Self::CfAccessClientId,
         Self::CfAccessClientSecret,
         Self::MaxBodyBytes,
+        Self::MaxConcurrent,
+        Self::MaxQueue,
+        Self::QueueTimeout,
     ];
 
     /// The environment variable name.
@@ -74,6 +84,9 @@ impl ConfigVar {
             Self::CfAccessClientId => "CF_ACCESS_CLIENT_ID",
             Self::CfAccessClientSecret => "CF_ACCESS_CLIENT_SECRET",
             Self::MaxBodyBytes => "MAX_BODY_BYTES",
+            Self::MaxConcurrent => "MAX_CONCURRENT",
+            Self::MaxQueue => "MAX_QUEUE",
+            Self::QueueTimeout => "QUEUE_TIMEOUT",
         }
     }
 }
@@ -98,6 +111,8 @@ enum Problem {
     Origin(OriginProblem),
     NotBool,
     NotSize,
+    NotCount(u32),
+    NotDuration,
     BadCorsEntry(String),
     BadTokenEntry(usize),
     BadTokenChars(Option<usize>),
@@ -149,6 +164,8 @@ impl fmt::Display for Detail<'_> {
             Problem::Origin(OriginProblem::HasQuery) => f.write_str("must not contain a query string"),
             Problem::NotBool => f.write_str("must be true or false (also 1/0, yes/no, on/off)"),
             Problem::NotSize => f.write_str("must be a byte count such as 104857600, 512KiB, 100MiB or 1GiB"),
+            Problem::NotCount(min) => write!(f, "must be a whole number from {min} to 1000000"),
+            Problem::NotDuration => f.write_str("must be a duration such as 500ms, 30s, 5m or 1h"),
             Problem::BadCorsEntry(entry) => write!(
                 f,
                 "`{entry}` is not an origin; use * or comma-separated scheme://host[:port] values without a path"
@@ -202,6 +219,10 @@ pub struct KeySummary {
     pub disabled: bool,
     /// The allowlist as written; `None` for every model.
     pub models: Option<Vec<String>>,
+    /// Its generation and embedding requests in flight or waiting, at most.
+    pub max_concurrent: Option<u32>,
+    /// Its requests a minute, at most.
+    pub requests_per_minute: Option<u32>,
     /// Whether model management is allowed for this key (its own setting,
     /// else `ALLOW_MODEL_MANAGEMENT`).
     pub model_management: bool,
@@ -217,6 +238,7 @@ pub struct Config {
     pub(crate) allow_model_management: bool,
     pub(crate) access: Option<AccessHeaders>,
     pub(crate) max_body_bytes: u64,
+    pub(crate) turn_limits: TurnLimits,
 }
 
 impl Config {
@@ -291,6 +313,29 @@ impl Config {
             }
         };
 
+        let count = |var: V, min: u32| -> Result<Option<u32>, ConfigError> {
+            get(var)?
+                .map(|raw| {
+                    raw.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (min..=1_000_000).contains(n))
+                        .ok_or(ConfigError::new(var, Problem::NotCount(min)))
+                })
+                .transpose()
+        };
+        let turn_limits = TurnLimits {
+            max_concurrent: count(V::MaxConcurrent, 1)?,
+            max_queue: count(V::MaxQueue, 0)?.unwrap_or(DEFAULT_MAX_QUEUE),
+            queue_timeout_us: match get(V::QueueTimeout)? {
+                None => DEFAULT_QUEUE_TIMEOUT_SECS * 1_000_000,
+                Some(raw) => parse_duration_ms(&raw)
+                    .filter(|&ms| ms > 0)
+                    .ok_or(ConfigError::new(V::QueueTimeout, Problem::NotDuration))?
+                    .saturating_mul(1_000),
+            },
+        };
+
         Ok(Self {
             origin,
             keys,
@@ -299,6 +344,7 @@ impl Config {
             allow_model_management,
             access,
             max_body_bytes,
+            turn_limits,
         })
     }
 
@@ -317,6 +363,11 @@ impl Config {
         self.max_body_bytes
     }
 
+    /// `MAX_CONCURRENT`, `MAX_QUEUE` and `QUEUE_TIMEOUT`, for the doorman.
+    pub fn turn_limits(&self) -> TurnLimits {
+        self.turn_limits
+    }
+
     /// Every key as `check-config` lists it: name, policy, never a token.
     pub fn key_summaries(&self) -> Vec<KeySummary> {
         self.keys
@@ -333,6 +384,8 @@ impl Config {
                         .as_ref()
                         .map(|m| m.entries().map(str::to_owned).collect()),
                     model_management: p.model_management.unwrap_or(self.allow_model_management),
+                    max_concurrent: p.max_concurrent,
+                    requests_per_minute: p.requests_per_minute,
                 }
             })
             .collect()
@@ -377,6 +430,17 @@ impl Config {
                 .to_owned(),
             ),
             (ConfigVar::MaxBodyBytes, self.max_body_bytes.to_string()),
+            (
+                ConfigVar::MaxConcurrent,
+                self.turn_limits
+                    .max_concurrent
+                    .map_or_else(|| "<unset>".to_owned(), |n| n.to_string()),
+            ),
+            (ConfigVar::MaxQueue, self.turn_limits.max_queue.to_string()),
+            (
+                ConfigVar::QueueTimeout,
+                format!("{}ms", self.turn_limits.queue_timeout_us / 1_000),
+            ),
         ]
     }
 }
@@ -455,6 +519,22 @@ fn parse_bool(var: ConfigVar, raw: Option<String>, default: bool) -> Result<bool
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(ConfigError::new(var, Problem::NotBool)),
+    }
+}
+
+/// A duration in milliseconds: `500ms`, `10s`, `5m`, `1h`, or a bare
+/// number of seconds.
+pub fn parse_duration_ms(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
     }
 }
 

@@ -110,7 +110,11 @@ impl CorsHeaders {
     }
 }
 
-const EXPOSE_REQUEST_ID: HeaderValue = HeaderValue::from_static("x-request-id");
+/// What a browser script may read of a response beyond the safelisted
+/// headers: the request id, and when and how much to retry.
+const EXPOSE_REQUEST_ID: HeaderValue = HeaderValue::from_static(
+    "x-request-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests",
+);
 
 /// True for a CORS preflight: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`.

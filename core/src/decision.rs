@@ -22,6 +22,7 @@ use crate::path::forwarded_path;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::route::RouteFamily;
 use crate::time::UnixTime;
+use crate::turns;
 
 const HEALTHZ_PATH: &str = "/healthz";
 const READINESS_PATH: &str = "/api/version";
@@ -109,6 +110,9 @@ impl Proxy {
             length_declared: request.headers.contains_key(header::CONTENT_LENGTH),
             llm: false,
             ask_usage: false,
+            turn: None,
+            rate: None,
+            turn_limits: cfg.turn_limits,
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
@@ -151,6 +155,7 @@ impl Proxy {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),
         }
+        exchange.turn = turns::turn_for(&key, endpoint.llm, &cfg.turn_limits);
         let upstream = self.upstream_head(request, resolved.as_deref(), &exchange);
         Decision {
             exchange,

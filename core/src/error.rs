@@ -68,6 +68,11 @@ pub enum ProxyError {
     OriginStreamInterrupted,
     /// The proxy's own configuration is invalid (500); details go to the log only.
     Misconfigured,
+    /// The key is over its `requests_per_minute` or `max_concurrent` (429).
+    RateLimited,
+    /// No turn on the GPU: the queue is full, or the request waited
+    /// `QUEUE_TIMEOUT` (503).
+    ServerBusy,
 }
 
 impl ProxyError {
@@ -95,6 +100,8 @@ impl ProxyError {
             | Self::OriginListingUnreadable => StatusCode::BAD_GATEWAY,
             Self::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -122,6 +129,9 @@ impl ProxyError {
             | Self::OriginStreamInterrupted
             | Self::OriginListingUnreadable
             | Self::Misconfigured => "api_error",
+            // OpenAI's own type for a request-rate limit.
+            Self::RateLimited => "requests",
+            Self::ServerBusy => "server_error",
         }
     }
 
@@ -150,6 +160,8 @@ impl ProxyError {
             Self::OriginListingUnreadable => "origin_listing_unreadable",
             Self::OriginStreamInterrupted => "origin_stream_interrupted",
             Self::Misconfigured => "proxy_misconfigured",
+            Self::RateLimited => "rate_limit_exceeded",
+            Self::ServerBusy => "server_busy",
         }
     }
 
@@ -194,6 +206,8 @@ impl ProxyError {
                 "The Ollama origin's stream broke off before it was complete."
             }
             Self::Misconfigured => "The proxy is misconfigured; see its logs.",
+            Self::RateLimited => "Rate limit reached for this API key. Try again later.",
+            Self::ServerBusy => "The server is busy. Try again shortly.",
         }
     }
 
@@ -213,6 +227,12 @@ impl ProxyError {
             other => other.message().to_owned(),
         };
         self.render(&message, Some("model"))
+    }
+
+    /// The JSON body with a message of the caller's (which must not carry
+    /// request data either).
+    pub(crate) fn body_with(self, message: &str) -> Bytes {
+        self.render(message, None)
     }
 
     fn render(self, message: &str, param: Option<&str>) -> Bytes {

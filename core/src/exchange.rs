@@ -16,8 +16,10 @@ use crate::hop::strip_hop_by_hop;
 use crate::listing;
 use crate::model_gate::{ModelGate, Refusal, MAX_HELD_BYTES};
 use crate::model_policy::ModelCheck;
+use crate::rate::RateState;
 use crate::request_id::X_REQUEST_ID;
 use crate::route::RouteFamily;
+use crate::turns::{Turn, TurnLimits, TurnRefusal};
 use crate::usage::{Framing, UsageMeter};
 use crate::usage_chunk::UsageChunkFilter;
 
@@ -45,6 +47,11 @@ pub struct Exchange {
     /// A stream that does not ask for its usage is asked (the body goes
     /// through a gate that may add to it).
     pub(crate) ask_usage: bool,
+    /// What to ask the doorman, when a limit applies.
+    pub(crate) turn: Option<Turn>,
+    /// The key's bucket after this request (for the rate headers).
+    pub(crate) rate: Option<RateState>,
+    pub(crate) turn_limits: TurnLimits,
 }
 
 impl Exchange {
@@ -101,6 +108,31 @@ impl Exchange {
         }
         head.headers.remove(header::CONTENT_LENGTH);
         Some(UsageChunkFilter::new())
+    }
+
+    /// What this request must ask the [`Doorman`](crate::Doorman) before it
+    /// goes on, when a limit applies to it (the key's rate or cap, or
+    /// `MAX_CONCURRENT` for a generation or embedding request).
+    pub fn turn(&self) -> Option<&Turn> {
+        self.turn.as_ref()
+    }
+
+    /// The doorman let the request through with the key's bucket at `rate`:
+    /// the answer carries OpenAI's `x-ratelimit-*-requests` headers.
+    pub fn admitted(&mut self, rate: Option<RateState>) {
+        self.rate = rate;
+    }
+
+    /// The proxy's answer to a request the doorman refused: 429
+    /// `rate_limit_exceeded` or 503 `server_busy`, with `Retry-After`.
+    /// Records the refusal as this exchange's rejection.
+    pub fn turn_refusal_response(&mut self, refusal: &TurnRefusal) -> Response<Bytes> {
+        let mut extra = HeaderMap::new();
+        let (error, message) = crate::turns::refusal_parts(refusal, &self.turn_limits, &mut extra);
+        self.rejection = Some(error);
+        let mut response = self.local_json(error.status(), error.body_with(&message));
+        response.headers_mut().extend(extra);
+        response
     }
 
     /// The proxy's answer to a request refused for its model: 403
@@ -210,6 +242,9 @@ impl Exchange {
         }
         self.cors.apply(&mut head.headers);
         self.stamp(&mut head.headers);
+        if let Some(rate) = self.rate {
+            crate::turns::put_rate(&mut head.headers, rate);
+        }
         let bodiless = matches!(
             head.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED

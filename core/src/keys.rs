@@ -11,6 +11,8 @@
 //! expires = 2027-01-31        # or "2027-01-31T18:00:00Z"
 //! models = ["llama3.2:*", "qwen3*"]
 //! model_management = false    # overrides ALLOW_MODEL_MANAGEMENT
+//! max_concurrent = 2           # generation/embedding requests in flight or waiting
+//! requests_per_minute = 60     # a bucket of 60 requests refilling continuously
 //! disabled = false
 //! ```
 
@@ -24,7 +26,7 @@ use crate::models::{ModelList, PatternProblem};
 use crate::time::{TimeProblem, UnixTime};
 
 /// The fields a key may have, in documentation order.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 9] = [
     "name",
     "token",
     "token_sha256",
@@ -32,7 +34,11 @@ const FIELDS: [&str; 7] = [
     "disabled",
     "models",
     "model_management",
+    "max_concurrent",
+    "requests_per_minute",
 ];
+/// The most a count (`max_concurrent`, `requests_per_minute`) may say.
+const MAX_COUNT: i64 = 1_000_000;
 /// The longest key name: it shows in logs and metric labels.
 const MAX_NAME: usize = 64;
 
@@ -77,6 +83,8 @@ pub(crate) enum FieldProblem {
     Pattern(PatternProblem),
     DuplicateName,
     DuplicateToken,
+    /// Not a whole number from 1 to [`MAX_COUNT`].
+    BadCount,
 }
 
 impl fmt::Debug for KeysProblem {
@@ -157,6 +165,7 @@ impl fmt::Display for FieldProblem {
             Self::Pattern(problem) => write!(f, "{problem}"),
             Self::DuplicateName => f.write_str("this name is already used by another key"),
             Self::DuplicateToken => f.write_str("this token is already used by another key"),
+            Self::BadCount => write!(f, "must be a whole number from 1 to {MAX_COUNT}"),
         }
     }
 }
@@ -326,6 +335,18 @@ fn parse_key(index: usize, table: &Table<'_>) -> Result<Key, KeysProblem> {
         }
     };
 
+    let count = |field: &str| -> Result<Option<u32>, KeysProblem> {
+        match table.get(field).map(Spanned::get_ref) {
+            None => Ok(None),
+            Some(DeValue::Integer(n)) => i64::from_str_radix(n.as_str(), n.radix())
+                .ok()
+                .filter(|n| (1..=MAX_COUNT).contains(n))
+                .map(|n| Some(n as u32))
+                .ok_or_else(|| fail(field, FieldProblem::BadCount)),
+            Some(_) => Err(fail(field, FieldProblem::WrongType("a whole number"))),
+        }
+    };
+
     Ok(Key {
         name: KeyName::new(&name),
         digest,
@@ -335,6 +356,8 @@ fn parse_key(index: usize, table: &Table<'_>) -> Result<Key, KeysProblem> {
             disabled: boolean("disabled")?.unwrap_or(false),
             models,
             model_management: boolean("model_management")?,
+            max_concurrent: count("max_concurrent")?,
+            requests_per_minute: count("requests_per_minute")?,
         },
     })
 }

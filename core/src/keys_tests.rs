@@ -28,6 +28,8 @@ fn reads_every_field() {
         model_management = true
         disabled = false
         expires = "2027-01-31T18:00:00+01:00"
+        max_concurrent = 2
+        requests_per_minute = 0x3c
         "#,
         digest_hex(ALICE_TOKEN).to_uppercase()
     );
@@ -52,6 +54,29 @@ fn reads_every_field() {
         admin.policy.expires,
         UnixTime::parse("2027-01-31T17:00:00Z").ok()
     );
+    assert_eq!(admin.policy.max_concurrent, Some(2));
+    assert_eq!(admin.policy.requests_per_minute, Some(60));
+    assert_eq!(alice.policy.max_concurrent, None);
+}
+
+#[test]
+fn limits_are_whole_numbers_from_one() {
+    for (value, expected) in [
+        ("0", "must be a whole number from 1 to 1000000"),
+        ("-3", "must be a whole number from 1 to 1000000"),
+        ("1000001", "must be a whole number from 1 to 1000000"),
+        ("2.5", "must be a whole number"),
+        ("\"4\"", "must be a whole number"),
+    ] {
+        for field in ["max_concurrent", "requests_per_minute"] {
+            let doc = format!("[[keys]]\nname = \"a\"\ntoken = \"t\"\n{field} = {value}\n");
+            let got = problem(&doc);
+            assert!(
+                got.starts_with(&format!("key \"a\": {field}: {expected}")),
+                "{doc}: {got}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -41,7 +41,8 @@ mod usage_chunk;
 
 pub use auth::{token_sha256_hex, KeyName};
 pub use config::{
-    Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORIGIN,
+    parse_duration_ms, Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_ORIGIN,
 };
 pub use decision::{Action, Decision, Proxy};
 pub use error::ProxyError;

@@ -356,3 +356,97 @@ impl Doorman {
 #[cfg(test)]
 #[path = "turns_tests.rs"]
 mod tests;
+
+/// What `key`'s request on a generation or embedding route (`slot`) asks
+/// of the doorman under `limits`; `None` when no limit applies to it.
+pub(crate) fn turn_for(key: &crate::auth::Key, slot: bool, limits: &TurnLimits) -> Option<Turn> {
+    let policy = &key.policy;
+    let slot = slot && (limits.max_concurrent.is_some() || policy.max_concurrent.is_some());
+    (slot || policy.requests_per_minute.is_some()).then(|| Turn {
+        key: key.name.clone(),
+        slot,
+        key_cap: policy.max_concurrent,
+        per_minute: policy.requests_per_minute,
+    })
+}
+
+/// The error, message and headers of a refusal: `Retry-After` (whole
+/// seconds, at least 1) and, for a rate, OpenAI's `x-ratelimit-*-requests`.
+pub(crate) fn refusal_parts(
+    refusal: &TurnRefusal,
+    limits: &TurnLimits,
+    headers: &mut http::HeaderMap,
+) -> (crate::ProxyError, String) {
+    use crate::ProxyError;
+    let (error, message, retry_us) = match refusal {
+        TurnRefusal::RateLimited(rate) => {
+            put_rate(
+                headers,
+                RateState {
+                    limit: rate.limit,
+                    remaining: 0,
+                    reset_us: rate.reset_us,
+                },
+            );
+            (
+                ProxyError::RateLimited,
+                format!(
+                    "Rate limit reached for this API key: {} requests per minute. Try again in {}.",
+                    rate.limit,
+                    duration_text(rate.retry_in_us)
+                ),
+                rate.retry_in_us,
+            )
+        }
+        TurnRefusal::KeyBusy { cap } => (
+            ProxyError::RateLimited,
+            format!(
+                "This API key has {cap} request{} in flight or waiting, its limit. Try again when one has finished.",
+                if *cap == 1 { "" } else { "s" }
+            ),
+            1_000_000,
+        ),
+        TurnRefusal::QueueFull => (
+            ProxyError::ServerBusy,
+            format!(
+                "The server is busy: {} requests are already waiting for a turn. Try again shortly.",
+                limits.max_queue
+            ),
+            1_000_000,
+        ),
+        TurnRefusal::QueueTimeout => (
+            ProxyError::ServerBusy,
+            format!(
+                "The server is busy: this request waited {} for a turn. Try again shortly.",
+                duration_text(limits.queue_timeout_us)
+            ),
+            1_000_000,
+        ),
+    };
+    let secs = retry_us.div_ceil(1_000_000).max(1);
+    headers.insert(http::header::RETRY_AFTER, secs.into());
+    (error, message)
+}
+
+/// OpenAI's request-rate headers.
+pub(crate) fn put_rate(headers: &mut http::HeaderMap, rate: RateState) {
+    use http::HeaderValue;
+    headers.insert("x-ratelimit-limit-requests", rate.limit.into());
+    headers.insert("x-ratelimit-remaining-requests", rate.remaining.into());
+    if let Ok(value) = HeaderValue::from_str(&duration_text(rate.reset_us)) {
+        headers.insert("x-ratelimit-reset-requests", value);
+    }
+}
+
+/// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `6s`,
+/// `1m30s` (seconds rounded up).
+fn duration_text(us: u64) -> String {
+    if us < 1_000_000 {
+        return format!("{}ms", us.div_ceil(1_000));
+    }
+    let secs = us.div_ceil(1_000_000);
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}

@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::log::{Outcome, RequestLog};
 use crate::metrics::Metrics;
+use crate::turns::LeaseGuard;
 
 /// Why a streamed body stopped early.
 #[derive(Debug)]
@@ -322,17 +323,12 @@ impl ResponseBody {
         }
     }
 
-    /// `notice` is written into the stream if the origin's body breaks,
-    /// before the connection is aborted (see
-    /// `Exchange::interrupted_stream_notice`).
+    /// The origin's answer, streamed through with what travels with it.
     pub(crate) fn upstream(
         body: Guarded,
         log: RequestLog,
         exchange: Exchange,
-        status: StatusCode,
-        notice: Option<Bytes>,
-        meter: Option<UsageMeter>,
-        filter: Option<UsageChunkFilter>,
+        with: Along,
     ) -> Self {
         log.metrics.stream_opened();
         Self::Upstream {
@@ -340,16 +336,31 @@ impl ResponseBody {
                 body,
                 log,
                 exchange,
-                status,
+                status: with.status,
                 outcome: None,
-                notice,
+                notice: with.notice,
                 failed: None,
-                meter,
-                filter,
+                meter: with.meter,
+                filter: with.filter,
                 ended: false,
+                _lease: with.lease,
             },
         }
     }
+}
+
+/// What travels with an origin's answer on its way to the client.
+pub(crate) struct Along {
+    pub(crate) status: StatusCode,
+    /// Written into the stream if the origin's body breaks, before the
+    /// connection is aborted (see `Exchange::interrupted_stream_notice`).
+    pub(crate) notice: Option<Bytes>,
+    /// Reads an LLM answer's usage.
+    pub(crate) meter: Option<UsageMeter>,
+    /// Takes out the usage chunk the proxy asked for.
+    pub(crate) filter: Option<UsageChunkFilter>,
+    /// The request's slot, given back when the answer ends.
+    pub(crate) lease: Option<LeaseGuard>,
 }
 
 impl Body for ResponseBody {
@@ -403,6 +414,8 @@ pin_project! {
         filter: Option<UsageChunkFilter>,
         // The origin's body ended (and what the filter held went out).
         ended: bool,
+        // The request's slot on the GPU, given back when this is dropped.
+        _lease: Option<LeaseGuard>,
     }
 
     impl PinnedDrop for Logged {

@@ -72,6 +72,21 @@ pub struct Args {
     #[arg(long, env = "MAX_BODY_BYTES")]
     pub max_body_bytes: Option<String>,
 
+    /// Generation and embedding requests in flight at once; above it they
+    /// wait their turn, each freed slot going to the key served least
+    /// recently. [default: no limit]
+    #[arg(long, env = "MAX_CONCURRENT")]
+    pub max_concurrent: Option<String>,
+
+    /// Requests that may wait for a turn under MAX_CONCURRENT; more are
+    /// refused with 503. [default: 100]
+    #[arg(long, env = "MAX_QUEUE")]
+    pub max_queue: Option<String>,
+
+    /// How long a request may wait for its turn before a 503. [default: 60s]
+    #[arg(long, env = "QUEUE_TIMEOUT")]
+    pub queue_timeout: Option<String>,
+
     /// Time allowed to connect to the origin.
     #[arg(long, env = "CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -269,6 +284,9 @@ impl Args {
             ConfigVar::CfAccessClientId => self.cf_access_client_id.clone(),
             ConfigVar::CfAccessClientSecret => self.cf_access_client_secret.clone(),
             ConfigVar::MaxBodyBytes => self.max_body_bytes.clone(),
+            ConfigVar::MaxConcurrent => self.max_concurrent.clone(),
+            ConfigVar::MaxQueue => self.max_queue.clone(),
+            ConfigVar::QueueTimeout => self.queue_timeout.clone(),
         }
     }
 
@@ -278,8 +296,10 @@ impl Args {
     /// See [`Args::config`].
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         let config = self.config()?;
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         Ok(Settings {
-            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+            turns: crate::turns::Turns::new(config.turn_limits(), std::sync::Arc::clone(&metrics)),
+            metrics,
             proxy: Live::new(Proxy::new(config)),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
@@ -320,22 +340,9 @@ impl Args {
 /// # Errors
 /// A message for values that are not a whole number with one of those units.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))?;
-    let millis = match unit.trim() {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => None,
-    };
-    millis
+    ollama_proxy_core::parse_duration_ms(raw)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{raw}` is not a duration such as 500ms, 10s, 5m"))
+        .ok_or_else(|| format!("`{}` is not a duration such as 500ms, 10s, 5m", raw.trim()))
 }
 
 #[cfg(test)]

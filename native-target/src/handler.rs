@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ollama_proxy_core::{Action, Exchange, ProxyError, UnixTime, MAX_LISTING_BYTES};
 
-use crate::body::{find_body_error, BodyError, Guarded, RequestBody, ResponseBody};
+use crate::body::{find_body_error, Along, BodyError, Guarded, RequestBody, ResponseBody};
 use crate::client::OriginClient;
 use crate::live::Live;
 use crate::log::{Outcome, RequestLog};
@@ -20,6 +20,7 @@ use crate::log::{Outcome, RequestLog};
 pub(crate) struct Shared {
     pub(crate) proxy: Live,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) turns: Arc<crate::turns::Turns>,
     pub(crate) client: OriginClient,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -40,7 +41,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    let log = RequestLog::start(&parts.method, parts.uri.path(), &shared.metrics);
+    let mut log = RequestLog::start(&parts.method, parts.uri.path(), &shared.metrics);
     let decision = shared
         .proxy
         .load()
@@ -49,6 +50,24 @@ pub(crate) async fn handle(
     let head = match decision.action {
         Action::Respond(response) => return Ok(local(response, &exchange, &log, None)),
         Action::Forward(head) => head,
+    };
+
+    // A limited key, or a generation under MAX_CONCURRENT: its turn first
+    // (waiting, if it must, before anything reaches the origin). The lease
+    // is held until the answer ends.
+    let lease = match exchange.turn().cloned() {
+        None => None,
+        Some(turn) => match shared.turns.take(&turn).await {
+            Ok(admitted) => {
+                exchange.admitted(admitted.rate);
+                log.queued(admitted.waited);
+                admitted.lease
+            }
+            Err(refusal) => {
+                let response = exchange.turn_refusal_response(&refusal);
+                return Ok(local(response, &exchange, &log, None));
+            }
+        },
     };
 
     let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit())
@@ -121,7 +140,18 @@ pub(crate) async fn handle(
     let body = Guarded::new(body, shared.idle_timeout, u64::MAX);
     Ok(Response::from_parts(
         head,
-        ResponseBody::upstream(body, log, exchange, status, notice, meter, filter),
+        ResponseBody::upstream(
+            body,
+            log,
+            exchange,
+            Along {
+                status,
+                notice,
+                meter,
+                filter,
+                lease,
+            },
+        ),
     ))
 }
 

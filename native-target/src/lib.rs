@@ -18,6 +18,8 @@ mod metrics;
 pub mod reload;
 mod request_id;
 mod server;
+mod turns;
 
 pub use metrics::Metrics;
 pub use server::{bind, serve, Settings};
+pub use turns::Turns;

@@ -7,7 +7,7 @@
 //! path is logged (no query), and never a header value.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use ollama_proxy_core::{Exchange, ProxyError, Usage};
@@ -52,6 +52,8 @@ pub(crate) struct RequestLog {
     method: Method,
     path: String,
     start: Instant,
+    /// Time spent waiting for a turn on the GPU.
+    queued: Duration,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -61,8 +63,14 @@ impl RequestLog {
             method: method.clone(),
             path: path.to_owned(),
             start: Instant::now(),
+            queued: Duration::ZERO,
             metrics: Arc::clone(metrics),
         }
+    }
+
+    /// The request waited this long for its turn.
+    pub(crate) fn queued(&mut self, waited: Duration) {
+        self.queued = waited;
     }
 
     /// Microseconds since the request arrived.
@@ -130,6 +138,7 @@ impl RequestLog {
             prompt_tokens = %prompt_tokens,
             completion_tokens = %completion_tokens,
             ttft_ms = %ttft_ms,
+            queued_ms = (self.queued.as_micros() as f64 / 1e3),
             "request"
         );
     }

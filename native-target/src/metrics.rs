@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError, Usage};
+use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError, TurnRefusal, Usage};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -83,6 +83,17 @@ struct TokenLabels {
 type ModelHistograms = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: KeyLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+    key: KeyLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
     status_class: &'static str,
@@ -107,6 +118,10 @@ pub struct Metrics {
     speed: ModelHistograms,
     load: ModelHistograms,
     usage_unknown: Family<Labels<1>, Counter>,
+    queue_depth: Gauge,
+    queue_wait: Histogram,
+    in_flight: Family<KeyLabels, Gauge>,
+    turn_refusals: Family<RefusalLabels, Counter>,
     /// The model label values in use (at most [`MAX_MODELS`]).
     models: Mutex<HashSet<Arc<str>>>,
 }
@@ -221,6 +236,30 @@ impl Metrics {
             "LLM answers whose token counts are (partly) unknown, by reason: client_gone, origin_error, error, cached_prompt, no_usage",
             usage_unknown.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Generation and embedding requests waiting for a turn (MAX_CONCURRENT)",
+            queue_depth.clone(),
+        );
+        let queue_wait = latency_histogram();
+        registry.register(
+            "queue_wait_seconds",
+            "How long requests waited in the queue for their turn",
+            queue_wait.clone(),
+        );
+        let in_flight = Family::default();
+        registry.register(
+            "in_flight",
+            "Generation and embedding requests holding a slot, by key (counted when a limit applies)",
+            in_flight.clone(),
+        );
+        let turn_refusals = Family::default();
+        registry.register(
+            "turn_refusals",
+            "Requests refused a turn, by reason (rate: requests_per_minute; key_busy: max_concurrent; queue_full; queue_timeout) and key",
+            turn_refusals.clone(),
+        );
         Self {
             registry,
             requests,
@@ -238,6 +277,10 @@ impl Metrics {
             speed,
             load,
             usage_unknown,
+            queue_depth,
+            queue_wait,
+            in_flight,
+            turn_refusals,
             models: Mutex::new(HashSet::new()),
         }
     }
@@ -367,6 +410,51 @@ impl Metrics {
         self.first_byte
             .get_or_create(&[("route", exchange.route().as_str())])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests now waiting for a turn.
+    pub(crate) fn queue_depth(&self, waiting: usize) {
+        self.queue_depth
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// A request waited this long in the queue.
+    pub(crate) fn queue_waited(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    /// `key` took a slot.
+    pub(crate) fn lease_started(&self, key: &KeyName) {
+        self.in_flight
+            .get_or_create(&KeyLabels {
+                key: KeyLabel(Some(key.clone())),
+            })
+            .inc();
+    }
+
+    /// `key` gave a slot back.
+    pub(crate) fn lease_ended(&self, key: &KeyName) {
+        self.in_flight
+            .get_or_create(&KeyLabels {
+                key: KeyLabel(Some(key.clone())),
+            })
+            .dec();
+    }
+
+    /// `key`'s request was refused a turn.
+    pub(crate) fn turn_refused(&self, key: &KeyName, refusal: &TurnRefusal) {
+        let reason = match refusal {
+            TurnRefusal::RateLimited(_) => "rate",
+            TurnRefusal::KeyBusy { .. } => "key_busy",
+            TurnRefusal::QueueFull => "queue_full",
+            TurnRefusal::QueueTimeout => "queue_timeout",
+        };
+        self.turn_refusals
+            .get_or_create(&RefusalLabels {
+                reason,
+                key: KeyLabel(Some(key.clone())),
+            })
+            .inc();
     }
 
     /// A forwarded response started streaming.

@@ -33,6 +33,8 @@ pub struct Settings {
     pub proxy: Live,
     /// The metrics every request records (served by [`Admin`](crate::admin::Admin)).
     pub metrics: Arc<Metrics>,
+    /// The doorman every runtime asks before a limited request goes on.
+    pub turns: Arc<crate::turns::Turns>,
     /// Time allowed to connect to the origin.
     pub connect_timeout: Duration,
     /// Time allowed for the origin's response head.
@@ -230,6 +232,7 @@ async fn serve_thread(
     let shared = Arc::new(Shared {
         proxy: settings.proxy.clone(),
         metrics: Arc::clone(&settings.metrics),
+        turns: Arc::clone(&settings.turns),
         client,
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,
