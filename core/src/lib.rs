@@ -56,8 +56,8 @@ pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
 pub use time::UnixTime;
 pub use turns::{
-    Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,
-    DEFAULT_QUEUE_TIMEOUT_SECS,
+    Admission, Doorman, Grant, Lease, LeaseTable, Ticket, Turn, TurnLimits, TurnRefusal,
+    DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT_SECS, LEASE_TTL_US,
 };
 pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};
 pub use usage_chunk::UsageChunkFilter;

@@ -406,6 +406,14 @@ pub(crate) fn refusal_parts(
             ),
             1_000_000,
         ),
+        TurnRefusal::QueueFull if limits.max_queue == 0 => (
+            ProxyError::ServerBusy,
+            format!(
+                "The server is busy: all {} of its slots are in use. Try again shortly.",
+                limits.max_concurrent.unwrap_or(0)
+            ),
+            1_000_000,
+        ),
         TurnRefusal::QueueFull => (
             ProxyError::ServerBusy,
             format!(
@@ -448,5 +456,110 @@ fn duration_text(us: u64) -> String {
     match (secs / 60, secs % 60) {
         (0, s) => format!("{s}s"),
         (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// How long a lease held across isolates (the Worker's Durable Object)
+/// lasts unless renewed: an isolate that dies mid-answer leaks its slot
+/// for this long at most.
+pub const LEASE_TTL_US: u64 = 30_000_000;
+
+/// Leases held by id for holders elsewhere (the Worker's isolates, which
+/// renew them while their answer streams): a lease not renewed within its
+/// time to live is taken back. Sans-IO, like the doorman.
+#[derive(Debug)]
+pub struct LeaseTable {
+    ttl_us: u64,
+    held: HashMap<u64, (Lease, u64)>,
+    next_id: u64,
+}
+
+impl LeaseTable {
+    /// Leases that live `ttl_us` unless renewed.
+    pub fn new(ttl_us: u64) -> Self {
+        Self {
+            ttl_us,
+            held: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Holds `lease` from `now_us`; the id its holder renews and returns it by.
+    pub fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
+        self.next_id += 1;
+        self.held
+            .insert(self.next_id, (lease, now_us.saturating_add(self.ttl_us)));
+        self.next_id
+    }
+
+    /// Extends lease `id` from `now_us`: false when it is not held (it was
+    /// returned, or expired and was taken back).
+    pub fn renew(&mut self, id: u64, now_us: u64) -> bool {
+        match self.held.get_mut(&id) {
+            Some((_, expires)) => {
+                *expires = now_us.saturating_add(self.ttl_us);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lease `id` returned by its holder (to give back to the doorman).
+    pub fn take(&mut self, id: u64) -> Option<Lease> {
+        self.held.remove(&id).map(|(lease, _)| lease)
+    }
+
+    /// The leases not renewed in time at `now_us` (to give back).
+    pub fn expired(&mut self, now_us: u64) -> Vec<Lease> {
+        let ids: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, (_, expires))| *expires <= now_us)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.into_iter().filter_map(|id| self.take(id)).collect()
+    }
+
+    /// Leases held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+impl Turn {
+    /// A turn as the Worker's Durable Object receives it (see
+    /// [`Turn::slot`] and the rest, which the isolate sends).
+    pub fn from_parts(
+        key: &str,
+        slot: bool,
+        key_cap: Option<u32>,
+        per_minute: Option<u32>,
+    ) -> Self {
+        Self {
+            key: KeyName::new(key),
+            slot,
+            key_cap,
+            per_minute,
+        }
+    }
+
+    /// Whether it takes a slot.
+    pub fn slot(&self) -> bool {
+        self.slot
+    }
+
+    /// The key's `max_concurrent`.
+    pub fn key_cap(&self) -> Option<u32> {
+        self.key_cap
+    }
+
+    /// The key's `requests_per_minute`.
+    pub fn per_minute(&self) -> Option<u32> {
+        self.per_minute
     }
 }

@@ -258,14 +258,17 @@ impl Args {
             let models = key
                 .models
                 .map_or_else(|| "*".to_owned(), |m| format!("[{}]", m.join(", ")));
+            let limit = |n: Option<u32>| n.map_or_else(|| "none".to_owned(), |n| n.to_string());
             lines.push(format!(
-                "key {}: token={} expires={} disabled={} models={models} model_management={}",
+                "key {}: token={} expires={} disabled={} models={models} model_management={} max_concurrent={} requests_per_minute={}",
                 key.name,
                 if key.hashed { "sha256" } else { "plain" },
                 key.expires
                     .map_or_else(|| "never".to_owned(), |t| t.to_string()),
                 key.disabled,
                 key.model_management,
+                limit(key.max_concurrent),
+                limit(key.requests_per_minute),
             ));
         }
         lines

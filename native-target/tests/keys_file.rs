@@ -146,9 +146,9 @@ fn check_config_lists_keys_without_tokens() {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
     for line in [
-        "key default: token=plain expires=never disabled=false models=* model_management=false",
-        "key alice: token=sha256 expires=never disabled=false models=[llama3.2:*, qwen3*] model_management=true",
-        "key bob: token=plain expires=2027-01-31T00:00:00Z disabled=true models=* model_management=false",
+        "key default: token=plain expires=never disabled=false models=* model_management=false max_concurrent=none requests_per_minute=none",
+        "key alice: token=sha256 expires=never disabled=false models=[llama3.2:*, qwen3*] model_management=true max_concurrent=none requests_per_minute=none",
+        "key bob: token=plain expires=2027-01-31T00:00:00Z disabled=true models=* model_management=false max_concurrent=none requests_per_minute=none",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }

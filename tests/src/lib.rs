@@ -10,6 +10,7 @@
 pub mod broken;
 pub mod client;
 pub mod exchange;
+pub mod fair;
 pub mod hostile;
 pub mod origin;
 pub mod policy;

@@ -14,6 +14,11 @@ use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
 use crate::client::{
     call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
 };
+pub use crate::fair::{
+    a_client_that_leaves_gives_its_slot_back, a_key_over_its_cap_is_refused_until_its_answer_ends,
+    a_keys_rate_is_enforced_with_openais_headers,
+    max_concurrent_queues_natively_and_refuses_at_the_edge,
+};
 use crate::origin::pattern;
 pub use crate::policy::{
     a_later_second_model_aborts_the_upload, allowed_bodies_stream_on_intact,
@@ -77,6 +82,10 @@ macro_rules! scenario_tests {
             allowed_bodies_stream_on_intact,
             a_later_second_model_aborts_the_upload,
             openai_streams_are_asked_for_their_usage,
+            a_keys_rate_is_enforced_with_openais_headers,
+            a_key_over_its_cap_is_refused_until_its_answer_ends,
+            max_concurrent_queues_natively_and_refuses_at_the_edge,
+            a_client_that_leaves_gives_its_slot_back,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {

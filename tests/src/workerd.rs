@@ -155,7 +155,10 @@ const proxy :Workerd.Worker = (
   compatibilityFlags = ["enable_request_signal"],
   bindings = [
 {}
+    (name = "DOORMAN", durableObjectNamespace = "Doorman"),
   ],
+  durableObjectNamespaces = [ (className = "Doorman", uniqueKey = "ollama-proxy-doorman") ],
+  durableObjectStorage = (inMemory = void),
   globalOutbound = "loopback",
 );
 "#,

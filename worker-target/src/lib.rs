@@ -11,6 +11,7 @@
 mod answer;
 mod convert;
 mod log;
+mod turns;
 mod upload;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod wasm_tests;
@@ -19,8 +20,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ollama_proxy_core::{
-    early_error_response, Action, Config, ConfigVar, Exchange, Proxy, ProxyError, RequestIds,
-    UnixTime, MAX_LISTING_BYTES,
+    early_error_response, Action, Config, Exchange, Proxy, ProxyError, RequestIds, UnixTime,
+    MAX_LISTING_BYTES,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
@@ -68,8 +69,9 @@ fn proxy(env: &Env) -> Result<Rc<Proxy>, ollama_proxy_core::ConfigError> {
     if let Some(proxy) = PROXY.with(|p| p.borrow().clone()) {
         return Ok(proxy);
     }
-    let lookup = |var: ConfigVar| env.var(var.name()).ok().map(|v| v.to_string());
-    let proxy = Rc::new(Proxy::new(Config::from_lookup(lookup)?));
+    let proxy = Rc::new(Proxy::new(Config::from_lookup(|var| {
+        turns::edge_var(var, || env.var(var.name()).ok().map(|v| v.to_string()))
+    })?));
     PROXY.with(|p| *p.borrow_mut() = Some(Rc::clone(&proxy)));
     Ok(proxy)
 }
@@ -132,6 +134,57 @@ async fn fetch(
         Action::Forward(head) => head,
     };
 
+    // A limited key, or a generation under MAX_CONCURRENT: its turn first,
+    // from the doorman object. The lease is held (renewed) until the
+    // answer ends, then given back, whichever way this request ends.
+    let lease = match exchange.turn().cloned() {
+        None => None,
+        Some(turn) => match turns::take(&env, &turn).await {
+            Ok(taken) => {
+                exchange.admitted(taken.rate);
+                taken.lease
+            }
+            Err(turns::NoTurn::Refused(refusal)) => {
+                let response = exchange.turn_refusal_response(&refusal);
+                line.finish(&exchange, response.status(), None, &env, None);
+                return local_response(response);
+            }
+            Err(turns::NoTurn::Unavailable) => {
+                worker::console_error!(
+                    "ollama-proxy: config error: limits are configured (MAX_CONCURRENT, or a key's max_concurrent or requests_per_minute) but the DOORMAN Durable Object binding is missing or failed; see README \"Fair share\""
+                );
+                let error = ProxyError::Misconfigured;
+                let response = exchange.error_response(error);
+                line.finish(&exchange, response.status(), Some(error), &env, None);
+                return local_response(response);
+            }
+        },
+    };
+    let forwarded = forward(&request, &env, &mut exchange, head, line).await;
+    let done = forwarded.as_ref().ok().and_then(|(_, done)| done.clone());
+    if let Some(done) = &done {
+        let done = done.clone();
+        ctx.wait_until(async move {
+            let _ = JsFuture::from(done).await;
+        });
+    }
+    if let Some(lease) = lease {
+        ctx.wait_until(turns::hold(env.clone().into(), lease, done));
+    }
+    forwarded.map(|(response, _)| response)
+}
+
+/// Sends the request on and answers with the origin's answer: the response,
+/// and for an LLM's answer a promise that settles when it has ended.
+async fn forward(
+    request: &web_sys::Request,
+    env: &Env,
+    exchange: &mut Exchange,
+    head: http::request::Parts,
+    mut line: log::Line,
+) -> worker::Result<(web_sys::Response, Option<js_sys::Promise>)> {
+    let env = env.clone();
+    let done_none = |response: worker::Result<web_sys::Response>| response.map(|r| (r, None));
     // Body and abort signal ride along: the client going away cancels the
     // subrequest, and the body stays a JS stream (see upload.rs).
     let body = request.body();
@@ -140,7 +193,7 @@ async fn fetch(
         None => upload::plain(body, limit, request.signal())?,
         Some(gate) => match upload::through_gate(body, gate, limit, request.signal()).await {
             Ok(upload) => upload,
-            Err(stopped) => return stopped_response(&mut exchange, stopped, &mut line, &env),
+            Err(stopped) => return done_none(stopped_response(exchange, stopped, &mut line, &env)),
         },
     };
     let init = upstream_init(&head, upload.stream.as_ref(), &upload.signal)?;
@@ -152,7 +205,7 @@ async fn fetch(
             let stopped = upload
                 .stopped()
                 .unwrap_or(Stopped::Error(ProxyError::OriginUnreachable));
-            return stopped_response(&mut exchange, stopped, &mut line, &env);
+            return done_none(stopped_response(exchange, stopped, &mut line, &env));
         }
     };
     let asked = upload.asked_for_usage();
@@ -167,10 +220,11 @@ async fn fetch(
             Ok(listing) => (http::Response::from_parts(head, listing), None),
             Err(error) => (exchange.error_response(error), Some(error)),
         };
-        line.finish(&exchange, response.status(), error, &env, None);
-        return local_response(response);
+        line.finish(exchange, response.status(), error, &env, None);
+        return done_none(local_response(response));
     }
     let notice = exchange.interrupted_stream_notice(&head);
+    let mut done = None;
     let body = match (upstream.body(), exchange.usage_meter(&head)) {
         // An LLM's answer: read for its usage as it passes, logged at its end.
         (Some(body), Some(meter)) => {
@@ -181,7 +235,8 @@ async fn fetch(
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .map(|n| n as f64);
-            let meter = answer::AnswerMeter::new(meter, filter, line, exchange, status, env);
+            let meter =
+                answer::AnswerMeter::new(meter, filter, line, exchange.clone(), status, env);
             let metered = meter_stream(
                 &body,
                 notice.map(|n| n[..].into()),
@@ -190,21 +245,18 @@ async fn fetch(
                 &request.signal(),
             );
             let field = |name: &str| js_sys::Reflect::get(&metered, &name.into());
-            let done: js_sys::Promise = field("done")?.unchecked_into();
-            ctx.wait_until(async move {
-                let _ = JsFuture::from(done).await;
-            });
+            done = Some(field("done")?.unchecked_into());
             Some(field("stream")?.unchecked_into())
         }
         (body, _) => {
-            line.finish(&exchange, head.status, None, &env, None);
+            line.finish(exchange, head.status, None, &env, None);
             match (body, notice) {
                 (Some(body), Some(notice)) => Some(guard_stream(&body, &notice[..].into())),
                 (body, _) => body,
             }
         }
     };
-    js_response(&head, body.as_ref())
+    Ok((js_response(&head, body.as_ref())?, done))
 }
 
 /// The answer when the body was not forwarded: refused for its model, over

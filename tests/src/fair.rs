@@ -1,0 +1,183 @@
+//! Fair turns on both targets: a key's rate with OpenAI's headers, a key's
+//! cap, `MAX_CONCURRENT` (natively a queue, at the edge a 503), and slots
+//! coming back when an answer ends or its client leaves.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use crate::client::{call, empty, full, request, send, Got};
+use crate::target::{Harness, Target, AUTH};
+
+const CHAT: &str = r#"{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}]}"#;
+/// A stream of 20 chunks 100 ms apart: long enough to hold a slot while
+/// the scenario asks for another.
+const LONG: &str = "/api/chat?chunks=20&delay_ms=100";
+
+fn keys() -> String {
+    "[[keys]]\nname = \"paced\"\ntoken = \"paced-token-0003\"\nrequests_per_minute = 2\n\n\
+     [[keys]]\nname = \"capped\"\ntoken = \"capped-token-0004\"\nmax_concurrent = 1\n\n\
+     [[keys]]\nname = \"other\"\ntoken = \"other-token-0005\"\n"
+        .to_owned()
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("cf-aig-authorization", format!("Bearer {token}"))
+}
+
+async fn chat(h: &Harness, token: &str, path: &str) -> Got {
+    let (name, value) = bearer(token);
+    call(h.proxy, "POST", path, &[(name, value.as_str())], full(CHAT)).await
+}
+
+/// Starts a long stream as `token` and returns its body once the first
+/// chunk is in (the request holds its slot from then on).
+async fn hold_a_slot(h: &Harness, token: &str) -> hyper::body::Incoming {
+    let (name, value) = bearer(token);
+    let response = send(request(
+        h.proxy,
+        "POST",
+        LONG,
+        &[(name, value.as_str())],
+        full(CHAT),
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a first chunk").expect("a chunk");
+    assert!(first.is_data());
+    body
+}
+
+/// Asks until the answer is 200 (a slot given back asynchronously, as the
+/// Worker does, may take a moment), at most 10 s.
+async fn until_served(h: &Harness, token: &str) -> Got {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = chat(h, token, "/api/chat").await;
+        if got.status == 200 || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn a_keys_rate_is_enforced_with_openais_headers<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("AIG_KEYS", &keys())]).await;
+    let (name, value) = bearer("paced-token-0003");
+    let paced = [(name, value.as_str())];
+    let mut remaining = Vec::new();
+    for _ in 0..2 {
+        let got = call(h.proxy, "GET", "/api/tags", &paced, empty()).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("x-ratelimit-limit-requests"), Some("2"));
+        remaining.push(
+            got.header("x-ratelimit-remaining-requests")
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(remaining, ["1", "0"]);
+    let got = call(h.proxy, "GET", "/api/tags", &paced, empty()).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.json()["error"]["code"], "rate_limit_exceeded");
+    let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(got.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(h.origin.requests().len(), 2, "the refused request went on");
+    // Keys without a rate carry no rate headers and are not limited.
+    let free = call(h.proxy, "GET", "/api/tags", &[AUTH], empty()).await;
+    assert_eq!(free.status, 200);
+    assert!(free.header("x-ratelimit-limit-requests").is_none());
+}
+
+pub async fn a_key_over_its_cap_is_refused_until_its_answer_ends<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("AIG_KEYS", &keys())]).await;
+    let running = hold_a_slot(&h, "capped-token-0004").await;
+    let refused = chat(&h, "capped-token-0004", "/api/chat").await;
+    assert_eq!(
+        refused.status,
+        429,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Another key is not held back, and listings take no slot.
+    assert_eq!(chat(&h, "other-token-0005", "/api/chat").await.status, 200);
+    let (name, value) = bearer("capped-token-0004");
+    let tags = call(
+        h.proxy,
+        "GET",
+        "/api/tags",
+        &[(name, value.as_str())],
+        empty(),
+    )
+    .await;
+    assert_eq!(tags.status, 200);
+    // The answer ends: the slot comes back.
+    let rest = running
+        .collect()
+        .await
+        .expect("the rest of the stream")
+        .to_bytes();
+    assert!(rest.ends_with(b"\n"));
+    assert_eq!(until_served(&h, "capped-token-0004").await.status, 200);
+}
+
+/// Natively a request above `MAX_CONCURRENT` waits for its turn; at the
+/// edge there is no queue, and it is refused with 503 and `Retry-After`.
+pub async fn max_concurrent_queues_natively_and_refuses_at_the_edge<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("AIG_KEYS", &keys()), ("MAX_CONCURRENT", "1")]).await;
+    let running = hold_a_slot(&h, "other-token-0005").await;
+    if T::NAME == "native" {
+        let waiting = {
+            let proxy = h.proxy;
+            let (name, value) = bearer(crate::target::TOKEN);
+            tokio::spawn(async move {
+                call(
+                    proxy,
+                    "POST",
+                    "/api/chat",
+                    &[(name, value.as_str())],
+                    full(CHAT),
+                )
+                .await
+            })
+        };
+        let rest = running.collect().await.expect("the stream").to_bytes();
+        assert!(!rest.is_empty());
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("served once the slot is free")
+            .unwrap();
+        assert_eq!(got.status, 200);
+    } else {
+        let got = chat(&h, crate::target::TOKEN, "/api/chat").await;
+        assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+        assert_eq!(got.json()["error"]["code"], "server_busy");
+        assert_eq!(got.header("retry-after"), Some("1"));
+        let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains("all 1 of its slots are in use"),
+            "{message}"
+        );
+        drop(running.collect().await);
+        assert_eq!(until_served(&h, crate::target::TOKEN).await.status, 200);
+    }
+}
+
+pub async fn a_client_that_leaves_gives_its_slot_back<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
+    let running = hold_a_slot(&h, crate::target::TOKEN).await;
+    drop(running);
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to see the client leave",
+            |_, gone| gone >= 1,
+        )
+        .await;
+    let got = until_served(&h, crate::target::TOKEN).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+}
