@@ -9,7 +9,8 @@
 //! `POST /v1/chat/completions` (the same paced as OpenAI events, with a
 //! usage chunk when the body asks for one), `GET /ndjson?bytes=N` (about N
 //! bytes of NDJSON lines in 256 KiB frames, then the counts; also as
-//! `/api/generate`, which the proxy meters).
+//! `/api/generate`, which the proxy meters), `POST /api/embed` (a small
+//! embedding answer).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 
 const SMALL: &[u8] = br#"{"model":"llama3.2","created_at":"2026-01-01","done":true}"#;
 const FRAME: usize = 256 * 1024;
+const EMBED: &[u8] = br#"{"model":"bench","embeddings":[[0.1,0.2,0.3]],"prompt_eval_count":3}"#;
 
 /// The bodies this origin sends.
 enum Out {
@@ -220,6 +222,12 @@ async fn serve(
                 },
             )
         }
+        // A small embedding answer (a generation-class route: it takes a
+        // slot under the proxy's limits).
+        "/embed" => (
+            "application/json",
+            Out::Full(Some(Bytes::from_static(EMBED))),
+        ),
         // The same bytes: metered as `/api/generate`, not as `/ndjson`.
         "/ndjson" | "/generate" => {
             let frames = param(&query, "bytes").unwrap_or(48 << 20) / lines.len() as u64;

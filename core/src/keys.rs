@@ -38,7 +38,7 @@ const FIELDS: [&str; 9] = [
     "requests_per_minute",
 ];
 /// The most a count (`max_concurrent`, `requests_per_minute`) may say.
-const MAX_COUNT: i64 = 1_000_000;
+const MAX_COUNT: i64 = 1_000_000_000;
 /// The longest key name: it shows in logs and metric labels.
 const MAX_NAME: usize = 64;
 

@@ -62,9 +62,9 @@ fn reads_every_field() {
 #[test]
 fn limits_are_whole_numbers_from_one() {
     for (value, expected) in [
-        ("0", "must be a whole number from 1 to 1000000"),
-        ("-3", "must be a whole number from 1 to 1000000"),
-        ("1000001", "must be a whole number from 1 to 1000000"),
+        ("0", "must be a whole number from 1 to 1000000000"),
+        ("-3", "must be a whole number from 1 to 1000000000"),
+        ("1000000001", "must be a whole number from 1 to 1000000000"),
         ("2.5", "must be a whole number"),
         ("\"4\"", "must be a whole number"),
     ] {

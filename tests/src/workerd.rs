@@ -106,6 +106,10 @@ fn capnp_string(s: &str) -> String {
 /// (`{"message":"analytics","point":{…}}`) for tests to read.
 pub const ANALYTICS: &str = "ANALYTICS";
 
+/// A variable with this name (any value) leaves the `DOORMAN` Durable
+/// Object binding out, as a deployment that forgot it would.
+pub const NO_DOORMAN: &str = "NO_DOORMAN";
+
 const FAKE_ANALYTICS: &str = r#"// A stand-in for a Workers Analytics Engine dataset binding.
 export default function dataset() {
   return {
@@ -117,8 +121,10 @@ export default function dataset() {
 "#;
 
 fn config(port: u16, vars: &Vars) -> String {
+    let doorman = !vars.iter().any(|(name, _)| name == NO_DOORMAN);
     let bindings: Vec<String> = vars
         .iter()
+        .filter(|(name, _)| name != NO_DOORMAN)
         .map(|(name, value)| {
             if name == ANALYTICS {
                 // Not a variable: bind the fake Analytics Engine dataset.
@@ -155,14 +161,19 @@ const proxy :Workerd.Worker = (
   compatibilityFlags = ["enable_request_signal"],
   bindings = [
 {}
-    (name = "DOORMAN", durableObjectNamespace = "Doorman"),
+{}
   ],
   durableObjectNamespaces = [ (className = "Doorman", uniqueKey = "ollama-proxy-doorman") ],
   durableObjectStorage = (inMemory = void),
   globalOutbound = "loopback",
 );
 "#,
-        bindings.join("\n")
+        bindings.join("\n"),
+        if doorman {
+            r#"    (name = "DOORMAN", durableObjectNamespace = "Doorman"),"#
+        } else {
+            ""
+        }
     )
 }
 

@@ -5,6 +5,9 @@
 //! (`AuthenticationError`) and a model outside the list
 //! (`PermissionDeniedError`).
 //!
+//! The same SDK, in Node, retries on its own a request refused because its
+//! key is at its limit, and is served once the slot is free.
+//!
 //! `cargo xtask test-all` installs Chromium and the npm tools, bundles the
 //! page (tests/browser/) and sets `OLLAMA_PROXY_REQUIRE_BROWSER=1`; a plain
 //! `cargo test` skips these tests when that was not done.
@@ -191,5 +194,70 @@ async fn openai_js_sdk_in_chromium_against_native() {
 async fn openai_js_sdk_in_chromium_against_the_worker() {
     if let Some(worker) = WORKER.as_ref() {
         sdk_in_chromium(worker).await;
+    }
+}
+
+/// The key at its limit while another of its requests streams: the SDK's
+/// default retries honour `Retry-After` and are served once the slot frees.
+async fn sdk_retries_until_served<T: Target>(target: &T) {
+    let Some(browser) = BROWSER.as_ref() else {
+        return;
+    };
+    let keys = "[[keys]]\nname = \"solo\"\ntoken = \"solo-token-0006\"\nmax_concurrent = 1\n";
+    let h = Harness::start(target, &[("AIG_KEYS", keys)]).await;
+    // Holds the key's only slot for half a second.
+    let held = {
+        let proxy = h.proxy;
+        tokio::spawn(async move {
+            ollama_proxy_tests::client::call(
+                proxy,
+                "POST",
+                "/api/chat?chunks=5&delay_ms=100",
+                &[("cf-aig-authorization", "Bearer solo-token-0006")],
+                ollama_proxy_tests::client::full(r#"{"model":"llama3.2:1b","messages":[]}"#),
+            )
+            .await
+        })
+    };
+    h.origin
+        .wait_for_heads(1, std::time::Duration::from_secs(10))
+        .await;
+    let mut node = std::process::Command::new("node");
+    node.arg(browser.dir.join("retry.mjs"))
+        .arg(format!("http://{}/v1", h.proxy))
+        .arg("solo-token-0006")
+        .current_dir(&browser.dir);
+    let out = tokio::task::spawn_blocking(move || node.output());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .expect("the SDK finished")
+        .unwrap()
+        .expect("node runs");
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let name = T::NAME;
+    assert!(seen.get("error").is_none(), "{name}: {seen}");
+    let statuses = seen["statuses"].as_array().unwrap();
+    assert_eq!(statuses[0]["status"], 429, "{name}: {seen}");
+    assert_eq!(statuses[0]["retryAfter"], "1", "{name}: {seen}");
+    assert_eq!(statuses.last().unwrap()["status"], 200, "{name}: {seen}");
+    assert!(seen["chunks"].as_u64().unwrap() > 0, "{name}: {seen}");
+    assert_eq!(held.await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_js_sdk_retries_until_served_by_native() {
+    sdk_retries_until_served(&Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_js_sdk_retries_until_served_by_the_worker() {
+    if let Some(worker) = WORKER.as_ref() {
+        sdk_retries_until_served(worker).await;
     }
 }

@@ -397,3 +397,52 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     assert_eq!(point["doubles"][3], 5.0);
     assert!(point["doubles"][4].as_f64().unwrap() >= 0.0);
 }
+
+/// Limits configured but the doorman object not bound: limited requests are
+/// refused (500, the reason in the log), never let through unlimited;
+/// requests no limit applies to are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_without_the_doorman_binding_fail_closed() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let origin = MockOrigin::start().await;
+    let keys =
+        "[[keys]]\nname = \"paced\"\ntoken = \"paced-token-0007\"\nrequests_per_minute = 100\n";
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), origin.url()),
+        ("AIG_AUTH_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("AIG_KEYS".to_owned(), keys.to_owned()),
+        (
+            ollama_proxy_tests::workerd::NO_DOORMAN.to_owned(),
+            "1".to_owned(),
+        ),
+    ];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let limited = call(
+        addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", "Bearer paced-token-0007")],
+        empty(),
+    )
+    .await;
+    assert_eq!(limited.status, 500);
+    assert_eq!(limited.json()["error"]["code"], "proxy_misconfigured");
+    let auth = format!("Bearer {TOKEN}");
+    let free = call(
+        addr,
+        "GET",
+        "/api/tags",
+        &[("cf-aig-authorization", auth.as_str())],
+        empty(),
+    )
+    .await;
+    assert_eq!(free.status, 200);
+    assert_eq!(origin.requests().len(), 1, "the limited request went on");
+    let log = running.log();
+    assert!(
+        log.contains("DOORMAN Durable Object binding is missing"),
+        "{log}"
+    );
+}

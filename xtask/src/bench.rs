@@ -567,6 +567,8 @@ pub(crate) fn bench() -> Result<(), String> {
 
     // Per-key policy: a keys document of 50 hashed keys with model lists.
     let policy_rows = crate::bench_policy::bench_policy(&target, &scratch, &mut report)?;
+    // Fair turns: limits on but never tripping.
+    let turns_rows = crate::bench_turns::bench_turns(&target, &scratch, &mut report)?;
 
     // The Worker.
     let bundle = build_dir();
@@ -725,7 +727,12 @@ pub(crate) fn bench() -> Result<(), String> {
             "≤ 300 KiB",
         ),
     ];
-    for (measure, value, target) in rows.iter().chain(&policy_rows).chain(&usage_rows) {
+    for (measure, value, target) in rows
+        .iter()
+        .chain(&policy_rows)
+        .chain(&turns_rows)
+        .chain(&usage_rows)
+    {
         let _ = writeln!(report, "| {measure} | {value} | {target} |");
     }
     println!("{report}");
