@@ -3,22 +3,24 @@
 //! time). Sans-IO: the caller passes the time, in microseconds of a clock
 //! of its own that never goes back.
 
-/// Microseconds in a minute.
-const MINUTE_US: u64 = 60_000_000;
+/// Nanoseconds in a minute: the bucket counts in nanoseconds, so a rate of
+/// up to 10⁹ requests a minute still has a whole interval.
+const MINUTE_NS: u64 = 60_000_000_000;
 
 /// A rate: `per_minute` requests a minute, all of them at once if saved up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Rate {
     per_minute: u32,
-    /// Time between two requests at the steady rate.
-    interval_us: u64,
+    /// Time between two requests at the steady rate, in nanoseconds.
+    interval_ns: u64,
 }
 
 /// One key's bucket: when it would be full again, as GCRA's theoretical
 /// arrival time (a full bucket has it at or before now).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Bucket {
-    tat_us: u64,
+    /// In nanoseconds of the caller's clock.
+    tat_ns: u64,
 }
 
 /// Where a key stands after a request was let through, for the
@@ -47,40 +49,42 @@ pub struct RateRefusal {
 impl Rate {
     /// `per_minute` requests a minute (at least one).
     pub(crate) fn per_minute(per_minute: u32) -> Self {
-        let per_minute = per_minute.max(1);
+        // Above 10⁹ a minute the interval would round to nothing.
+        let per_minute = per_minute.clamp(1, 1_000_000_000);
         Self {
             per_minute,
-            interval_us: MINUTE_US / u64::from(per_minute),
+            interval_ns: MINUTE_NS / u64::from(per_minute),
         }
     }
 
     /// The bucket holds `per_minute` requests.
-    fn capacity_us(self) -> u64 {
-        self.interval_us * u64::from(self.per_minute)
+    fn capacity_ns(self) -> u64 {
+        self.interval_ns * u64::from(self.per_minute)
     }
 
     /// Takes one request from `bucket` at `now_us`, or says when one may go.
     pub(crate) fn take(self, bucket: &mut Bucket, now_us: u64) -> Result<RateState, RateRefusal> {
-        let tat = bucket.tat_us.max(now_us) + self.interval_us;
-        let limit = now_us + self.capacity_us();
+        let now = now_us.saturating_mul(1_000);
+        let tat = bucket.tat_ns.max(now) + self.interval_ns;
+        let limit = now.saturating_add(self.capacity_ns());
         if tat > limit {
             return Err(RateRefusal {
-                retry_in_us: tat - limit,
+                retry_in_us: (tat - limit).div_ceil(1_000),
                 limit: self.per_minute,
-                reset_us: bucket.tat_us.saturating_sub(now_us),
+                reset_us: bucket.tat_ns.saturating_sub(now).div_ceil(1_000),
             });
         }
-        bucket.tat_us = tat;
+        bucket.tat_ns = tat;
         Ok(RateState {
             limit: self.per_minute,
-            remaining: ((limit - tat) / self.interval_us) as u32,
-            reset_us: tat - now_us,
+            remaining: ((limit - tat) / self.interval_ns) as u32,
+            reset_us: (tat - now).div_ceil(1_000),
         })
     }
 
     /// Whether `bucket` is full at `now_us` (nothing to remember).
     pub(crate) fn is_full(bucket: Bucket, now_us: u64) -> bool {
-        bucket.tat_us <= now_us
+        bucket.tat_ns <= now_us.saturating_mul(1_000)
     }
 }
 
@@ -91,6 +95,7 @@ mod tests {
     use super::*;
 
     const SECOND: u64 = 1_000_000;
+    const MINUTE_US: u64 = 60 * SECOND;
 
     #[test]
     fn a_full_bucket_lets_a_minutes_worth_through_then_refills() {
@@ -119,7 +124,7 @@ mod tests {
         /// rate, and never more than the rate once steady.
         #[test]
         fn no_window_lets_more_through_than_the_bucket_allows(
-            per_minute in 1u32..120,
+            per_minute in prop_oneof![1u32..120, 120u32..=1_000_000_000],
             gaps in prop::collection::vec(0u64..5 * SECOND, 1..300),
         ) {
             let rate = Rate::per_minute(per_minute);
