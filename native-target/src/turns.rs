@@ -23,7 +23,12 @@ enum Verdict {
 struct Inner {
     doorman: Doorman,
     waiters: HashMap<Ticket, oneshot::Sender<Verdict>>,
+    /// Slots given back, to forget idle keys now and then.
+    releases: u64,
 }
+
+/// Idle keys are forgotten once every this many slots given back.
+const FORGET_EVERY: u64 = 1024;
 
 /// The doorman and everyone waiting on it. `MAX_CONCURRENT` and the rest
 /// come from the environment, which a reload does not change: the limits
@@ -61,6 +66,7 @@ impl Turns {
             inner: Mutex::new(Inner {
                 doorman: Doorman::new(limits),
                 waiters: HashMap::new(),
+                releases: 0,
             }),
             epoch: Instant::now(),
             metrics,
@@ -172,7 +178,10 @@ impl Turns {
         let mut inner = self.lock();
         let grants = inner.doorman.release(lease);
         self.deliver(&mut inner, grants);
-        inner.doorman.forget_idle(self.now_us());
+        inner.releases += 1;
+        if inner.releases % FORGET_EVERY == 0 {
+            inner.doorman.forget_idle(self.now_us());
+        }
     }
 
     /// Hands slots to the requests they went to; a slot whose request has
