@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod backends;
 mod config;
 mod cors;
 mod decision;
@@ -40,6 +41,7 @@ mod usage;
 mod usage_chunk;
 
 pub use auth::{token_sha256_hex, KeyName};
+pub use backends::{Backends, Failure, HealthPolicy, NoRoute, Probe, Reason, Route};
 pub use config::{
     parse_duration_ms, Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_ORIGIN,

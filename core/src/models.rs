@@ -129,6 +129,11 @@ pub(crate) struct ModelName {
 }
 
 impl ModelName {
+    /// The name as `ollama list` shows it, lower case.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
     /// Reads a requested model name as Ollama resolves it.
     pub(crate) fn resolve(requested: &str) -> Option<Self> {
         let (base, cloud) = parse_ref(requested)?;
