@@ -74,6 +74,28 @@ impl Reason {
     }
 }
 
+/// What a request needs of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need<'m> {
+    /// The model: a backend that has it loaded, else has it, else may.
+    Model(&'m str),
+    /// Model management (pull, create, copy, …) about a model: a backend
+    /// that has it as for [`Need::Model`], else the first available in the
+    /// configured order (where a pull or a create lands, predictably).
+    Manage(Option<&'m str>),
+    /// Nothing in particular: any backend, least in flight first.
+    Any,
+}
+
+/// Whether an answer with this status is the origin's own failure (a
+/// gateway or tunnel in front of Ollama that cannot reach it, or Ollama
+/// refusing work): 502, 503, 504 and Cloudflare's 520–530. Ollama's
+/// answers about a request (400, 404, 500 for a model that cannot load)
+/// are not.
+pub fn failing_status(status: u16) -> bool {
+    matches!(status, 502..=504 | 520..=530)
+}
+
 /// Where a request may go, best first, and why the first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -168,6 +190,39 @@ impl Backends {
 
     /// Where a request for `model` (or none) goes at `now_us`.
     pub fn route(&self, model: Option<&str>, now_us: u64) -> Result<Route, NoRoute> {
+        self.route_for(model.map_or(Need::Any, Need::Model), now_us)
+    }
+
+    /// Where a request that needs `need` goes at `now_us`.
+    pub fn route_for(&self, need: Need<'_>, now_us: u64) -> Result<Route, NoRoute> {
+        match need {
+            Need::Model(model) => self.rank(Some(model), now_us),
+            Need::Any => self.rank(None, now_us),
+            Need::Manage(model) => {
+                let by_model = model.and_then(|m| self.rank(Some(m), now_us).ok());
+                if let Some(route) = by_model.filter(|r| {
+                    matches!(r.reason, Reason::Loaded | Reason::HasModel)
+                }) {
+                    return Ok(route);
+                }
+                // In the configured order, available ones first.
+                let mut order: Vec<(bool, usize)> = (0..self.backends.len())
+                    .map(|i| (!self.backends[i].available(now_us), i))
+                    .collect();
+                order.sort_unstable();
+                let reason = match order.first() {
+                    Some((false, _)) => Reason::Any,
+                    _ => Reason::LastResort,
+                };
+                Ok(Route {
+                    candidates: order.into_iter().map(|(_, i)| i).collect(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn rank(&self, model: Option<&str>, now_us: u64) -> Result<Route, NoRoute> {
         let wanted = model.map(|m| canonical(m).unwrap_or_else(|| m.to_ascii_lowercase()));
         let has = |known: &Option<Known>| match (&wanted, known) {
             (Some(m), Some(k)) => k.names.contains(m),

@@ -19,13 +19,15 @@ use crate::turns::{TurnLimits, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT_SECS};
 
 /// Ollama's own default address, the native target's default origin.
 pub const DEFAULT_ORIGIN: &str = "http://127.0.0.1:11434";
+/// The most Ollama boxes `OLLAMA_ORIGIN` may list.
+pub const MAX_ORIGINS: usize = 16;
 /// Default request body limit: 100 MiB, the Workers plan limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
 /// A configuration variable, by its environment name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConfigVar {
-    /// `OLLAMA_ORIGIN`: the origin URL.
+    /// `OLLAMA_ORIGIN`: the origin URL, or several comma-separated.
     OllamaOrigin,
     /// `AIG_AUTH_TOKEN`: the main token.
     AigAuthToken,
@@ -109,6 +111,10 @@ enum Problem {
     Missing,
     Empty,
     Origin(OriginProblem),
+    /// Entry n (1-based) of several origins is wrong.
+    OriginEntry(usize, OriginProblem),
+    DuplicateOrigin(usize),
+    TooManyOrigins,
     NotBool,
     NotSize,
     NotCount(u32),
@@ -162,6 +168,12 @@ impl fmt::Display for Detail<'_> {
                 f.write_str("must not contain user:password@ (use CF_ACCESS_CLIENT_ID/SECRET for Access)")
             }
             Problem::Origin(OriginProblem::HasQuery) => f.write_str("must not contain a query string"),
+            Problem::OriginEntry(n, problem) => {
+                write!(f, "entry {n}: ")?;
+                Detail(&Problem::Origin(*problem), self.1).fmt(f)
+            }
+            Problem::DuplicateOrigin(n) => write!(f, "entry {n} repeats an earlier origin"),
+            Problem::TooManyOrigins => write!(f, "at most {MAX_ORIGINS} origins"),
             Problem::NotBool => f.write_str("must be true or false (also 1/0, yes/no, on/off)"),
             Problem::NotSize => f.write_str("must be a byte count such as 104857600, 512KiB, 100MiB or 1GiB"),
             Problem::NotCount(min) => write!(f, "must be a whole number from {min} to 1000000"),
@@ -231,7 +243,8 @@ pub struct KeySummary {
 /// The validated configuration shared by both targets.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) origin: Origin,
+    /// One or more Ollama boxes, in the order configured.
+    pub(crate) origins: Vec<Origin>,
     pub(crate) keys: Vec<Arc<Key>>,
     pub(crate) allow_origin: AllowOrigin,
     pub(crate) allow_authorization_header: bool,
@@ -239,6 +252,40 @@ pub struct Config {
     pub(crate) access: Option<AccessHeaders>,
     pub(crate) max_body_bytes: u64,
     pub(crate) turn_limits: TurnLimits,
+}
+
+/// `OLLAMA_ORIGIN`: one URL, or several comma-separated (empty entries,
+/// as a trailing comma leaves, are skipped).
+fn parse_origins(raw: &str) -> Result<Vec<Origin>, ConfigError> {
+    let var = ConfigVar::OllamaOrigin;
+    let entries: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.len() > MAX_ORIGINS {
+        return Err(ConfigError::new(var, Problem::TooManyOrigins));
+    }
+    let several = entries.len() > 1;
+    let mut origins: Vec<Origin> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let origin = Origin::parse(entry).map_err(|p| {
+            let problem = if several {
+                Problem::OriginEntry(i + 1, p)
+            } else {
+                Problem::Origin(p)
+            };
+            ConfigError::new(var, problem)
+        })?;
+        if origins.contains(&origin) {
+            return Err(ConfigError::new(var, Problem::DuplicateOrigin(i + 1)));
+        }
+        origins.push(origin);
+    }
+    if origins.is_empty() {
+        return Err(ConfigError::new(var, Problem::Empty));
+    }
+    Ok(origins)
 }
 
 impl Config {
@@ -259,8 +306,7 @@ impl Config {
 
         let origin_raw =
             get(V::OllamaOrigin)?.ok_or(ConfigError::new(V::OllamaOrigin, Problem::Missing))?;
-        let origin = Origin::parse(&origin_raw)
-            .map_err(|p| ConfigError::new(V::OllamaOrigin, Problem::Origin(p)))?;
+        let origins = parse_origins(&origin_raw)?;
 
         let keys = parse_keys(
             get(V::AigAuthToken)?,
@@ -337,7 +383,7 @@ impl Config {
         };
 
         Ok(Self {
-            origin,
+            origins,
             keys,
             allow_origin,
             allow_authorization_header,
@@ -348,9 +394,15 @@ impl Config {
         })
     }
 
-    /// The origin requests are forwarded to.
+    /// The (first) origin requests are forwarded to.
     pub fn origin(&self) -> &Origin {
-        &self.origin
+        &self.origins[0]
+    }
+
+    /// Every origin, in the order configured: the Ollama boxes requests are
+    /// spread over (see [`Backends`](crate::Backends)), by index.
+    pub fn origins(&self) -> &[Origin] {
+        &self.origins
     }
 
     /// The names of the configured keys, in order.
@@ -400,7 +452,14 @@ impl Config {
         };
         let access = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
         vec![
-            (ConfigVar::OllamaOrigin, self.origin.to_string()),
+            (
+                ConfigVar::OllamaOrigin,
+                self.origins
+                    .iter()
+                    .map(Origin::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             (
                 ConfigVar::AigAuthToken,
                 format!("<{} key(s): {}>", names.len(), names.join(", ")),

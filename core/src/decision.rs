@@ -12,10 +12,11 @@ use http::{request, Method, Response, StatusCode, Version};
 use crate::auth::{self, AuthOutcome, AuthSources, Key, CF_AIG_AUTHORIZATION};
 use crate::config::Config;
 use crate::cors::{self, CorsHeaders};
-use crate::endpoint::{self, Endpoint};
+use crate::backends::Probe;
+use crate::endpoint::{self, Endpoint, ModelSource};
 use crate::error::ProxyError;
 use crate::exchange::local;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Routing};
 use crate::hop::strip_hop_by_hop;
 use crate::model_policy::{self, ModelCheck};
 use crate::path::forwarded_path;
@@ -113,6 +114,8 @@ impl Proxy {
             turn: None,
             rate: None,
             turn_limits: cfg.turn_limits,
+            routing: Routing::Any,
+            several: cfg.origins.len() > 1,
         };
 
         if cors::is_preflight(&request.method, &request.headers) {
@@ -151,6 +154,7 @@ impl Proxy {
         }
         exchange.llm = endpoint.llm;
         exchange.ask_usage = endpoint.ask_usage;
+        exchange.routing = routing(&endpoint);
         match model_policy::check(&key, &endpoint, &request) {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),
@@ -168,18 +172,53 @@ impl Proxy {
     /// origin's `Host` and the Access service-token headers when configured,
     /// exactly as a forwarded request would carry them.
     pub fn readiness_probe(&self) -> request::Parts {
+        self.origin_get(0, READINESS_PATH)
+    }
+
+    /// The request that asks Ollama box `backend` (an index into
+    /// [`Config::origins`]) what [`Probe`] wants to know: `GET /api/tags`
+    /// or `GET /api/ps`, carried as a forwarded request would be.
+    pub fn probe_request(&self, backend: usize, probe: Probe) -> request::Parts {
+        let path = match probe {
+            Probe::Models => "/api/tags",
+            Probe::Loaded => "/api/ps",
+        };
+        self.origin_get(backend, path)
+    }
+
+    /// Points a forwarded head (as [`Action::Forward`] gives it, aimed at
+    /// the first box) at Ollama box `backend` instead: its scheme,
+    /// authority, base path and `Host`.
+    pub fn aim(&self, head: &mut request::Parts, backend: usize) {
+        let origins = &self.config.origins;
+        let Some(to) = origins.get(backend).filter(|_| backend > 0) else {
+            return;
+        };
+        let Some(target) = head.uri.path_and_query() else {
+            return;
+        };
+        let rest = target
+            .as_str()
+            .strip_prefix(origins[0].base_path())
+            .unwrap_or(target.as_str());
+        let rest = http::uri::PathAndQuery::try_from(rest)
+            .expect("a suffix of a valid path and query starting at a segment");
+        head.uri = to.join(&rest, None);
+        head.headers.insert(header::HOST, to.host_header().clone());
+    }
+
+    fn origin_get(&self, backend: usize, path: &'static str) -> request::Parts {
         let cfg = &self.config;
+        let origin = &cfg.origins[backend.min(cfg.origins.len() - 1)];
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, cfg.origin.host_header().clone());
+        headers.insert(header::HOST, origin.host_header().clone());
         if let Some(access) = &cfg.access {
             headers.insert(CF_ACCESS_CLIENT_ID, access.client_id.clone());
             headers.insert(CF_ACCESS_CLIENT_SECRET, access.client_secret.clone());
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = Method::GET;
-        parts.uri = cfg
-            .origin
-            .join(&http::uri::PathAndQuery::from_static(READINESS_PATH), None);
+        parts.uri = origin.join(&http::uri::PathAndQuery::from_static(path), None);
         parts.version = Version::HTTP_11;
         parts.headers = headers;
         parts
@@ -252,7 +291,7 @@ impl Proxy {
         headers.remove(CF_AIG_AUTHORIZATION);
         headers.remove(header::ORIGIN);
         drop_proxy_authorization(&cfg.keys, &mut headers);
-        headers.insert(header::HOST, cfg.origin.host_header().clone());
+        headers.insert(header::HOST, cfg.origins[0].host_header().clone());
         headers.remove(X_REQUEST_ID);
         if let Some(id) = &exchange.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
@@ -272,10 +311,27 @@ impl Proxy {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;
         let target = uri.path_and_query().expect("checked to be origin-form");
-        parts.uri = cfg.origin.join(target, resolved);
+        parts.uri = cfg.origins[0].join(target, resolved);
         parts.version = Version::HTTP_11;
         parts.headers = headers;
         parts
+    }
+}
+
+/// What picks the Ollama box for a request to `endpoint`.
+fn routing(endpoint: &Endpoint) -> Routing {
+    match &endpoint.model {
+        ModelSource::Body { watched, .. } => Routing::Body {
+            watched: *watched,
+            manage: endpoint.management,
+        },
+        ModelSource::Path(model) => Routing::Path(model.clone()),
+        ModelSource::Listing(kind) => Routing::Listing {
+            kind: *kind,
+            probe: endpoint.probe,
+        },
+        ModelSource::Blobs => Routing::Manage,
+        ModelSource::Query => Routing::Any,
     }
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Endpoint {
     pub(crate) llm: bool,
     /// An OpenAI route that streams usage only when asked: the proxy asks.
     pub(crate) ask_usage: bool,
+    /// `/api/tags` or `/api/ps`: what its answer tells of a box's models.
+    pub(crate) probe: Option<crate::backends::Probe>,
 }
 
 /// Classifies a request path (the one forwarded: dot segments resolved).
@@ -119,11 +121,17 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         words.as_slice(),
         [b"v1", b"chat", b"completions"] | [b"v1", b"completions"]
     );
+    let probe = match words.as_slice() {
+        [b"api", b"tags"] => Some(crate::backends::Probe::Models),
+        [b"api", b"ps"] => Some(crate::backends::Probe::Loaded),
+        _ => None,
+    };
     Endpoint {
         management,
         model,
         llm,
         ask_usage,
+        probe,
     }
 }
 

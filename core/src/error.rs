@@ -39,6 +39,9 @@ pub enum ProxyError {
     ModelNamedTooLate,
     /// A model-management endpoint while that is disabled (403).
     ModelManagementDisabled,
+    /// No Ollama box behind the proxy has the model (404), as OpenAI
+    /// answers an unknown model (the SDKs raise `NotFoundError`).
+    ModelNotFound,
     /// A request target that is not an origin-form path, or a bad framing header (400).
     BadRequest,
     /// A request header value with bytes outside ASCII (400). Runtimes do not
@@ -86,6 +89,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             Self::ModelNamedTooLate => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ModelNotFound => StatusCode::NOT_FOUND,
             Self::BadRequest
             | Self::NonAsciiHeader
             | Self::ModelRequired
@@ -114,9 +118,10 @@ impl ProxyError {
             Self::ModelManagementDisabled | Self::ModelNotAllowed | Self::ModelSourceNotAllowed => {
                 "permission_error"
             }
-            Self::ModelRequired | Self::DuplicateModel | Self::ModelNamedTooLate => {
-                "invalid_request_error"
-            }
+            Self::ModelRequired
+            | Self::DuplicateModel
+            | Self::ModelNamedTooLate
+            | Self::ModelNotFound => "invalid_request_error",
             Self::BadRequest
             | Self::NonAsciiHeader
             | Self::UriTooLong
@@ -148,6 +153,7 @@ impl ProxyError {
             Self::ModelSourceNotAllowed => "model_source_not_allowed",
             Self::ModelNamedTooLate => "model_named_too_late",
             Self::ModelManagementDisabled => "model_management_disabled",
+            Self::ModelNotFound => "model_not_found",
             Self::BadRequest => "bad_request",
             Self::NonAsciiHeader => "invalid_header_value",
             Self::UriTooLong => "uri_too_long",
@@ -188,6 +194,7 @@ impl ProxyError {
             Self::ModelManagementDisabled => {
                 "Model management endpoints (pull, push, create, delete, copy, blobs) and account endpoints (me, signout, user) are disabled for this API key."
             }
+            Self::ModelNotFound => "The model does not exist on any Ollama server behind this proxy.",
             Self::BadRequest => "The request is malformed.",
             Self::NonAsciiHeader => {
                 "A request header value contains non-ASCII bytes; encode it (for example percent-encoding or RFC 8187) before sending."
@@ -224,6 +231,7 @@ impl ProxyError {
         let shown: String = model.chars().take(MODEL_SHOWN).collect();
         let message = match self {
             Self::ModelNotAllowed => format!("This API key may not use the model `{shown}`."),
+            Self::ModelNotFound => format!("The model `{shown}` does not exist on any Ollama server behind this proxy."),
             other => other.message().to_owned(),
         };
         self.render(&message, Some("model"))

@@ -22,6 +22,7 @@ use crate::route::RouteFamily;
 use crate::turns::{Turn, TurnLimits, TurnRefusal};
 use crate::usage::{Framing, UsageMeter};
 use crate::usage_chunk::UsageChunkFilter;
+use crate::backends::{Backends, Need, Probe, Route};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -52,6 +53,32 @@ pub struct Exchange {
     /// The key's bucket after this request (for the rate headers).
     pub(crate) rate: Option<RateState>,
     pub(crate) turn_limits: TurnLimits,
+    /// What picks the Ollama box.
+    pub(crate) routing: Routing,
+    /// There are several boxes.
+    pub(crate) several: bool,
+}
+
+/// What picks the Ollama box for a request, when there are several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Routing {
+    /// The model the body names (the gate reads it); `manage`: a model
+    /// management request (see [`Need::Manage`]).
+    Body {
+        watched: crate::endpoint::Watched,
+        manage: bool,
+    },
+    /// The model in the path.
+    Path(String),
+    /// A listing: every box's, merged; `probe` says what it tells of them.
+    Listing {
+        kind: crate::endpoint::Listing,
+        probe: Option<Probe>,
+    },
+    /// Model management without a model (blobs): where a create will go.
+    Manage,
+    /// Any box.
+    Any,
 }
 
 impl Exchange {
@@ -68,25 +95,114 @@ impl Exchange {
     /// which may add [`INCLUDE_USAGE`](crate::INCLUDE_USAGE) to the body
     /// ([`GateStep::PassWithUsage`](crate::GateStep::PassWithUsage)): the
     /// body may then grow, so it is forwarded without a `Content-Length`.
+    ///
+    /// With several Ollama boxes, every request whose body names the model
+    /// goes through a gate too, which holds it until the model is read:
+    /// then [`Exchange::choose_backends`] knows where it goes.
     pub fn model_gate(&self) -> Option<ModelGate> {
         let hold = self.body_limit.min(MAX_HELD_BYTES);
-        match (self.model_check, &self.key) {
-            (ModelCheck::Body { watched, required }, Some(key)) => Some(ModelGate::new(
+        let route = match &self.routing {
+            Routing::Body { watched, .. } if self.several => Some(*watched),
+            _ => None,
+        };
+        match (self.model_check, &self.key, route) {
+            (ModelCheck::Body { watched, required }, Some(key), _) => Some(ModelGate::new(
                 Arc::clone(key),
                 watched,
                 required,
                 hold,
                 self.ask_usage,
+                route.is_some(),
             )),
-            (_, Some(key)) if self.ask_usage => Some(ModelGate::new(
+            (_, Some(key), Some(watched)) => Some(ModelGate::new(
+                Arc::clone(key),
+                watched,
+                false,
+                hold,
+                self.ask_usage,
+                true,
+            )),
+            (_, Some(key), None) if self.ask_usage => Some(ModelGate::new(
                 Arc::clone(key),
                 crate::endpoint::MODEL,
                 false,
                 hold,
                 true,
+                false,
             )),
             _ => None,
         }
+    }
+
+    /// Where the request goes among the Ollama boxes, from what `backends`
+    /// knows at `now_us` and, for a body that names its model, what its
+    /// `gate` read (pass it once the gate let the body through). With one
+    /// box, always that one.
+    ///
+    /// # Errors
+    /// No box has the model: the 404 `model_not_found` answer (recorded as
+    /// this exchange's rejection).
+    pub fn choose_backends(
+        &mut self,
+        backends: &Backends,
+        gate: Option<&ModelGate>,
+        now_us: u64,
+    ) -> Result<Route, Response<Bytes>> {
+        let named = gate.and_then(ModelGate::model);
+        let need = match &self.routing {
+            _ if !self.several => Need::Any,
+            Routing::Body { manage: false, .. } => named.map_or(Need::Any, Need::Model),
+            Routing::Body { manage: true, .. } => Need::Manage(named),
+            Routing::Path(model) => Need::Model(model),
+            Routing::Manage => Need::Manage(None),
+            Routing::Listing { .. } | Routing::Any => Need::Any,
+        };
+        let routed = backends.route_for(need, now_us);
+        let body = match (&routed, need) {
+            (Err(_), Need::Model(model)) => Some(ProxyError::ModelNotFound.body_for_model(model)),
+            _ => None,
+        };
+        routed.map_err(|_| {
+            let error = ProxyError::ModelNotFound;
+            self.rejection = Some(error);
+            self.local_json(error.status(), body.unwrap_or_else(|| error.body()))
+        })
+    }
+
+    /// Whether the request goes to every box (a listing, with several):
+    /// their answers are merged by [`Exchange::merge_listings`].
+    pub fn fans_out(&self) -> bool {
+        self.several && matches!(self.routing, Routing::Listing { .. })
+    }
+
+    /// What a successful answer to this request tells of the box's models
+    /// (`/api/tags`: its models, `/api/ps`: those loaded), for
+    /// [`Backends::learnt`].
+    pub fn probe(&self) -> Option<Probe> {
+        match self.routing {
+            Routing::Listing { probe, .. } => probe,
+            _ => None,
+        }
+    }
+
+    /// The listings of several boxes (each a successful answer, read whole)
+    /// as one, without repeats, then filtered to the key's models as
+    /// [`Exchange::filter_listing`] does.
+    ///
+    /// # Errors
+    /// [`ProxyError::OriginListingUnreadable`] when one is not a listing.
+    pub fn merge_listings(&self, bodies: &[Bytes]) -> Result<Bytes, ProxyError> {
+        let Routing::Listing { kind, .. } = self.routing else {
+            return Err(ProxyError::OriginListingUnreadable);
+        };
+        let slices: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        if slices.iter().any(|b| b.is_empty()) {
+            // HEAD: nothing listed.
+            return Ok(Bytes::new());
+        }
+        let merged =
+            listing::merge(kind, &slices).map_err(|_| ProxyError::OriginListingUnreadable)?;
+        self.filter_read(&merged)
     }
 
     /// A filter that takes the usage chunk out of the origin's answer, when
@@ -173,7 +289,8 @@ impl Exchange {
     /// passed through [`Exchange::filter_listing`]: a successful listing,
     /// for a key limited to some models.
     pub fn filters_listing(&self, status: StatusCode) -> bool {
-        matches!(self.model_check, ModelCheck::Listing(_)) && status.is_success()
+        (matches!(self.model_check, ModelCheck::Listing(_)) || self.fans_out())
+            && status.is_success()
     }
 
     /// The listing without the models the key may not use. Read at most
@@ -184,6 +301,13 @@ impl Exchange {
     /// [`ProxyError::OriginListingUnreadable`] when the answer is not the
     /// JSON listing Ollama sends, so it cannot be filtered.
     pub fn filter_listing(&self, body: &[u8]) -> Result<Bytes, ProxyError> {
+        if body.len() > listing::MAX_LISTING_BYTES {
+            return Err(ProxyError::OriginListingUnreadable);
+        }
+        self.filter_read(body)
+    }
+
+    fn filter_read(&self, body: &[u8]) -> Result<Bytes, ProxyError> {
         let (ModelCheck::Listing(kind), Some(key)) = (self.model_check, &self.key) else {
             return Ok(Bytes::copy_from_slice(body));
         };
@@ -193,9 +317,6 @@ impl Exchange {
         if body.is_empty() {
             // A HEAD or an empty answer lists nothing.
             return Ok(Bytes::new());
-        }
-        if body.len() > listing::MAX_LISTING_BYTES {
-            return Err(ProxyError::OriginListingUnreadable);
         }
         listing::filter(kind, list, body).map_err(|_| ProxyError::OriginListingUnreadable)
     }

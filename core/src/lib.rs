@@ -34,6 +34,8 @@ mod rate;
 mod request_id;
 mod route;
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod test_cases;
 mod time;
 mod turns;
@@ -41,7 +43,9 @@ mod usage;
 mod usage_chunk;
 
 pub use auth::{token_sha256_hex, KeyName};
-pub use backends::{Backends, Failure, HealthPolicy, NoRoute, Probe, Reason, Route};
+pub use backends::{
+    failing_status, Backends, Failure, HealthPolicy, Need, NoRoute, Probe, Reason, Route,
+};
 pub use config::{
     parse_duration_ms, Config, ConfigError, ConfigVar, KeySummary, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_ORIGIN,

@@ -25,13 +25,16 @@ struct Entry {
     end: usize,
     names: u8,
     allowed: bool,
+    /// Its first name, as listed.
+    name: Option<String>,
 }
 
 /// Finds the entries of the top-level array member and their names.
 struct Entries<'l> {
     array_member: &'static str,
     name_members: &'static [&'static str],
-    list: &'l ModelList,
+    /// The key's list; `None` to read the entries only.
+    list: Option<&'l ModelList>,
     in_member: bool,
     seen_member: bool,
     array: Option<(usize, usize)>,
@@ -56,6 +59,7 @@ impl Visitor for Entries<'_> {
                 names: 0,
                 // Not an object: nothing says which model it is.
                 allowed: kind == Kind::Object,
+                name: None,
             }),
             _ => {}
         }
@@ -110,13 +114,19 @@ impl Visitor for Entries<'_> {
                 end: 0,
                 names: 0,
                 allowed: false,
+                name: None,
             }),
             3 if self.in_member && std::mem::take(&mut self.name_next) => {
                 if let Some(entry) = self.entries.last_mut() {
                     entry.names += 1;
-                    let allowed = kind == Kind::String
-                        && raw.is_some_and(|raw| self.list.allows(&unquote(raw)));
+                    let name = (kind == Kind::String).then(|| raw.map(unquote)).flatten();
+                    let allowed = name
+                        .as_deref()
+                        .is_some_and(|n| self.list.is_none_or(|list| list.allows(n)));
                     entry.allowed &= allowed;
+                    if entry.name.is_none() {
+                        entry.name = name;
+                    }
                 }
             }
             _ => {}
@@ -124,8 +134,14 @@ impl Visitor for Entries<'_> {
     }
 }
 
-/// The listing without the entries `list` does not allow.
-pub(crate) fn filter(kind: Listing, list: &ModelList, body: &[u8]) -> Result<Bytes, Unreadable> {
+/// A listing read: the array's brackets (`[` at `.0`, `]` just before
+/// `.1`) and its entries.
+struct Read {
+    array: Option<(usize, usize)>,
+    entries: Vec<Entry>,
+}
+
+fn read(kind: Listing, list: Option<&ModelList>, body: &[u8]) -> Result<Read, Unreadable> {
     let (array_member, name_members): (&str, &[&str]) = match kind {
         Listing::Ollama => ("models", &["name", "model"]),
         Listing::OpenAi => ("data", &["id"]),
@@ -149,30 +165,115 @@ pub(crate) fn filter(kind: Listing, list: &ModelList, body: &[u8]) -> Result<Byt
     if !matches!(progress, Progress::Done(_)) || entries.broken {
         return Err(Unreadable);
     }
-    let Some((open, close)) = entries.array else {
+    Ok(Read {
+        array: entries.array,
+        entries: entries.entries,
+    })
+}
+
+/// The listing without the entries `list` does not allow.
+pub(crate) fn filter(kind: Listing, list: &ModelList, body: &[u8]) -> Result<Bytes, Unreadable> {
+    let read = read(kind, Some(list), body)?;
+    let Some((open, close)) = read.array else {
         return Ok(Bytes::copy_from_slice(body));
     };
-    if entries.entries.iter().all(|e| e.allowed) {
+    if read.entries.iter().all(|e| e.allowed) {
         return Ok(Bytes::copy_from_slice(body));
     }
     // `[` … `]`: keep the allowed entries, comma-separated.
+    let kept = read
+        .entries
+        .iter()
+        .filter(|e| e.allowed)
+        .map(|e| &body[e.start..e.end]);
+    Ok(rebuild(body, open, close, kept))
+}
+
+/// `body` with its array's entries replaced by `entries`, comma-separated.
+fn rebuild<'b>(
+    body: &[u8],
+    open: usize,
+    close: usize,
+    entries: impl Iterator<Item = &'b [u8]>,
+) -> Bytes {
     let mut out = Vec::with_capacity(body.len());
     out.extend_from_slice(&body[..=open]);
-    let mut first = true;
-    for entry in entries.entries.iter().filter(|e| e.allowed) {
-        if !first {
+    for (i, entry) in entries.enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
-        out.extend_from_slice(&body[entry.start..entry.end]);
+        out.extend_from_slice(entry);
     }
     out.extend_from_slice(&body[close - 1..]);
-    Ok(Bytes::from(out))
+    Bytes::from(out)
+}
+
+/// Several boxes' listings as one: the first's envelope, with every entry
+/// of each in order, a model listed by an earlier box (by its first name,
+/// as Ollama spells it) left out after. A listing that cannot be read is
+/// [`Unreadable`] (the caller leaves that box out, or fails).
+pub(crate) fn merge(kind: Listing, bodies: &[&[u8]]) -> Result<Bytes, Unreadable> {
+    let reads = bodies
+        .iter()
+        .map(|body| read(kind, None, body))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((first_body, first)) = bodies.first().zip(reads.first()) else {
+        return Err(Unreadable);
+    };
+    let Some((open, close)) = first.array else {
+        // The first lists nothing (`null`): the next that does, if any.
+        return match bodies.get(1) {
+            Some(_) => merge(kind, &bodies[1..]),
+            None => Ok(Bytes::copy_from_slice(first_body)),
+        };
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for (body, read) in bodies.iter().zip(&reads) {
+        for entry in &read.entries {
+            if entry.start == entry.end {
+                continue;
+            }
+            let name = entry.name.as_deref().map(|n| {
+                crate::models::ModelName::resolve(n)
+                    .map_or_else(|| n.to_ascii_lowercase(), |m| m.display().to_owned())
+            });
+            if name.is_none_or(|n| seen.insert(n)) {
+                kept.push(&body[entry.start..entry.end]);
+            }
+        }
+    }
+    Ok(rebuild(first_body, open, close, kept.into_iter()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_of_several_boxes_are_one_without_repeats() {
+        let a = br#"{"models":[{"name":"llama3.2:1b","size":1},{"name":"qwen3:8b"}]}"#;
+        let b = br#"{"models":[{"name":"Qwen3:8b","size":2},{"name":"mistral"}]}"#;
+        let c = br#"{"models":[]}"#;
+        let out = merge(Listing::Ollama, &[a, c, b]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"models":[{"name":"llama3.2:1b","size":1},{"name":"qwen3:8b"},{"name":"mistral"}]}"#
+        );
+        let out = merge(Listing::Ollama, &[c, a]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"models":[{"name":"llama3.2:1b","size":1},{"name":"qwen3:8b"}]}"#
+        );
+        let x = br#"{"object":"list","data":[{"id":"a"}]}"#;
+        let y = br#"{"object":"list","data":null}"#;
+        let z = br#"{"object":"list","data":[{"id":"b"},{"id":"a"}]}"#;
+        assert_eq!(
+            &merge(Listing::OpenAi, &[y, x, z]).unwrap()[..],
+            br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#
+        );
+        assert_eq!(merge(Listing::Ollama, &[a, b"nope"]), Err(Unreadable));
+    }
 
     fn list(entries: &[&str]) -> ModelList {
         let mut list = ModelList::default();

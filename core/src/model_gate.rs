@@ -109,6 +109,8 @@ pub struct ModelGate {
     usage: bool,
     /// Whether it did.
     asked: bool,
+    /// The key has a model list (else the gate holds only to route).
+    listed: bool,
 }
 
 /// Reads the watched members of the top-level object.
@@ -129,6 +131,11 @@ struct Members {
     /// appears at all.
     stream: Option<bool>,
     stream_options: bool,
+    /// Whether the key has a model list: only then are members refused.
+    listed: bool,
+    /// The first model named (by the first watched member read), which
+    /// picks the Ollama box when there are several.
+    named: Option<String>,
 }
 
 /// A watched member: one that names a model (by its index), one the key may
@@ -150,7 +157,7 @@ impl Members {
     /// when it is a second one.
     fn first_value(&mut self, field: usize) -> bool {
         self.seen[field] = self.seen[field].saturating_add(1);
-        if self.seen[field] > 1 {
+        if self.seen[field] > 1 && self.listed {
             self.refuse(ProxyError::DuplicateModel, None);
             return false;
         }
@@ -164,7 +171,7 @@ impl Visitor for Members {
             self.top = Some(kind);
         } else if depth == 2 {
             match self.pending.take() {
-                Some(Member::Model(field)) if self.first_value(field) => {
+                Some(Member::Model(field)) if self.first_value(field) && self.listed => {
                     // An object or array where Go wants a string.
                     self.refuse(ProxyError::ModelRequired, None);
                 }
@@ -230,6 +237,9 @@ impl Visitor for Members {
             (Kind::Null, _) => {}
             (Kind::String, Some(raw)) => {
                 let model = unquote(raw);
+                if self.named.is_none() {
+                    self.named = Some(model.clone());
+                }
                 let allowed = self
                     .key
                     .policy
@@ -243,7 +253,9 @@ impl Visitor for Members {
                 }
             }
             // Longer than any model name, or not a string at all.
-            _ => self.refuse(ProxyError::ModelRequired, None),
+            _ if self.listed => self.refuse(ProxyError::ModelRequired, None),
+            // Ollama will answer that itself.
+            _ => {}
         }
     }
 }
@@ -253,23 +265,32 @@ impl ModelGate {
     /// body is held until an allowed model is read (at most `hold_limit`
     /// bytes), and `required` (the endpoint takes a model) refuses a body
     /// without a readable one. `usage`: ask a stream for its usage.
+    /// `route`: there are several Ollama boxes, so the body is held until
+    /// its model is read whatever the key (without a list: never refused,
+    /// and a body that has not named it within `hold_limit` goes on
+    /// without).
     pub(crate) fn new(
         key: Arc<Key>,
         watched: Watched,
         required: bool,
         hold_limit: u64,
         usage: bool,
+        route: bool,
     ) -> Self {
         debug_assert!(watched.models.len() <= 4);
         let listed = key.policy.models.is_some();
-        // Without a list no member is checked: the gate only asks for usage.
-        let watched = if listed {
-            watched
-        } else {
-            Watched {
+        // Without a list no member is checked: the gate only asks for usage
+        // (and reads the model to route by).
+        let watched = match (listed, route) {
+            (true, _) => watched,
+            (false, true) => Watched {
+                models: watched.models,
+                forbidden: &[],
+            },
+            (false, false) => Watched {
                 models: &[],
                 forbidden: &[],
-            }
+            },
         };
         Self {
             scanner: Scanner::new(1),
@@ -284,14 +305,27 @@ impl ModelGate {
                 usage,
                 stream: None,
                 stream_options: false,
+                listed,
+                named: None,
             },
             required: required && listed,
-            state: if listed { State::Holding } else { State::Open },
+            state: if listed || route {
+                State::Holding
+            } else {
+                State::Open
+            },
             held: 0,
             hold_limit,
             usage,
             asked: false,
+            listed,
         }
+    }
+
+    /// The model the body names (the first naming read), once the gate has
+    /// let it through: what picks the Ollama box among several.
+    pub fn model(&self) -> Option<&str> {
+        self.reader.named.as_deref()
     }
 
     /// Whether the gate put [`INCLUDE_USAGE`] into the body (so the answer's
@@ -323,6 +357,11 @@ impl ModelGate {
                 };
                 if self.state == State::Holding {
                     self.held += chunk.len() as u64;
+                    if self.held > self.hold_limit && !self.listed {
+                        // Held only to route: it goes on, to any box.
+                        self.state = State::Settled;
+                        return GateStep::Pass;
+                    }
                     if self.held > self.hold_limit {
                         self.reader.refuse(ProxyError::ModelNamedTooLate, None);
                         self.state = State::Refused;

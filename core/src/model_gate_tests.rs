@@ -27,7 +27,7 @@ fn key(models: &[&str]) -> Arc<Key> {
 }
 
 fn gate(required: bool) -> ModelGate {
-    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES, false)
+    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES, false, false)
 }
 
 /// Feeds `chunks`, then the end; returns every step.
@@ -155,7 +155,7 @@ fn several_watched_members_must_each_be_allowed() {
         models: &["source", "destination"],
         forbidden: &[],
     };
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES, false);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES, false, false);
     let steps = run(
         &mut g,
         &["{\"\u{17f}ource\":\"llama3.2\",\"destination\":\"stolen\"}".as_bytes()],
@@ -178,7 +178,7 @@ fn forbidden_members_are_refused_in_any_spelling() {
         r#"{"model":"llama3.2:x","remote_host":"https://ollama.com:443"}"#,
         r#"{"model":"llama3.2:x","files":[]}"#,
     ] {
-        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false);
+        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false, false);
         let step = run(&mut g, &[body.as_bytes()]).pop().unwrap();
         assert_eq!(
             refusal(&step),
@@ -186,7 +186,7 @@ fn forbidden_members_are_refused_in_any_spelling() {
             "{body}"
         );
     }
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false, false);
     let step = run(
         &mut g,
         &[br#"{"model":"llama3.2:x","from":"llama3.2:1b","files":null}"#],
@@ -205,7 +205,7 @@ fn unlisted() -> Arc<Key> {
 /// Feeds `chunks` through a gate that asks for usage and returns what goes
 /// to the origin.
 fn forwarded(key: Arc<Key>, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-    let mut g = ModelGate::new(key, MODEL, true, MAX_HELD_BYTES, true);
+    let mut g = ModelGate::new(key, MODEL, true, MAX_HELD_BYTES, true, false);
     let mut out = Vec::new();
     let mut held: Vec<u8> = Vec::new();
     for chunk in chunks {
@@ -281,7 +281,7 @@ fn other_requests_go_on_untouched() {
 
 #[test]
 fn holding_stops_at_its_limit() {
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false, false);
     assert_eq!(
         g.push(br#"{"messages":[{"role":"user","content":""#),
         GateStep::Hold
@@ -289,7 +289,7 @@ fn holding_stops_at_its_limit() {
     let step = g.push(&[b'a'; 64]);
     assert_eq!(refusal(&step), Some((ProxyError::ModelNamedTooLate, None)));
     // Once the model is read nothing is held, so the limit no longer applies.
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false);
+    let mut g = ModelGate::new(key(&["llama3.2:*"]), MODEL, true, 64, false, false);
     assert_eq!(
         g.push(br#"{"model":"llama3.2:1b","messages":[{"content":""#),
         GateStep::Pass
@@ -417,7 +417,7 @@ proptest! {
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
         bounds.sort_unstable();
         bounds.push(bytes.len());
-        let mut g = ModelGate::new(k, MODEL, true, MAX_HELD_BYTES, false);
+        let mut g = ModelGate::new(k, MODEL, true, MAX_HELD_BYTES, false, false);
         let (mut at, mut held, mut passed) = (0, 0, 0);
         let mut outcome = None;
         for end in bounds {
