@@ -123,7 +123,7 @@ pub enum Failure {
 }
 
 /// What to ask a backend, when it is due.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Probe {
     /// `GET /api/tags`: its models.
     Models,
@@ -200,9 +200,9 @@ impl Backends {
             Need::Any => self.rank(None, now_us),
             Need::Manage(model) => {
                 let by_model = model.and_then(|m| self.rank(Some(m), now_us).ok());
-                if let Some(route) = by_model.filter(|r| {
-                    matches!(r.reason, Reason::Loaded | Reason::HasModel)
-                }) {
+                if let Some(route) =
+                    by_model.filter(|r| matches!(r.reason, Reason::Loaded | Reason::HasModel))
+                {
                     return Ok(route);
                 }
                 // In the configured order, available ones first.
@@ -392,6 +392,15 @@ impl Backends {
         self.backends
             .get(backend)
             .is_some_and(|b| b.available(now_us) && b.breaker.failures == 0)
+    }
+
+    /// Whether some backend that takes requests at `now_us` has never told
+    /// its models: routing by model would be guessing, so an adapter that
+    /// cannot probe in the background asks before routing.
+    pub fn unknown(&self, now_us: u64) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.available(now_us) && b.models.is_none())
     }
 
     /// Requests in flight on `backend`.

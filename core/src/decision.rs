@@ -10,9 +10,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Response, StatusCode, Version};
 
 use crate::auth::{self, AuthOutcome, AuthSources, Key, CF_AIG_AUTHORIZATION};
+use crate::backends::Probe;
 use crate::config::Config;
 use crate::cors::{self, CorsHeaders};
-use crate::backends::Probe;
 use crate::endpoint::{self, Endpoint, ModelSource};
 use crate::error::ProxyError;
 use crate::exchange::local;

@@ -231,7 +231,9 @@ impl ProxyError {
         let shown: String = model.chars().take(MODEL_SHOWN).collect();
         let message = match self {
             Self::ModelNotAllowed => format!("This API key may not use the model `{shown}`."),
-            Self::ModelNotFound => format!("The model `{shown}` does not exist on any Ollama server behind this proxy."),
+            Self::ModelNotFound => format!(
+                "The model `{shown}` does not exist on any Ollama server behind this proxy."
+            ),
             other => other.message().to_owned(),
         };
         self.render(&message, Some("model"))

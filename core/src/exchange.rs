@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Response, StatusCode};
 
 use crate::auth::{Key, KeyName};
+use crate::backends::{Backends, Need, Probe, Route};
 use crate::cors::CorsHeaders;
 use crate::decision::{Action, Decision};
 use crate::error::ProxyError;
@@ -22,7 +23,6 @@ use crate::route::RouteFamily;
 use crate::turns::{Turn, TurnLimits, TurnRefusal};
 use crate::usage::{Framing, UsageMeter};
 use crate::usage_chunk::UsageChunkFilter;
-use crate::backends::{Backends, Need, Probe, Route};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -135,9 +135,9 @@ impl Exchange {
     }
 
     /// Where the request goes among the Ollama boxes, from what `backends`
-    /// knows at `now_us` and, for a body that names its model, what its
-    /// `gate` read (pass it once the gate let the body through). With one
-    /// box, always that one.
+    /// knows at `now_us` and, for a body that names its model, the model
+    /// its gate read (`named`: [`ModelGate::model`] once the gate let the
+    /// body through). With one box, always that one.
     ///
     /// # Errors
     /// No box has the model: the 404 `model_not_found` answer (recorded as
@@ -145,10 +145,9 @@ impl Exchange {
     pub fn choose_backends(
         &mut self,
         backends: &Backends,
-        gate: Option<&ModelGate>,
+        named: Option<&str>,
         now_us: u64,
-    ) -> Result<Route, Response<Bytes>> {
-        let named = gate.and_then(ModelGate::model);
+    ) -> Result<Route, Box<Response<Bytes>>> {
         let need = match &self.routing {
             _ if !self.several => Need::Any,
             Routing::Body { manage: false, .. } => named.map_or(Need::Any, Need::Model),
@@ -165,7 +164,7 @@ impl Exchange {
         routed.map_err(|_| {
             let error = ProxyError::ModelNotFound;
             self.rejection = Some(error);
-            self.local_json(error.status(), body.unwrap_or_else(|| error.body()))
+            Box::new(self.local_json(error.status(), body.unwrap_or_else(|| error.body())))
         })
     }
 
@@ -319,6 +318,12 @@ impl Exchange {
             return Ok(Bytes::new());
         }
         listing::filter(kind, list, body).map_err(|_| ProxyError::OriginListingUnreadable)
+    }
+
+    /// Whether the request is a generation or an embedding (whose answer
+    /// is an LLM's).
+    pub fn is_llm(&self) -> bool {
+        self.llm
     }
 
     /// The API family of the request path.

@@ -27,7 +27,14 @@ fn key(models: &[&str]) -> Arc<Key> {
 }
 
 fn gate(required: bool) -> ModelGate {
-    ModelGate::new(key(&["llama3.2:*"]), MODEL, required, MAX_HELD_BYTES, false, false)
+    ModelGate::new(
+        key(&["llama3.2:*"]),
+        MODEL,
+        required,
+        MAX_HELD_BYTES,
+        false,
+        false,
+    )
 }
 
 /// Feeds `chunks`, then the end; returns every step.
@@ -155,7 +162,14 @@ fn several_watched_members_must_each_be_allowed() {
         models: &["source", "destination"],
         forbidden: &[],
     };
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), copy, true, MAX_HELD_BYTES, false, false);
+    let mut g = ModelGate::new(
+        key(&["llama3.2:*"]),
+        copy,
+        true,
+        MAX_HELD_BYTES,
+        false,
+        false,
+    );
     let steps = run(
         &mut g,
         &["{\"\u{17f}ource\":\"llama3.2\",\"destination\":\"stolen\"}".as_bytes()],
@@ -178,7 +192,14 @@ fn forbidden_members_are_refused_in_any_spelling() {
         r#"{"model":"llama3.2:x","remote_host":"https://ollama.com:443"}"#,
         r#"{"model":"llama3.2:x","files":[]}"#,
     ] {
-        let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false, false);
+        let mut g = ModelGate::new(
+            key(&["llama3.2:*"]),
+            create,
+            true,
+            MAX_HELD_BYTES,
+            false,
+            false,
+        );
         let step = run(&mut g, &[body.as_bytes()]).pop().unwrap();
         assert_eq!(
             refusal(&step),
@@ -186,7 +207,14 @@ fn forbidden_members_are_refused_in_any_spelling() {
             "{body}"
         );
     }
-    let mut g = ModelGate::new(key(&["llama3.2:*"]), create, true, MAX_HELD_BYTES, false, false);
+    let mut g = ModelGate::new(
+        key(&["llama3.2:*"]),
+        create,
+        true,
+        MAX_HELD_BYTES,
+        false,
+        false,
+    );
     let step = run(
         &mut g,
         &[br#"{"model":"llama3.2:x","from":"llama3.2:1b","files":null}"#],

@@ -126,14 +126,26 @@ fn a_forwarded_head_is_aimed_at_the_chosen_box() {
 }
 
 /// Feeds `body` through the exchange's gate in one chunk.
-fn gated(p: &Proxy, target: &str, token: &str, body: &str) -> (crate::Exchange, Option<crate::ModelGate>) {
+fn gated(
+    p: &Proxy,
+    target: &str,
+    token: &str,
+    body: &str,
+) -> (crate::Exchange, Option<crate::ModelGate>) {
     let d = p.decide(head("POST", target, token));
     assert!(matches!(d.action, Action::Forward(_)), "{target}");
     let mut gate = d.exchange.model_gate();
     if let Some(g) = gate.as_mut() {
         let step = g.push(body.as_bytes());
-        let step = if step == GateStep::Hold { g.finish() } else { step };
-        assert!(!matches!(step, GateStep::Hold | GateStep::Refuse(_)), "{step:?}");
+        let step = if step == GateStep::Hold {
+            g.finish()
+        } else {
+            step
+        };
+        assert!(
+            !matches!(step, GateStep::Hold | GateStep::Refuse(_)),
+            "{step:?}"
+        );
     }
     (d.exchange, gate)
 }
@@ -143,19 +155,45 @@ fn the_body_names_the_box() {
     let p = proxy(ORIGINS, None);
     let b = known();
     for (target, body, first, reason) in [
-        ("/api/chat", r#"{"model":"qwen3:8b","messages":[]}"#, 1, Reason::HasModel),
-        ("/api/generate", r#"{"prompt":"hi","MODEL":"llama3.2:1b"}"#, 0, Reason::Loaded),
-        ("/v1/chat/completions", r#"{"model":"mistral","stream":true}"#, 2, Reason::Loaded),
+        (
+            "/api/chat",
+            r#"{"model":"qwen3:8b","messages":[]}"#,
+            1,
+            Reason::HasModel,
+        ),
+        (
+            "/api/generate",
+            r#"{"prompt":"hi","MODEL":"llama3.2:1b"}"#,
+            0,
+            Reason::Loaded,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"mistral","stream":true}"#,
+            2,
+            Reason::Loaded,
+        ),
         ("/api/embed", r#"{"input":"x"}"#, 0, Reason::Any),
     ] {
         let (mut exchange, gate) = gated(&p, target, TOKEN, body);
-        assert!(gate.is_some(), "{target}: every key's body is read to route");
-        let route = exchange.choose_backends(&b, gate.as_ref(), 0).unwrap();
-        assert_eq!((route.candidates[0], route.reason), (first, reason), "{body}");
+        assert!(
+            gate.is_some(),
+            "{target}: every key's body is read to route"
+        );
+        let route = exchange
+            .choose_backends(&b, gate.as_ref().and_then(crate::ModelGate::model), 0)
+            .unwrap();
+        assert_eq!(
+            (route.candidates[0], route.reason),
+            (first, reason),
+            "{body}"
+        );
     }
     // Nobody has it: 404 model_not_found, OpenAI-shaped, naming it.
     let (mut exchange, gate) = gated(&p, "/api/chat", TOKEN, r#"{"model":"phi4"}"#);
-    let answer = exchange.choose_backends(&b, gate.as_ref(), 0).unwrap_err();
+    let answer = exchange
+        .choose_backends(&b, gate.as_ref().and_then(crate::ModelGate::model), 0)
+        .unwrap_err();
     assert_eq!(answer.status(), 404);
     let v: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
     assert_eq!(v["error"]["code"], "model_not_found");
@@ -166,13 +204,31 @@ fn the_body_names_the_box() {
     let mut exchange = p.decide(head("GET", "/v1/models/phi4", TOKEN)).exchange;
     assert!(exchange.choose_backends(&b, None, 0).is_err());
     let mut exchange = p.decide(head("GET", "/v1/models/qwen3:8b", TOKEN)).exchange;
-    assert_eq!(exchange.choose_backends(&b, None, 0).unwrap().candidates, [1]);
+    assert_eq!(
+        exchange.choose_backends(&b, None, 0).unwrap().candidates,
+        [1]
+    );
     // A pull of a model nobody has goes to the first box, not a 404.
-    let p = proxy(ORIGINS, Some("[[keys]]\nname=\"ops\"\ntoken=\"tok-abc123\"\nmodel_management=true\n"));
+    let p = proxy(
+        ORIGINS,
+        Some("[[keys]]\nname=\"ops\"\ntoken=\"tok-abc123\"\nmodel_management=true\n"),
+    );
     let (mut exchange, gate) = gated(&p, "/api/pull", TOKEN, r#"{"model":"phi4"}"#);
-    assert_eq!(exchange.choose_backends(&b, gate.as_ref(), 0).unwrap().candidates[0], 0);
+    assert_eq!(
+        exchange
+            .choose_backends(&b, gate.as_ref().and_then(crate::ModelGate::model), 0)
+            .unwrap()
+            .candidates[0],
+        0
+    );
     let (mut exchange, gate) = gated(&p, "/api/pull", TOKEN, r#"{"model":"mistral"}"#);
-    assert_eq!(exchange.choose_backends(&b, gate.as_ref(), 0).unwrap().candidates[0], 2);
+    assert_eq!(
+        exchange
+            .choose_backends(&b, gate.as_ref().and_then(crate::ModelGate::model), 0)
+            .unwrap()
+            .candidates[0],
+        2
+    );
 }
 
 #[test]
@@ -183,7 +239,10 @@ fn one_box_reads_no_body_and_never_says_not_found() {
     let mut exchange = d.exchange;
     let mut b = Backends::new(1, HealthPolicy::default());
     b.learnt(0, Probe::Models, &tags(&["x"]), 0);
-    assert_eq!(exchange.choose_backends(&b, None, 0).unwrap().candidates, [0]);
+    assert_eq!(
+        exchange.choose_backends(&b, None, 0).unwrap().candidates,
+        [0]
+    );
     assert!(!exchange.fans_out());
 }
 
@@ -195,7 +254,10 @@ fn listings_fan_out_and_merge() {
     assert_eq!(exchange.probe(), Some(Probe::Loaded));
     assert!(exchange.filters_listing(http::StatusCode::OK));
     let merged = exchange
-        .merge_listings(&[Bytes::from(tags(&["a:1"])), Bytes::from(tags(&["b:1", "a:1"]))])
+        .merge_listings(&[
+            Bytes::from(tags(&["a:1"])),
+            Bytes::from(tags(&["b:1", "a:1"])),
+        ])
         .unwrap();
     assert_eq!(
         &merged[..],

@@ -33,6 +33,7 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// What the admin endpoints need.
 pub struct Admin {
     metrics: Arc<Metrics>,
+    pool: Arc<crate::backends::Pool>,
     probe_uri: Uri,
     probe_headers: HeaderMap,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -49,9 +50,10 @@ impl Admin {
         let probe = proxy.readiness_probe();
         Ok(Self {
             metrics: Arc::clone(&settings.metrics),
+            pool: Arc::clone(&settings.pool),
             probe_uri: probe.uri,
             probe_headers: probe.headers,
-            client: client::build_for(proxy.config().origin(), settings.connect_timeout)?,
+            client: client::build_for(proxy.config().origins(), settings.connect_timeout)?,
         })
     }
 
@@ -107,6 +109,9 @@ impl Admin {
     /// 200 when the origin answers its version endpoint with a success, else
     /// 503 with the reason (never a header value).
     async fn ready(&self) -> Response<Full<Bytes>> {
+        if self.pool.several() {
+            return self.ready_boxes();
+        }
         let mut probe = Request::new(Empty::new());
         *probe.uri_mut() = self.probe_uri.clone();
         *probe.headers_mut() = self.probe_headers.clone();
@@ -122,6 +127,36 @@ impl Admin {
         body.push_str(&json_string(&reason));
         body.push('}');
         plain(StatusCode::SERVICE_UNAVAILABLE, JSON, body)
+    }
+}
+
+impl Admin {
+    /// With several boxes: ready while at least one is up (as the probes
+    /// and the traffic found them), each box's state shown.
+    fn ready_boxes(&self) -> Response<Full<Bytes>> {
+        let states = self.pool.states();
+        let up = states.iter().filter(|s| s.up).count();
+        let entries: Vec<String> = states
+            .iter()
+            .map(|s| {
+                format!(
+                    r#"{{"origin":{},"up":{},"in_flight":{}}}"#,
+                    json_string(&s.origin),
+                    s.up,
+                    s.in_flight
+                )
+            })
+            .collect();
+        let (status, word) = if up > 0 {
+            (StatusCode::OK, "ready")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "unready")
+        };
+        let body = format!(
+            r#"{{"status":"{word}","backends_up":{up},"backends":[{}]}}"#,
+            entries.join(",")
+        );
+        plain(status, JSON, body)
     }
 }
 

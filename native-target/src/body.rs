@@ -164,18 +164,80 @@ pub(crate) struct RequestBody {
     gate: Option<ModelGate>,
     // Set when the gate asked for the stream's usage.
     asked: Arc<AtomicBool>,
+    // The model the gate read.
+    model: Option<String>,
+    // Where the body goes back to when it is dropped before its first
+    // poll (the connection failed before anything was sent), so that it
+    // can be sent to another box.
+    spare: Option<Spare>,
+    polled: bool,
+}
+
+/// Where a [`RequestBody`] dropped unsent goes back to.
+pub(crate) type Spare = Arc<std::sync::Mutex<Option<RequestBody>>>;
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let Some(spare) = self.spare.take().filter(|_| !self.polled) else {
+            return;
+        };
+        let unsent = Self {
+            held: std::mem::take(&mut self.held),
+            held_bytes: self.held_bytes,
+            rest: self.rest.take(),
+            gate: self.gate.take(),
+            asked: Arc::clone(&self.asked),
+            model: self.model.take(),
+            spare: None,
+            polled: false,
+        };
+        *spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(unsent);
+    }
 }
 
 impl RequestBody {
     /// The client's body, as it is.
     pub(crate) fn plain(body: Guarded) -> Self {
+        Self::new(VecDeque::new(), 0, Some(body), None, Arc::default(), None)
+    }
+
+    /// No body (a listing asked of every box).
+    pub(crate) fn empty() -> Self {
+        Self::new(VecDeque::new(), 0, None, None, Arc::default(), None)
+    }
+
+    fn new(
+        held: VecDeque<Frame<Bytes>>,
+        held_bytes: u64,
+        rest: Option<Guarded>,
+        gate: Option<ModelGate>,
+        asked: Arc<AtomicBool>,
+        model: Option<String>,
+    ) -> Self {
         Self {
-            held: VecDeque::new(),
-            held_bytes: 0,
-            rest: Some(body),
-            gate: None,
-            asked: Arc::default(),
+            held,
+            held_bytes,
+            rest,
+            gate,
+            asked,
+            model,
+            spare: None,
+            polled: false,
         }
+    }
+
+    /// The model the gate read, if it did.
+    pub(crate) fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// From now on, if this body is dropped before anything of it was
+    /// sent, it goes back to the returned spare (taken out with
+    /// `.lock().take()`), to be sent elsewhere.
+    pub(crate) fn keep_if_unsent(&mut self) -> Spare {
+        let spare = Spare::default();
+        self.spare = Some(Arc::clone(&spare));
+        spare
     }
 
     /// Whether the gate asked for the stream's usage, readable once the body
@@ -204,13 +266,10 @@ impl RequestBody {
             let Some(frame) = next else {
                 return match gate.finish() {
                     GateStep::Refuse(refusal) => Err(BodyError::Refused(refusal)),
-                    _ => Ok(Self {
-                        held,
-                        held_bytes,
-                        rest: None,
-                        gate: None,
-                        asked,
-                    }),
+                    _ => {
+                        let model = gate.model().map(str::to_owned);
+                        Ok(Self::new(held, held_bytes, None, None, asked, model))
+                    }
                 };
             };
             let mut frame = frame?;
@@ -227,13 +286,9 @@ impl RequestBody {
             match step {
                 GateStep::Hold => {}
                 GateStep::Pass | GateStep::PassWithUsage { .. } => {
-                    return Ok(Self {
-                        held,
-                        held_bytes,
-                        rest: Some(body),
-                        gate: gate.scanning().then_some(gate),
-                        asked,
-                    })
+                    let model = gate.model().map(str::to_owned);
+                    let gate = gate.scanning().then_some(gate);
+                    return Ok(Self::new(held, held_bytes, Some(body), gate, asked, model));
                 }
                 GateStep::Refuse(refusal) => return Err(BodyError::Refused(refusal)),
             }
@@ -250,6 +305,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        this.polled = true;
         if let Some(frame) = this.held.pop_front() {
             if let Some(data) = frame.data_ref() {
                 this.held_bytes -= data.len() as u64;
@@ -344,6 +400,7 @@ impl ResponseBody {
                 filter: with.filter,
                 ended: false,
                 _lease: with.lease,
+                backend: with.backend,
             },
         }
     }
@@ -361,6 +418,8 @@ pub(crate) struct Along {
     pub(crate) filter: Option<UsageChunkFilter>,
     /// The request's slot, given back when the answer ends.
     pub(crate) lease: Option<LeaseGuard>,
+    /// The box it came from (with several), told when the answer breaks.
+    pub(crate) backend: Option<crate::backends::InFlight>,
 }
 
 impl Body for ResponseBody {
@@ -416,6 +475,8 @@ pin_project! {
         ended: bool,
         // The request's slot on the GPU, given back when this is dropped.
         _lease: Option<LeaseGuard>,
+        // The box it came from, counted in flight until this is dropped.
+        backend: Option<crate::backends::InFlight>,
     }
 
     impl PinnedDrop for Logged {
@@ -430,6 +491,9 @@ pin_project! {
             // written into it.
             let error = matches!(outcome, Outcome::OriginError | Outcome::IdleTimeout)
                 .then_some(ProxyError::OriginStreamInterrupted);
+            if let (Outcome::OriginError, Some(backend)) = (outcome, this.backend.as_ref()) {
+                backend.broke();
+            }
             let usage = this.meter.take().map(|meter| {
                 meter.finish(match outcome {
                     Outcome::Complete => Ended::Complete,

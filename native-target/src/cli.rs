@@ -302,6 +302,7 @@ impl Args {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         Ok(Settings {
             turns: crate::turns::Turns::new(config.turn_limits(), std::sync::Arc::clone(&metrics)),
+            pool: crate::backends::Pool::new(config.origins(), std::sync::Arc::clone(&metrics)),
             metrics,
             proxy: Live::new(Proxy::new(config)),
             connect_timeout: self.connect_timeout,

@@ -17,18 +17,19 @@ const MAX_IDLE_PER_THREAD: usize = 128;
 
 pub(crate) type OriginClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// Builds the client. Trust roots are the system's, loaded only when the
-/// origin is https, so an http origin works on a machine without CA files.
+/// Builds the client for the origins (one pool per host). Trust roots are
+/// the system's, loaded only when an origin is https, so http origins work
+/// on a machine without CA files.
 ///
 /// # Errors
-/// When the origin is https and no system trust roots can be loaded.
-pub(crate) fn build(origin: &Origin, connect_timeout: Duration) -> io::Result<OriginClient> {
-    build_for(origin, connect_timeout)
+/// When an origin is https and no system trust roots can be loaded.
+pub(crate) fn build(origins: &[Origin], connect_timeout: Duration) -> io::Result<OriginClient> {
+    build_for(origins, connect_timeout)
 }
 
 /// [`build`] for any request body type (the admin listener's probe sends none).
 pub(crate) fn build_for<B>(
-    origin: &Origin,
+    origins: &[Origin],
     connect_timeout: Duration,
 ) -> io::Result<Client<HttpsConnector<HttpConnector>, B>>
 where
@@ -36,7 +37,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let tls = if origin.scheme() == &http::uri::Scheme::HTTPS {
+    let tls = if origins
+        .iter()
+        .any(|o| o.scheme() == &http::uri::Scheme::HTTPS)
+    {
         ClientConfig::builder()
             .with_native_roots()?
             .with_no_client_auth()

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use ollama_proxy_core::{Action, Exchange, ProxyError, UnixTime, MAX_LISTING_BYTES};
+use ollama_proxy_core::{
+    Action, Backends, Exchange, Failure, ProxyError, Route, UnixTime, MAX_LISTING_BYTES,
+};
 
 use crate::body::{find_body_error, Along, BodyError, Guarded, RequestBody, ResponseBody};
 use crate::client::OriginClient;
@@ -21,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) proxy: Live,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) turns: Arc<crate::turns::Turns>,
+    pub(crate) pool: Arc<crate::backends::Pool>,
     pub(crate) client: OriginClient,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -82,15 +85,80 @@ pub(crate) async fn handle(
         },
     };
     let asked = body.usage_asked();
-    let upstream = shared.client.request(Request::from_parts(head, body));
-    let response = match tokio::time::timeout(shared.response_timeout, upstream).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            if let Some(failed) = find_body_error(&error) {
-                // The client's body broke, or was refused: the origin saw
-                // an aborted request.
-                return Ok(body_failed(&mut exchange, &log, failed));
+
+    // With several Ollama boxes: which one (or all, for a listing).
+    let mut flight = None;
+    let mut routed = None;
+    let mut spare = None;
+    let mut body = body;
+    if shared.pool.several() {
+        let model = body.model().map(str::to_owned);
+        let route = match shared.pool.route(&mut exchange, model.as_deref()) {
+            Ok(route) => route,
+            Err(response) => return Ok(local(*response, &exchange, &log, None)),
+        };
+        if exchange.fans_out() {
+            return Ok(fan_out(&shared, head, &route, &exchange, &log).await);
+        }
+        spare = Some(body.keep_if_unsent());
+        routed = Some((route, model, 0usize));
+    }
+    let response = loop {
+        let mut sent = head.clone();
+        if let Some((route, _, attempt)) = &routed {
+            let backend = route.candidates[*attempt];
+            shared.proxy.load().aim(&mut sent, backend);
+            flight = Some(shared.pool.start(backend, route.reason));
+        }
+        let upstream = shared.client.request(Request::from_parts(sent, body));
+        let error = match tokio::time::timeout(shared.response_timeout, upstream).await {
+            Ok(Ok(response)) => break response,
+            Ok(Err(error)) => error,
+            Err(_elapsed) => {
+                let kind = ProxyError::OriginTimeout;
+                return Ok(local(
+                    exchange.error_response(kind),
+                    &exchange,
+                    &log,
+                    Some(kind),
+                ));
             }
+        };
+        if let Some(failed) = find_body_error(&error) {
+            // The client's body broke, or was refused: the origin saw
+            // an aborted request.
+            return Ok(body_failed(&mut exchange, &log, failed));
+        }
+        // A connection that failed before anything was sent may be tried
+        // on the next box; once a byte went out, never.
+        let unsent = spare
+            .as_ref()
+            .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let (Some(flown), Some((route, _, attempt))) = (flight.take(), routed.as_mut()) {
+            let before = if error.is_connect() && unsent.is_some() {
+                Failure::BeforeSent
+            } else {
+                Failure::AfterSent
+            };
+            shared.pool.failed(
+                flown.backend(),
+                if error.is_connect() {
+                    "connect"
+                } else {
+                    "reset"
+                },
+            );
+            if let (Some(next), Some(unsent)) = (Backends::retry(route, *attempt, before), unsent) {
+                *attempt = route
+                    .candidates
+                    .iter()
+                    .position(|&b| b == next)
+                    .unwrap_or(*attempt + 1);
+                body = unsent;
+                continue;
+            }
+        }
+        {
             let kind = if timed_out(&error) {
                 ProxyError::OriginTimeout
             } else {
@@ -106,16 +174,13 @@ pub(crate) async fn handle(
                 Some(kind),
             ));
         }
-        Err(_elapsed) => {
-            let kind = ProxyError::OriginTimeout;
-            return Ok(local(
-                exchange.error_response(kind),
-                &exchange,
-                &log,
-                Some(kind),
-            ));
-        }
     };
+    if let (Some(flown), Some((_, model, _))) = (&flight, &routed) {
+        let model = model.as_deref().filter(|_| exchange.is_llm());
+        shared
+            .pool
+            .observed(flown.backend(), response.status(), model);
+    }
 
     let (mut head, body) = response.into_parts();
     exchange.rewrite_response(&mut head);
@@ -150,9 +215,93 @@ pub(crate) async fn handle(
                 meter,
                 filter,
                 lease,
+                backend: flight,
             },
         ),
     ))
+}
+
+/// A listing with several boxes: asked of each available one at once,
+/// each answer read whole, merged (then filtered for the key). A box that
+/// fails is left out; none answering is the error of the first.
+async fn fan_out(
+    shared: &Shared,
+    head: http::request::Parts,
+    route: &Route,
+    exchange: &Exchange,
+    log: &RequestLog,
+) -> Response<ResponseBody> {
+    let proxy = shared.proxy.load();
+    let asks = route.candidates.iter().map(|&backend| {
+        let mut sent = head.clone();
+        proxy.aim(&mut sent, backend);
+        let flight = shared.pool.start(backend, route.reason);
+        let request = shared
+            .client
+            .request(Request::from_parts(sent, RequestBody::empty()));
+        async move {
+            let asked = async {
+                let response = request.await.map_err(|_| ProxyError::OriginUnreachable)?;
+                let (head, body) = response.into_parts();
+                let body = Guarded::new(body, shared.idle_timeout, MAX_LISTING_BYTES as u64)
+                    .collect()
+                    .await
+                    .map_err(|_| ProxyError::OriginListingUnreadable)?
+                    .to_bytes();
+                Ok::<_, ProxyError>((head, body))
+            };
+            let answer = tokio::time::timeout(shared.response_timeout, asked)
+                .await
+                .unwrap_or(Err(ProxyError::OriginTimeout));
+            (flight, answer)
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let mut first_error = None;
+    let mut heads = Vec::new();
+    let mut bodies = Vec::new();
+    for (flight, answer) in answers {
+        let backend = flight.backend();
+        match answer {
+            Ok((head, body)) => {
+                shared.pool.observed(backend, head.status, None);
+                if head.status.is_success() {
+                    if let Some(probe) = exchange.probe() {
+                        shared.pool.learnt(backend, probe, &body);
+                    }
+                    heads.push(head);
+                    bodies.push(body);
+                } else if first_error.is_none() {
+                    first_error = Some(Ok((head, body)));
+                }
+            }
+            Err(kind) => {
+                if kind != ProxyError::OriginListingUnreadable {
+                    shared.pool.failed(backend, "connect");
+                }
+                first_error.get_or_insert(Err(kind));
+            }
+        }
+    }
+    let exchange = exchange.clone();
+    let Some(mut head) = heads.into_iter().next() else {
+        return match first_error {
+            Some(Ok((mut head, body))) => {
+                exchange.rewrite_response(&mut head);
+                local(Response::from_parts(head, body), &exchange, log, None)
+            }
+            Some(Err(kind)) => local(exchange.error_response(kind), &exchange, log, Some(kind)),
+            None => {
+                let kind = ProxyError::OriginUnreachable;
+                local(exchange.error_response(kind), &exchange, log, Some(kind))
+            }
+        };
+    };
+    exchange.rewrite_response(&mut head);
+    match exchange.merge_listings(&bodies) {
+        Ok(listing) => local(Response::from_parts(head, listing), &exchange, log, None),
+        Err(kind) => local(exchange.error_response(kind), &exchange, log, Some(kind)),
+    }
 }
 
 /// The answer when the client's body could not be forwarded: over the

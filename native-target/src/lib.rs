@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod backends;
 mod body;
 pub mod cli;
 mod client;
@@ -20,6 +21,7 @@ mod request_id;
 mod server;
 mod turns;
 
+pub use backends::Pool;
 pub use metrics::Metrics;
 pub use server::{bind, serve, Settings};
 pub use turns::Turns;

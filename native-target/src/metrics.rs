@@ -94,6 +94,17 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: ModelLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendWhyLabels {
+    backend: ModelLabel,
+    why: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
     status_class: &'static str,
@@ -122,6 +133,10 @@ pub struct Metrics {
     queue_wait: Histogram,
     in_flight: Family<KeyLabels, Gauge>,
     turn_refusals: Family<RefusalLabels, Counter>,
+    backend_up: Family<BackendLabels, Gauge>,
+    backend_in_flight: Family<BackendLabels, Gauge>,
+    backend_requests: Family<BackendWhyLabels, Counter>,
+    backend_errors: Family<BackendWhyLabels, Counter>,
     /// The model label values in use (at most [`MAX_MODELS`]).
     models: Mutex<HashSet<Arc<str>>>,
 }
@@ -260,6 +275,30 @@ impl Metrics {
             "Requests refused a turn, by reason (rate: requests_per_minute; key_busy: max_concurrent; queue_full; queue_timeout) and key",
             turn_refusals.clone(),
         );
+        let backend_up = Family::default();
+        registry.register(
+            "backend_up",
+            "With several Ollama boxes: 1 while the box takes requests, 0 while its circuit breaker is open",
+            backend_up.clone(),
+        );
+        let backend_in_flight = Family::default();
+        registry.register(
+            "backend_in_flight",
+            "With several Ollama boxes: requests in flight on each",
+            backend_in_flight.clone(),
+        );
+        let backend_requests = Family::default();
+        registry.register(
+            "backend_requests",
+            "With several Ollama boxes: requests sent to each, by why it was chosen (why: loaded, has_model, any, last_resort)",
+            backend_requests.clone(),
+        );
+        let backend_errors = Family::default();
+        registry.register(
+            "backend_errors",
+            "With several Ollama boxes: failures of each, by kind (why: connect, reset, status, stream, probe)",
+            backend_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -281,6 +320,10 @@ impl Metrics {
             queue_wait,
             in_flight,
             turn_refusals,
+            backend_up,
+            backend_in_flight,
+            backend_requests,
+            backend_errors,
             models: Mutex::new(HashSet::new()),
         }
     }
@@ -453,6 +496,44 @@ impl Metrics {
             .get_or_create(&RefusalLabels {
                 reason,
                 key: KeyLabel(Some(key.clone())),
+            })
+            .inc();
+    }
+
+    /// Whether the box `backend` takes requests.
+    pub(crate) fn backend_up(&self, backend: &Arc<str>, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabels {
+                backend: ModelLabel(Arc::clone(backend)),
+            })
+            .set(i64::from(up));
+    }
+
+    /// A request started (`delta` 1) or ended (-1) on `backend`.
+    pub(crate) fn backend_in_flight(&self, backend: &Arc<str>, delta: i64) {
+        self.backend_in_flight
+            .get_or_create(&BackendLabels {
+                backend: ModelLabel(Arc::clone(backend)),
+            })
+            .inc_by(delta);
+    }
+
+    /// A request went to `backend`, chosen for `why`.
+    pub(crate) fn backend_request(&self, backend: &Arc<str>, why: &'static str) {
+        self.backend_requests
+            .get_or_create(&BackendWhyLabels {
+                backend: ModelLabel(Arc::clone(backend)),
+                why,
+            })
+            .inc();
+    }
+
+    /// `backend` failed, this way.
+    pub(crate) fn backend_error(&self, backend: &Arc<str>, why: &'static str) {
+        self.backend_errors
+            .get_or_create(&BackendWhyLabels {
+                backend: ModelLabel(Arc::clone(backend)),
+                why,
             })
             .inc();
     }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// The doorman every runtime asks before a limited request goes on.
     pub turns: Arc<crate::turns::Turns>,
+    /// What is known of the Ollama boxes (with several).
+    pub pool: Arc<crate::backends::Pool>,
     /// Time allowed to connect to the origin.
     pub connect_timeout: Duration,
     /// Time allowed for the origin's response head.
@@ -67,7 +69,7 @@ pub async fn serve(
     let proxy = settings.proxy.load();
     let config = proxy.config();
     // Fail before reporting ready when the client cannot be built.
-    client::build(config.origin(), settings.connect_timeout).map_err(|e| {
+    client::build(config.origins(), settings.connect_timeout).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot load trusted root certificates for the https origin: {e}"),
@@ -85,6 +87,11 @@ pub async fn serve(
     );
 
     drop(proxy);
+    // With several boxes, their probes run here until the server stops.
+    let probes = tokio::spawn(
+        Arc::clone(&settings.pool).probe_forever(settings.proxy.clone(), settings.connect_timeout),
+    );
+    let _probes = AbortOnDrop(probes);
     let listeners = thread_listeners(listener, threads)?;
     let settings = Arc::new(settings);
     let (stop, stopped) = watch::channel(false);
@@ -161,6 +168,15 @@ pub async fn serve(
     result
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Binds a listening socket with `SO_REUSEPORT`, so that one socket per
 /// thread can share the address and the kernel spreads connections evenly
 /// between them. [`serve`] binds its extra per-thread sockets this way; a
@@ -226,13 +242,14 @@ async fn serve_thread(
 ) -> io::Result<usize> {
     let listener = TcpListener::from_std(listener)?;
     let client = client::build(
-        settings.proxy.load().config().origin(),
+        settings.proxy.load().config().origins(),
         settings.connect_timeout,
     )?;
     let shared = Arc::new(Shared {
         proxy: settings.proxy.clone(),
         metrics: Arc::clone(&settings.metrics),
         turns: Arc::clone(&settings.turns),
+        pool: Arc::clone(&settings.pool),
         client,
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,

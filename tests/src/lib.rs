@@ -7,6 +7,7 @@
 //! request it receives (head and body, and whether the body arrived whole),
 //! and notices when a client goes away.
 
+pub mod boxes;
 pub mod broken;
 pub mod client;
 pub mod exchange;

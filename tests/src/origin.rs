@@ -49,7 +49,17 @@ pub struct MockOrigin {
     state: Arc<Mutex<State>>,
     script: Arc<Mutex<Option<Script>>>,
     changed: watch::Receiver<u64>,
+    models: Arc<Mutex<Option<Models>>>,
+    killed: watch::Sender<bool>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What a mock lists instead of [`MODELS`]: its models (`/api/tags`,
+/// `/v1/models`) and those loaded (`/api/ps`).
+#[derive(Clone, Debug, Default)]
+struct Models {
+    all: Vec<String>,
+    loaded: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -57,6 +67,7 @@ struct Shared {
     state: Arc<Mutex<State>>,
     changed: Arc<watch::Sender<u64>>,
     script: Arc<Mutex<Option<Script>>>,
+    models: Arc<Mutex<Option<Models>>>,
 }
 
 /// A scripted answer: when set, the origin answers every request with it,
@@ -100,29 +111,42 @@ impl MockOrigin {
         let state = Arc::new(Mutex::new(State::default()));
         let (tx, changed) = watch::channel(0);
         let script = Arc::new(Mutex::new(None));
+        let models = Arc::new(Mutex::new(None));
         let shared = Shared {
             state: Arc::clone(&state),
             changed: Arc::new(tx),
             script: Arc::clone(&script),
+            models: Arc::clone(&models),
         };
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (killed, kill) = watch::channel(false);
+        let mut kill_accept = kill.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
                     _ = &mut stopped => return,
+                    _ = kill_accept.wait_for(|k| *k) => return,
                 };
                 let shared = shared.clone();
                 let tls = tls.clone();
+                let mut kill = kill.clone();
                 tokio::spawn(async move {
-                    match tls {
-                        None => serve_connection(TokioIo::new(stream), shared).await,
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                serve_connection(TokioIo::new(stream), shared).await;
+                    let serve = async move {
+                        match tls {
+                            None => serve_connection(TokioIo::new(stream), shared).await,
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    serve_connection(TokioIo::new(stream), shared).await;
+                                }
                             }
                         }
+                    };
+                    // Killed: every connection drops, mid-answer or not.
+                    tokio::select! {
+                        () = serve => {}
+                        _ = kill.wait_for(|k| *k) => {}
                     }
                 });
             }
@@ -133,8 +157,26 @@ impl MockOrigin {
             state,
             script,
             changed,
+            models,
+            killed,
             _stop: stop,
         }
+    }
+
+    /// Lists `all` as its models and `loaded` as those loaded, instead of
+    /// [`MODELS`] and [`PS`].
+    pub fn set_models(&self, all: &[&str], loaded: &[&str]) {
+        *self.models.lock().unwrap() = Some(Models {
+            all: all.iter().map(|m| (*m).to_owned()).collect(),
+            loaded: loaded.iter().map(|m| (*m).to_owned()).collect(),
+        });
+    }
+
+    /// Dies: stops listening (connecting is refused from now on) and drops
+    /// every connection, answers half-sent included, as a box that loses
+    /// power or whose Ollama crashes.
+    pub fn kill(&self) {
+        let _ = self.killed.send(true);
     }
 
     /// The origin's base URL, e.g. `http://127.0.0.1:41234`.
@@ -362,6 +404,35 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         return Ok(scripted_response(script));
     }
 
+    let listed = shared.models.lock().unwrap().clone();
+    if let Some(models) =
+        listed.filter(|_| matches!(path.as_str(), "/api/tags" | "/api/ps" | "/v1/models"))
+    {
+        let names = if path == "/api/ps" {
+            &models.loaded
+        } else {
+            &models.all
+        };
+        let body = if path == "/v1/models" {
+            let entries: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    format!(r#"{{"id":"{n}","object":"model","created":1,"owned_by":"library"}}"#)
+                })
+                .collect();
+            format!(r#"{{"object":"list","data":[{}]}}"#, entries.join(","))
+        } else {
+            let entries: Vec<String> = names
+                .iter()
+                .map(|n| format!(r#"{{"name":"{n}","model":"{n}","size":1}}"#))
+                .collect();
+            format!(r#"{{"models":[{}]}}"#, entries.join(","))
+        };
+        return Ok(Response::builder()
+            .header("content-type", "application/json; charset=utf-8")
+            .body(Full::new(Bytes::from(body)).boxed())
+            .unwrap());
+    }
     let response = match path.as_str() {
         "/api/version" => json(StatusCode::OK, r#"{"version":"0.0.0-mock"}"#),
         "/api/tags" => json(StatusCode::OK, TAGS),

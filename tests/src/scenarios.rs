@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use crate::boxes::{
+    a_dead_box_is_left_and_nothing_is_sent_twice, a_model_goes_where_it_is_loaded,
+    a_request_that_could_not_connect_goes_to_the_next_box,
+};
 use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
 use crate::client::{
     call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
@@ -86,6 +90,9 @@ macro_rules! scenario_tests {
             a_key_over_its_cap_is_refused_until_its_answer_ends,
             max_concurrent_queues_natively_and_refuses_at_the_edge,
             a_client_that_leaves_gives_its_slot_back,
+            a_model_goes_where_it_is_loaded,
+            a_dead_box_is_left_and_nothing_is_sent_twice,
+            a_request_that_could_not_connect_goes_to_the_next_box,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {

@@ -41,6 +41,10 @@ pub struct Quirks {
     /// The runtime ends a chunked response whose body stream failed with
     /// the final chunk, as if it were complete.
     pub ends_broken_streams_cleanly: bool,
+    /// The runtime reports a connection refused and one lost after the
+    /// request went out alike, so a request with a body whose connection
+    /// failed is not sent to the next box (only `GET` and `HEAD` are).
+    pub cannot_tell_refused_from_lost: bool,
 }
 
 /// A running proxy in front of a fresh mock origin.

@@ -263,6 +263,10 @@ impl Target for Workerd {
             // through a TransformStream): a fetch body that fails with
             // "Network connection lost" still ends with `0\r\n\r\n`.
             ends_broken_streams_cleanly: true,
+            // A fetch to a closed port and one whose connection reset after
+            // the request went out both fail with "Network connection
+            // lost"; a generation sent twice would run twice.
+            cannot_tell_refused_from_lost: true,
         }
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn js_headers(map: &HeaderMap) -> worker::Result<Headers> {
 /// stream and abort signal, and redirects passed back to the client.
 pub(crate) fn upstream_init(
     head: &request::Parts,
-    body: Option<&ReadableStream>,
+    body: Option<&JsValue>,
     signal: &web_sys::AbortSignal,
 ) -> worker::Result<RequestInit> {
     let init = RequestInit::new();

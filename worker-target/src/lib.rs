@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod answer;
+mod backends;
 mod convert;
 mod log;
 mod turns;
@@ -20,8 +21,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ollama_proxy_core::{
-    early_error_response, Action, Config, Exchange, Proxy, ProxyError, RequestIds, UnixTime,
-    MAX_LISTING_BYTES,
+    early_error_response, failing_status, Action, Backends, Config, Exchange, Failure, Proxy,
+    ProxyError, RequestIds, UnixTime, MAX_LISTING_BYTES,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
@@ -160,7 +161,7 @@ async fn fetch(
             }
         },
     };
-    let forwarded = forward(&request, &env, &mut exchange, head, line).await;
+    let forwarded = forward(&request, &env, &ctx, &proxy, &mut exchange, head, line).await;
     let done = forwarded.as_ref().ok().and_then(|(_, done)| done.clone());
     if let Some(done) = &done {
         let done = done.clone();
@@ -176,15 +177,19 @@ async fn fetch(
 
 /// Sends the request on and answers with the origin's answer: the response,
 /// and for an LLM's answer a promise that settles when it has ended.
+#[allow(clippy::too_many_lines)]
 async fn forward(
     request: &web_sys::Request,
     env: &Env,
+    ctx: &Context,
+    proxy: &Rc<Proxy>,
     exchange: &mut Exchange,
     head: http::request::Parts,
     mut line: log::Line,
 ) -> worker::Result<(web_sys::Response, Option<js_sys::Promise>)> {
     let env = env.clone();
     let done_none = |response: worker::Result<web_sys::Response>| response.map(|r| (r, None));
+    let count = proxy.config().origins().len();
     // Body and abort signal ride along: the client going away cancels the
     // subrequest, and the body stays a JS stream (see upload.rs).
     let body = request.body();
@@ -196,18 +201,83 @@ async fn forward(
             Err(stopped) => return done_none(stopped_response(exchange, stopped, &mut line, &env)),
         },
     };
-    let init = upstream_init(&head, upload.stream.as_ref(), &upload.signal)?;
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let url = head.uri.to_string();
-    let upstream = match JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
-        Ok(response) => response.unchecked_into::<web_sys::Response>(),
-        Err(_) => {
-            let stopped = upload
-                .stopped()
-                .unwrap_or(Stopped::Error(ProxyError::OriginUnreachable));
-            return done_none(stopped_response(exchange, stopped, &mut line, &env));
+
+    // With several Ollama boxes: which one (or all, for a listing).
+    let mut routed = None;
+    if count > 1 {
+        let (inline, due) = backends::due(count);
+        if inline {
+            backends::refresh(proxy, due).await;
+        } else if !due.is_empty() {
+            let proxy = Rc::clone(proxy);
+            ctx.wait_until(async move { backends::refresh(&proxy, due).await });
         }
+        let now = backends::now_us();
+        let chosen = backends::with(count, |b| exchange.choose_backends(b, upload.model(), now));
+        let route = match chosen {
+            Ok(route) => route,
+            Err(response) => {
+                line.finish(exchange, response.status(), None, &env, None);
+                return done_none(local_response(*response));
+            }
+        };
+        if exchange.fans_out() {
+            let response = fan_out(proxy, head, &route, exchange, &mut line, &env).await;
+            return done_none(response);
+        }
+        routed = Some((route, 0usize));
+    }
+
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let upstream = loop {
+        let mut sent = head.clone();
+        let backend = routed.as_ref().map(|(route, at)| route.candidates[*at]);
+        if let Some(backend) = backend {
+            proxy.aim(&mut sent, backend);
+        }
+        let init = upstream_init(&sent, upload.body().as_ref(), &upload.signal)?;
+        let url = sent.uri.to_string();
+        if let Ok(response) = JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
+            break response.unchecked_into::<web_sys::Response>();
+        }
+        let stopped = upload.stopped();
+        if let (None, Some(backend), Some((route, at))) = (&stopped, backend, routed.as_mut()) {
+            backends::with(count, |b| b.failed(backend, backends::now_us()));
+            // workerd reports a connection refused and one lost after the
+            // request went out alike ("Network connection lost"), so only
+            // a request without a body or side effects is tried again.
+            let failure = if bodiless(&head) {
+                Failure::BeforeSent
+            } else {
+                Failure::AfterSent
+            };
+            if let Some(next) = Backends::retry(route, *at, failure) {
+                *at = route
+                    .candidates
+                    .iter()
+                    .position(|&b| b == next)
+                    .unwrap_or(*at + 1);
+                continue;
+            }
+        }
+        let stopped = stopped.unwrap_or(Stopped::Error(ProxyError::OriginUnreachable));
+        return done_none(stopped_response(exchange, stopped, &mut line, &env));
     };
+    if let Some((route, at)) = &routed {
+        let backend = route.candidates[*at];
+        let status = upstream.status();
+        let model = upload
+            .model()
+            .filter(|_| exchange.is_llm() && (200..300).contains(&status));
+        backends::with(count, |b| {
+            let now = backends::now_us();
+            if failing_status(status) {
+                b.failed(backend, now);
+            } else {
+                b.answered(backend, model, now);
+            }
+        });
+    }
     let asked = upload.asked_for_usage();
     drop(upload);
     let mut head = upstream_response_head(&upstream)?;
@@ -257,6 +327,88 @@ async fn forward(
         }
     };
     Ok((js_response(&head, body.as_ref())?, done))
+}
+
+/// A `GET` or `HEAD`: sent again after a failed connection it cannot
+/// change anything (nor carry a body that is gone).
+fn bodiless(head: &http::request::Parts) -> bool {
+    head.method == http::Method::GET || head.method == http::Method::HEAD
+}
+
+/// A listing with several boxes: asked of each available one at once,
+/// each answer read whole, merged (then filtered for the key). A box that
+/// fails is left out; none answering is the first error.
+async fn fan_out(
+    proxy: &Proxy,
+    head: http::request::Parts,
+    route: &ollama_proxy_core::Route,
+    exchange: &mut Exchange,
+    line: &mut log::Line,
+    env: &Env,
+) -> worker::Result<web_sys::Response> {
+    let count = proxy.config().origins().len();
+    let heads = route
+        .candidates
+        .iter()
+        .map(|&b| {
+            let mut sent = head.clone();
+            proxy.aim(&mut sent, b);
+            sent
+        })
+        .collect();
+    let answers = backends::fetch_all(heads).await;
+    let mut first_error = None;
+    let mut heads = Vec::new();
+    let mut bodies = Vec::new();
+    backends::with(count, |state| {
+        let now = backends::now_us();
+        for (&backend, answer) in route.candidates.iter().zip(answers) {
+            match answer {
+                Some((head, body)) => {
+                    if failing_status(head.status.as_u16()) {
+                        state.failed(backend, now);
+                    } else {
+                        state.answered(backend, None, now);
+                    }
+                    if head.status.is_success() {
+                        if let Some(probe) = exchange.probe() {
+                            state.learnt(backend, probe, &body, now);
+                        }
+                        heads.push(head);
+                        bodies.push(bytes::Bytes::from(body));
+                    } else if first_error.is_none() {
+                        first_error = Some(Ok((head, body)));
+                    }
+                }
+                None => {
+                    state.failed(backend, now);
+                    first_error.get_or_insert(Err(ProxyError::OriginUnreachable));
+                }
+            }
+        }
+    });
+    let (response, error) = match (heads.into_iter().next(), first_error) {
+        (Some(mut head), _) => {
+            exchange.rewrite_response(&mut head);
+            match exchange.merge_listings(&bodies) {
+                Ok(listing) => (http::Response::from_parts(head, listing), None),
+                Err(error) => (exchange.error_response(error), Some(error)),
+            }
+        }
+        (None, Some(Ok((mut head, body)))) => {
+            exchange.rewrite_response(&mut head);
+            (
+                http::Response::from_parts(head, bytes::Bytes::from(body)),
+                None,
+            )
+        }
+        (None, _) => {
+            let error = ProxyError::OriginUnreachable;
+            (exchange.error_response(error), Some(error))
+        }
+    };
+    line.finish(exchange, response.status(), error, env, None);
+    local_response(response)
 }
 
 /// The answer when the body was not forwarded: refused for its model, over

@@ -59,9 +59,21 @@ pub(crate) struct Upload {
     asked: Rc<Cell<bool>>,
     // Kept alive while the fetch runs: JS calls it for each chunk.
     _check: Option<Closure<dyn FnMut(JsValue) -> JsValue>>,
+    /// The model the gate read.
+    model: Option<String>,
 }
 
 impl Upload {
+    /// The body for the subrequest.
+    pub(crate) fn body(&self) -> Option<JsValue> {
+        self.stream.as_ref().map(Into::into)
+    }
+
+    /// The model the gate read, if it did.
+    pub(crate) fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Whether the gate asked for the stream's usage (read once the fetch
     /// has its answer: Ollama reads a request whole before it answers).
     pub(crate) fn asked_for_usage(&self) -> bool {
@@ -93,6 +105,7 @@ impl Upload {
             refusal,
             asked,
             _check: check,
+            model: None,
         })
     }
 }
@@ -124,6 +137,7 @@ pub(crate) fn plain(
             refusal,
             asked: Rc::default(),
             _check: None,
+            model: None,
         }),
     }
 }
@@ -178,6 +192,7 @@ pub(crate) async fn through_gate(
             break step;
         }
     };
+    let model = gate.model().map(str::to_owned);
     match step {
         GateStep::Refuse(refusal) => {
             if let Some(reader) = &reader {
@@ -193,6 +208,7 @@ pub(crate) async fn through_gate(
             refusal: Rc::default(),
             asked,
             _check: None,
+            model,
         }),
         _ => {
             let refusal: Rc<RefCell<Option<Refusal>>> = Rc::default();
@@ -210,8 +226,10 @@ pub(crate) async fn through_gate(
                 },
                 &client_signal,
             );
-            Upload::from_js(upload, refusal, asked, check)
-                .map_err(|_| Stopped::Error(ProxyError::BadRequest))
+            let mut upload = Upload::from_js(upload, refusal, asked, check)
+                .map_err(|_| Stopped::Error(ProxyError::BadRequest))?;
+            upload.model = model;
+            Ok(upload)
         }
     }
 }
