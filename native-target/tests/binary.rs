@@ -631,3 +631,87 @@ async fn dashboard_queries_name_only_exported_metrics() {
         }
     }
 }
+
+/// Polls `/readyz` until `done` holds for its answer (a bound, not a delay:
+/// the probes run once a second).
+async fn readyz_until(
+    admin: std::net::SocketAddr,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = call(admin, "GET", "/readyz", &[], empty()).await;
+        let json = got.json();
+        if done(got.status.as_u16(), &json) {
+            return json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never got there: {} {json}",
+            got.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_boxes_show_in_readyz_and_metrics() {
+    let alive = MockOrigin::start().await;
+    alive.set_models(&["qwen3:8b"], &["qwen3:8b"]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("http://{closed}");
+    let admin = free_addr();
+    let proxy = start_with(
+        &format!("{dead},{}", alive.url()),
+        &[("METRICS_ADDR", admin.as_str())],
+    );
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    // The probes find the dead box down and learn what the other has.
+    let ready = readyz_until(admin, |status, json| {
+        status == 200 && json["backends"][0]["up"] == false
+    })
+    .await;
+    assert_eq!(ready["backends_up"], 1, "{ready}");
+    assert_eq!(ready["backends"][0]["origin"], dead.as_str());
+    assert_eq!(ready["backends"][1]["up"], true, "{ready}");
+    let auth = format!("Bearer {TOKEN}");
+    let chat = r#"{"model":"qwen3:8b","messages":[]}"#;
+    let got = call(
+        proxy.addr,
+        "POST",
+        "/api/chat",
+        &[("cf-aig-authorization", auth.as_str())],
+        full(chat),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let metrics = call(admin, "GET", "/metrics", &[], empty()).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        format!("ollama_proxy_backend_up{{backend=\"{dead}\"}} 0"),
+        format!("ollama_proxy_backend_up{{backend=\"{}\"}} 1", alive.url()),
+        format!(
+            "ollama_proxy_backend_requests_total{{backend=\"{}\",why=\"loaded\"}} 1",
+            alive.url()
+        ),
+        format!(
+            "ollama_proxy_backend_in_flight{{backend=\"{}\"}} 0",
+            alive.url()
+        ),
+    ] {
+        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "ollama_proxy_backend_errors_total{{backend=\"{dead}\",why=\"probe\"}}"
+        )),
+        "{text}"
+    );
+    // Both down: not ready.
+    alive.kill();
+    let unready = readyz_until(admin, |status, _| status == 503).await;
+    assert_eq!(unready["backends_up"], 0, "{unready}");
+}
