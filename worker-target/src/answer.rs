@@ -27,9 +27,18 @@ pub struct AnswerMeter {
     exchange: Exchange,
     status: StatusCode,
     env: worker::Env,
+    /// The box it came from and how many there are (with several): told
+    /// when the answer breaks off.
+    backend: Option<(usize, usize)>,
 }
 
 impl AnswerMeter {
+    /// The answer comes from box `backend` of `count`.
+    pub(crate) fn from_backend(mut self, backend: Option<(usize, usize)>) -> Self {
+        self.backend = backend;
+        self
+    }
+
     pub(crate) fn new(
         meter: UsageMeter,
         filter: Option<UsageChunkFilter>,
@@ -45,6 +54,7 @@ impl AnswerMeter {
             exchange,
             status,
             env,
+            backend: None,
         }
     }
 }
@@ -91,6 +101,9 @@ impl AnswerMeter {
             _ => Ended::OriginError,
         };
         let usage = meter.finish(ended);
+        if let (Ended::OriginError, Some((backend, count))) = (ended, self.backend) {
+            crate::backends::with(count, |b| b.failed(backend, crate::backends::now_us()));
+        }
         let error = (ended == Ended::OriginError)
             .then_some(ollama_proxy_core::ProxyError::OriginStreamInterrupted);
         self.line

@@ -305,8 +305,12 @@ async fn forward(
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .map(|n| n as f64);
+            let backend = routed
+                .as_ref()
+                .map(|(route, at)| (route.candidates[*at], count));
             let meter =
-                answer::AnswerMeter::new(meter, filter, line, exchange.clone(), status, env);
+                answer::AnswerMeter::new(meter, filter, line, exchange.clone(), status, env)
+                    .from_backend(backend);
             let metered = meter_stream(
                 &body,
                 notice.map(|n| n[..].into()),
