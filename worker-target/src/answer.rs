@@ -34,7 +34,7 @@ pub struct AnswerMeter {
 
 impl AnswerMeter {
     /// The answer comes from box `backend` of `count`.
-    pub(crate) fn from_backend(mut self, backend: Option<(usize, usize)>) -> Self {
+    pub(crate) fn with_backend(mut self, backend: Option<(usize, usize)>) -> Self {
         self.backend = backend;
         self
     }

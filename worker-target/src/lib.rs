@@ -310,7 +310,7 @@ async fn forward(
                 .map(|(route, at)| (route.candidates[*at], count));
             let meter =
                 answer::AnswerMeter::new(meter, filter, line, exchange.clone(), status, env)
-                    .from_backend(backend);
+                    .with_backend(backend);
             let metered = meter_stream(
                 &body,
                 notice.map(|n| n[..].into()),
