@@ -154,7 +154,7 @@ impl Proxy {
         }
         exchange.llm = endpoint.llm;
         exchange.ask_usage = endpoint.ask_usage;
-        exchange.routing = routing(&endpoint);
+        exchange.routing = routing(&endpoint, &request.method);
         match model_policy::check(&key, &endpoint, &request) {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),
@@ -304,8 +304,9 @@ impl Proxy {
             // The listing is read to be filtered: ask for it uncompressed.
             headers.remove(header::ACCEPT_ENCODING);
         }
-        if exchange.ask_usage {
-            // The gate may add to the body: its length is not known.
+        if exchange.ask_usage || exchange.fans_out() {
+            // The gate may add to the body: its length is not known. A
+            // listing asked of every box is asked without a body.
             headers.remove(header::CONTENT_LENGTH);
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -318,9 +319,12 @@ impl Proxy {
     }
 }
 
-/// What picks the Ollama box for a request to `endpoint`.
-fn routing(endpoint: &Endpoint) -> Routing {
+/// What picks the Ollama box for a `method` request to `endpoint`. Only a
+/// `GET` or `HEAD` of a listing asks every box (Ollama answers no other
+/// method there; one box answers that).
+fn routing(endpoint: &Endpoint, method: &Method) -> Routing {
     match &endpoint.model {
+        ModelSource::Listing(_) if method != Method::GET && method != Method::HEAD => Routing::Any,
         ModelSource::Body { watched, .. } => Routing::Body {
             watched: *watched,
             manage: endpoint.management,

@@ -267,6 +267,15 @@ fn listings_fan_out_and_merge() {
     assert_eq!(exchange.probe(), Some(Probe::Models));
     let exchange = p.decide(head("GET", "/api/version", TOKEN)).exchange;
     assert!(!exchange.fans_out());
+    // Only a GET or HEAD asks every box, and without a body.
+    let exchange = p.decide(head("POST", "/v1/models", TOKEN)).exchange;
+    assert!(!exchange.fans_out());
+    let mut get = head("GET", "/api/tags", TOKEN);
+    get.headers.insert("content-length", "15".parse().unwrap());
+    let Action::Forward(sent) = p.decide(get).action else {
+        panic!("not forwarded")
+    };
+    assert!(!sent.headers.contains_key("content-length"));
 }
 
 fn keys_doc(lists: &[Vec<usize>], models: &[&str]) -> String {

@@ -140,6 +140,12 @@ impl Pool {
         self.lock().learnt(backend, probe, body, now);
     }
 
+    /// Requests in flight on every box together.
+    pub fn in_flight(&self) -> u32 {
+        let state = self.lock();
+        (0..self.names.len()).map(|i| state.in_flight(i)).sum()
+    }
+
     /// Each box's state, in configured order.
     pub(crate) fn states(&self) -> Vec<BackendState> {
         let now = self.now_us();

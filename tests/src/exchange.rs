@@ -699,3 +699,85 @@ pub fn usage_case() -> impl Strategy<Value = Case> {
             },
         )
 }
+
+/// A request several boxes route: a token most configurations accept, a
+/// route that names a model (in the body or the path), a listing, or none,
+/// and a model some boxes hold (loaded or not), none holds, or none at all.
+pub fn boxes_case() -> impl Strategy<Value = Case> {
+    let route = prop::sample::select(vec![
+        ("POST", "/api/chat"),
+        ("POST", "/api/chat"),
+        ("POST", "/api/generate"),
+        ("POST", "/api/embed"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/api/show"),
+        ("POST", "/api/pull"),
+        ("GET", "/api/tags"),
+        ("HEAD", "/api/tags"),
+        ("GET", "/api/ps"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{m}"),
+        ("GET", "/api/version"),
+    ]);
+    let model = prop::sample::select(vec![
+        "llama3.2",
+        "llama3.2:1b",
+        "LLAMA3.2:latest",
+        "qwen3:8b",
+        "mistral",
+        "team/x",
+        "phi4",
+        "gemma3:27b",
+    ]);
+    let body = prop_oneof![
+        3 => (model.clone(), any::<bool>()).prop_map(|(m, stream)| {
+            BodySpec::Bytes(format!(r#"{{"model":"{m}","stream":{stream},"messages":[]}}"#).into_bytes())
+        }),
+        1 => model_body(),
+        1 => Just(BodySpec::Bytes(br#"{"messages":[]}"#.to_vec())),
+    ];
+    (
+        config(),
+        any::<usize>(),
+        route,
+        model,
+        body,
+        prop::collection::vec(any::<usize>(), 0..3),
+        origin_answer(),
+    )
+        .prop_map(
+            |(config, pick, (method, target), model, body, splits, origin)| {
+                // A token this configuration accepts.
+                let mut tokens = Vec::new();
+                if config.tokens < 2 {
+                    tokens.push(MAIN_TOKEN);
+                }
+                if config.tokens > 0 {
+                    tokens.push(LIST_TOKENS[0]);
+                }
+                if config.keys_doc {
+                    tokens.extend([DOC_TOKENS[0], DOC_TOKENS[1]]);
+                }
+                let token = tokens[pick % tokens.len()];
+                let body = if method == "POST" {
+                    body
+                } else {
+                    BodySpec::Bytes(Vec::new())
+                };
+                let headers = vec![("cf-aig-authorization".to_owned(), format!("Bearer {token}"))];
+                Case {
+                    config,
+                    request: CaseRequest {
+                        method: method.to_owned(),
+                        target: target.replace("{m}", model),
+                        headers,
+                        body,
+                        splits,
+                    },
+                    origin,
+                }
+            },
+        )
+}

@@ -399,21 +399,18 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         })
     });
 
-    let scripted = shared.script.lock().unwrap().clone();
-    if let Some(script) = scripted {
-        return Ok(scripted_response(script));
-    }
-
     let listed = shared.models.lock().unwrap().clone();
-    if let Some(models) =
-        listed.filter(|_| matches!(path.as_str(), "/api/tags" | "/api/ps" | "/v1/models"))
-    {
-        let names = if path == "/api/ps" {
+    // Under any base path, and before any script.
+    let listing = ["/api/tags", "/api/ps", "/v1/models"]
+        .into_iter()
+        .find(|l| path.ends_with(l));
+    if let (Some(models), Some(listing)) = (listed, listing) {
+        let names = if listing == "/api/ps" {
             &models.loaded
         } else {
             &models.all
         };
-        let body = if path == "/v1/models" {
+        let body = if listing == "/v1/models" {
             let entries: Vec<String> = names
                 .iter()
                 .map(|n| {
@@ -433,6 +430,11 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             .body(Full::new(Bytes::from(body)).boxed())
             .unwrap());
     }
+    let scripted = shared.script.lock().unwrap().clone();
+    if let Some(script) = scripted {
+        return Ok(scripted_response(script));
+    }
+
     let response = match path.as_str() {
         "/api/version" => json(StatusCode::OK, r#"{"version":"0.0.0-mock"}"#),
         "/api/tags" => json(StatusCode::OK, TAGS),

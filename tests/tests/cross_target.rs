@@ -17,7 +17,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use native_target::Native;
-use ollama_proxy_tests::exchange::{case, usage_case, Case, CaseConfig};
+use ollama_proxy_tests::exchange::{boxes_case, case, usage_case, Case, CaseConfig};
 use ollama_proxy_tests::workerd::{Running, Workerd};
 use ollama_proxy_tests::{wire, MockOrigin, Target};
 use proptest::prelude::ProptestConfig;
@@ -27,6 +27,9 @@ use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
 const DEFAULT_CASES: u32 = 256;
 /// Default number of LLM answer cases (`OLLAMA_PROXY_USAGE_CASES`).
 const DEFAULT_USAGE_CASES: u32 = 96;
+/// Default number of cases in front of three boxes
+/// (`OLLAMA_PROXY_BOXES_CASES`).
+const DEFAULT_BOXES_CASES: u32 = 128;
 
 /// Response headers each runtime's own HTTP layer writes, whatever the proxy
 /// decides; they are left out of the comparison, and only these.
@@ -508,6 +511,253 @@ fn llm_answers_agree_and_are_metered_alike() {
     let mut runner = TestRunner::new(config);
     let result = runner.run(&usage_case(), |case| check_usage(&case));
     *LAUNCHED.lock().unwrap() = None;
+    if let Err(failure) = result {
+        panic!("{failure}\n{runner}");
+    }
+}
+
+/// Three boxes behind both targets, for [`several_boxes_agree`]: every
+/// model held by more than one box is loaded on one of them, so what the
+/// targets learn from their answers never changes where a request goes,
+/// whatever the timing of native probes and the edge's refreshes.
+static BOXES: LazyLock<Vec<MockOrigin>> = LazyLock::new(|| {
+    RUNTIME.block_on(async {
+        let boxes = vec![
+            MockOrigin::start().await,
+            MockOrigin::start().await,
+            MockOrigin::start().await,
+        ];
+        boxes[0].set_models(
+            &["llama3.2:1b", "llama3.2:latest", "qwen3:8b"],
+            &["llama3.2:latest", "qwen3:8b"],
+        );
+        boxes[1].set_models(
+            &["qwen3:8b", "mistral:latest", "llama3.2:1b"],
+            &["mistral:latest", "llama3.2:1b"],
+        );
+        boxes[2].set_models(&["team/x:latest"], &[]);
+        boxes
+    })
+});
+
+/// Both targets in front of [`BOXES`], and the native pool (to wait until
+/// no request is counted in flight, which decides ties).
+struct LaunchedBoxes {
+    config: CaseConfig,
+    native: SocketAddr,
+    worker: SocketAddr,
+    pool: std::sync::Arc<ollama_proxy_native::Pool>,
+    _worker: Running,
+    _native: tokio::sync::oneshot::Sender<()>,
+}
+
+static LAUNCHED_BOXES: Mutex<Option<LaunchedBoxes>> = Mutex::new(None);
+
+async fn box_targets(
+    config: &CaseConfig,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    std::sync::Arc<ollama_proxy_native::Pool>,
+) {
+    if let Some(l) = LAUNCHED_BOXES
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|l| &l.config == config)
+    {
+        return (l.native, l.worker, std::sync::Arc::clone(&l.pool));
+    }
+    *LAUNCHED_BOXES.lock().unwrap() = None;
+    let mut vars = config.vars("X");
+    let base = if config.base_path { "/base" } else { "" };
+    let list: Vec<String> = BOXES.iter().map(|o| format!("{}{base}", o.url())).collect();
+    for (name, value) in &mut vars {
+        if name == "OLLAMA_ORIGIN" {
+            *value = list.join(",");
+        }
+    }
+    let mut argv = vec!["ollama-proxy".to_owned()];
+    for (name, value) in &vars {
+        argv.push(format!(
+            "--{}={value}",
+            name.to_ascii_lowercase().replace('_', "-")
+        ));
+    }
+    let settings = <ollama_proxy_native::cli::Args as clap::Parser>::try_parse_from(argv)
+        .expect("flags parse")
+        .settings()
+        .expect("valid config");
+    let pool = std::sync::Arc::clone(&settings.pool);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ollama_proxy_native::serve(listener, settings, async move {
+        let _ = stopped.await;
+    }));
+    let workerd = WORKER.as_ref().expect("worker checked");
+    let (worker, worker_log) = tokio::task::block_in_place(|| workerd.start(&vars));
+    // Both learn what each box has and has loaded, from the listings.
+    let token = if config.tokens < 2 {
+        ollama_proxy_tests::exchange::MAIN_TOKEN
+    } else {
+        ollama_proxy_tests::exchange::LIST_TOKENS[0]
+    };
+    let auth = format!("Bearer {token}");
+    for addr in [native, worker] {
+        for path in ["/api/ps", "/api/tags"] {
+            let got = ollama_proxy_tests::client::call(
+                addr,
+                "GET",
+                path,
+                &[("cf-aig-authorization", auth.as_str())],
+                ollama_proxy_tests::client::empty(),
+            )
+            .await;
+            assert_eq!(got.status, 200, "warming {addr}{path}: {:?}", got.body);
+        }
+    }
+    *LAUNCHED_BOXES.lock().unwrap() = Some(LaunchedBoxes {
+        config: config.clone(),
+        native,
+        worker,
+        pool: std::sync::Arc::clone(&pool),
+        _worker: worker_log,
+        _native: stop,
+    });
+    (native, worker, pool)
+}
+
+/// What the client got, and which boxes saw the request forwarded (probes,
+/// which carry no request id, left out) and how.
+async fn observe_boxes(addr: SocketAddr, case: &Case, body: &[u8]) -> (Observed, Vec<usize>) {
+    let mut script = case.origin.clone();
+    // A failing status takes the box out for a while: when the other target
+    // asks, the backoff may be over or not. Ollama's own 500 instead.
+    if matches!(script.status, 502..=504 | 520..=530) {
+        script.status = 500;
+    }
+    for origin in BOXES.iter() {
+        origin.clear();
+        origin.set_script(Some(script.clone()));
+    }
+    let r = &case.request;
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        wire::exchange(addr, &r.method, &r.target, &r.headers, body, &r.splits),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let seen: Vec<Vec<String>> = BOXES
+            .iter()
+            .map(|o| o.requests().iter().map(|r| r.target.clone()).collect())
+            .collect();
+        panic!(
+            "no answer within 20s from {addr} to {} {}; the boxes saw {seen:?}",
+            r.method, r.target
+        )
+    });
+    let mut reached = Vec::new();
+    let mut first = None;
+    for (i, origin) in BOXES.iter().enumerate() {
+        let forwarded = origin
+            .requests()
+            .into_iter()
+            .filter(|seen| seen.headers.contains_key("x-request-id"))
+            .find(|seen| seen.body_complete);
+        if let Some(seen) = forwarded {
+            reached.push(i);
+            if first.is_none() {
+                let headers: Vec<(String, String)> = seen
+                    .headers
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                first = Some(OriginSaw {
+                    method: seen.method.to_string(),
+                    target: seen.target,
+                    headers: normalize(&headers, &ORIGIN_RUNTIME_HEADERS),
+                    body_len: seen.body.len(),
+                    body_hash: hash(&seen.body),
+                    body_complete: seen.body_complete,
+                });
+            }
+        }
+    }
+    let mut observed = Observed {
+        status: got.status,
+        headers: normalize(&got.headers, &CLIENT_RUNTIME_HEADERS),
+        body_len: got.body.len(),
+        body_hash: hash(&got.body),
+        body_preview: String::from_utf8_lossy(&got.body[..got.body.len().min(120)]).into_owned(),
+        origin: first,
+    };
+    generated_ids_alike(&mut observed, &r.headers);
+    (observed, reached)
+}
+
+fn check_boxes(case: &Case) -> Result<(), TestCaseError> {
+    LazyLock::force(&BOXES);
+    RUNTIME.block_on(async {
+        let (native, worker, pool) = box_targets(&case.config).await;
+        // Ties go to the box with the fewest requests in flight (natively;
+        // the edge does not count them): none may be left from the last case.
+        let idle = tokio::time::timeout(Duration::from_secs(10), async {
+            while pool.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        if idle.is_err() {
+            return Err(TestCaseError::fail(
+                "native requests still in flight after 10 s",
+            ));
+        }
+        let body = case.request.body.bytes();
+        let (n, n_boxes) = observe_boxes(native, case, &body).await;
+        let (w, w_boxes) = observe_boxes(worker, case, &body).await;
+        let mut differences = diff(&n, &w);
+        if n_boxes != w_boxes {
+            let _ = writeln!(
+                differences,
+                "  boxes reached: native {n_boxes:?} / worker {w_boxes:?}"
+            );
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(TestCaseError::fail(format!(
+                "native and worker disagree (three boxes):\n{differences}"
+            )))
+        }
+    })
+}
+
+/// The generated exchanges again, in front of three boxes holding
+/// different models (some loaded): both targets send each request to the
+/// same box (or, for a listing, the same boxes) and answer alike.
+#[test]
+fn several_boxes_agree() {
+    if WORKER.is_none() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = ProptestConfig {
+        cases: env_number("OLLAMA_PROXY_BOXES_CASES", DEFAULT_BOXES_CASES),
+        max_shrink_iters: env_number("PROPTEST_MAX_SHRINK_ITERS", 200),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/cross_target_boxes.txt",
+        ))),
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&boxes_case(), |case| check_boxes(&case));
+    *LAUNCHED_BOXES.lock().unwrap() = None;
     if let Err(failure) = result {
         panic!("{failure}\n{runner}");
     }

@@ -27,7 +27,8 @@ tasks:
               (installs wasm-bindgen-cli and the npm tools it needs)
   soak        the long reliability runs: 1,000 slow streams x 6 rounds through
               the release binary, core fuzzing at 100,000 cases, 2,000
-              cross-target cases (a few minutes; not part of test-all)
+              cross-target cases, 1,000 LLM answers, 1,000 in front of three
+              boxes (a few minutes; not part of test-all)
   ops-check   run the Grafana dashboard's queries against a real Prometheus
               (installed with apt) scraping a loaded native proxy; prints
               each panel's series

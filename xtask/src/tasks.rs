@@ -227,7 +227,8 @@ pub(crate) fn soak() -> Result<(), String> {
         ])
         .env("OLLAMA_PROXY_REQUIRE_WORKER", "1")
         .env("PROPTEST_CASES", "2000")
-        .env("OLLAMA_PROXY_USAGE_CASES", "1000");
+        .env("OLLAMA_PROXY_USAGE_CASES", "1000")
+        .env("OLLAMA_PROXY_BOXES_CASES", "1000");
     run_tests(cross, &mut totals)?;
 
     eprintln!("\nsoak: passed in {:.0}s", start.elapsed().as_secs_f64());
