@@ -103,8 +103,18 @@ pub(crate) async fn handle(
         spare = Some(body.keep_if_unsent());
         routed = Some((route, model, 0usize));
     }
+    let mut head = Some(head);
     let response = loop {
-        let mut sent = head.clone();
+        // A copy only while another box may still be tried.
+        let last = routed
+            .as_ref()
+            .is_none_or(|(route, _, attempt)| attempt + 1 >= route.candidates.len());
+        let mut sent = match (last, head.as_ref()) {
+            (false, Some(head)) => head.clone(),
+            _ => head
+                .take()
+                .expect("a head while there is an attempt to make"),
+        };
         if let Some((route, _, attempt)) = &routed {
             let backend = route.candidates[*attempt];
             shared.proxy.load().aim(&mut sent, backend);

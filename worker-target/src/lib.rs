@@ -230,12 +230,18 @@ async fn forward(
 
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let upstream = loop {
-        let mut sent = head.clone();
         let backend = routed.as_ref().map(|(route, at)| route.candidates[*at]);
-        if let Some(backend) = backend {
-            proxy.aim(&mut sent, backend);
-        }
-        let init = upstream_init(&sent, upload.body().as_ref(), &upload.signal)?;
+        let aimed;
+        let sent = match backend {
+            Some(backend) => {
+                let mut copy = head.clone();
+                proxy.aim(&mut copy, backend);
+                aimed = copy;
+                &aimed
+            }
+            None => &head,
+        };
+        let init = upstream_init(sent, upload.body().as_ref(), &upload.signal)?;
         let url = sent.uri.to_string();
         if let Ok(response) = JsFuture::from(scope.fetch_with_str_and_init(&url, &init)).await {
             break response.unchecked_into::<web_sys::Response>();
