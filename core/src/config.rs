@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::auth::{Digest, Key, KeyName, KeyPolicy};
+use crate::backends::HealthPolicy;
 use crate::cors::AllowOrigin;
 use crate::keys::{self, is_key_name, is_token, KeysProblem};
 use crate::origin::{Origin, OriginProblem};
@@ -53,11 +54,16 @@ pub enum ConfigVar {
     MaxQueue,
     /// `QUEUE_TIMEOUT`: how long a request may wait for its turn.
     QueueTimeout,
+    /// `MODELS_REFRESH`: with several Ollama boxes, how old a box's list of
+    /// models may get before it is asked again.
+    ModelsRefresh,
+    /// `LOADED_REFRESH`: the same for its loaded models.
+    LoadedRefresh,
 }
 
 impl ConfigVar {
     /// Every variable, in documentation order.
-    pub const ALL: [ConfigVar; 13] = [
+    pub const ALL: [ConfigVar; 15] = [
         Self::OllamaOrigin,
         Self::AigAuthToken,
         Self::AigAuthTokens,
@@ -71,6 +77,8 @@ impl ConfigVar {
         Self::MaxConcurrent,
         Self::MaxQueue,
         Self::QueueTimeout,
+        Self::ModelsRefresh,
+        Self::LoadedRefresh,
     ];
 
     /// The environment variable name.
@@ -89,6 +97,8 @@ impl ConfigVar {
             Self::MaxConcurrent => "MAX_CONCURRENT",
             Self::MaxQueue => "MAX_QUEUE",
             Self::QueueTimeout => "QUEUE_TIMEOUT",
+            Self::ModelsRefresh => "MODELS_REFRESH",
+            Self::LoadedRefresh => "LOADED_REFRESH",
         }
     }
 }
@@ -252,6 +262,7 @@ pub struct Config {
     pub(crate) access: Option<AccessHeaders>,
     pub(crate) max_body_bytes: u64,
     pub(crate) turn_limits: TurnLimits,
+    pub(crate) health: HealthPolicy,
 }
 
 /// `OLLAMA_ORIGIN`: one URL, or several comma-separated (empty entries,
@@ -382,6 +393,22 @@ impl Config {
             },
         };
 
+        let refresh = |var: V, default: u64| -> Result<u64, ConfigError> {
+            match get(var)? {
+                None => Ok(default),
+                Some(raw) => Ok(parse_duration_ms(&raw)
+                    .filter(|&ms| ms > 0)
+                    .ok_or(ConfigError::new(var, Problem::NotDuration))?
+                    .saturating_mul(1_000)),
+            }
+        };
+        let defaults = HealthPolicy::default();
+        let health = HealthPolicy {
+            models_refresh_us: refresh(V::ModelsRefresh, defaults.models_refresh_us)?,
+            loaded_refresh_us: refresh(V::LoadedRefresh, defaults.loaded_refresh_us)?,
+            ..defaults
+        };
+
         Ok(Self {
             origins,
             keys,
@@ -391,6 +418,7 @@ impl Config {
             access,
             max_body_bytes,
             turn_limits,
+            health,
         })
     }
 
@@ -413,6 +441,12 @@ impl Config {
     /// The request body limit in bytes.
     pub fn max_body_bytes(&self) -> u64 {
         self.max_body_bytes
+    }
+
+    /// How the Ollama boxes are watched (`MODELS_REFRESH`,
+    /// `LOADED_REFRESH`), for [`Backends`](crate::Backends).
+    pub fn health_policy(&self) -> HealthPolicy {
+        self.health
     }
 
     /// `MAX_CONCURRENT`, `MAX_QUEUE` and `QUEUE_TIMEOUT`, for the doorman.
@@ -499,6 +533,14 @@ impl Config {
             (
                 ConfigVar::QueueTimeout,
                 format!("{}ms", self.turn_limits.queue_timeout_us / 1_000),
+            ),
+            (
+                ConfigVar::ModelsRefresh,
+                format!("{}ms", self.health.models_refresh_us / 1_000),
+            ),
+            (
+                ConfigVar::LoadedRefresh,
+                format!("{}ms", self.health.loaded_refresh_us / 1_000),
             ),
         ]
     }

@@ -106,6 +106,29 @@ fn one_origin_is_as_before_and_several_are_listed_in_order() {
 }
 
 #[test]
+fn how_often_boxes_are_asked_is_configurable() {
+    let with = |var: &str, value: &str| {
+        let (var, value) = (var.to_owned(), value.to_owned());
+        Config::from_lookup(move |v| match v.name() {
+            "OLLAMA_ORIGIN" => Some(ORIGINS.to_owned()),
+            "AIG_AUTH_TOKEN" => Some(TOKEN.to_owned()),
+            name if name == var => Some(value.clone()),
+            _ => None,
+        })
+    };
+    let defaults = HealthPolicy::default();
+    let c = with("MODELS_REFRESH", "2m").unwrap();
+    assert_eq!(c.health_policy().models_refresh_us, 120_000_000);
+    assert_eq!(c.health_policy().loaded_refresh_us, defaults.loaded_refresh_us);
+    let c = with("LOADED_REFRESH", "500ms").unwrap();
+    assert_eq!(c.health_policy().loaded_refresh_us, 500_000);
+    for bad in ["0s", "soon", "-1s"] {
+        let err = with("LOADED_REFRESH", bad).unwrap_err().to_string();
+        assert!(err.starts_with("LOADED_REFRESH: must be a duration"), "{err}");
+    }
+}
+
+#[test]
 fn a_forwarded_head_is_aimed_at_the_chosen_box() {
     let p = proxy(ORIGINS, None);
     let Action::Forward(mut h) = p.decide(head("GET", "/api/version?x=1", TOKEN)).action else {

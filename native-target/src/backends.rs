@@ -54,7 +54,7 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// The boxes of `origins`, none known yet.
-    pub fn new(origins: &[Origin], metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(origins: &[Origin], policy: HealthPolicy, metrics: Arc<Metrics>) -> Arc<Self> {
         let names: Vec<Arc<str>> = origins.iter().map(|o| Arc::from(o.to_string())).collect();
         if names.len() > 1 {
             for name in &names {
@@ -62,7 +62,7 @@ impl Pool {
             }
         }
         Arc::new(Self {
-            state: Mutex::new(Backends::new(origins.len(), HealthPolicy::default())),
+            state: Mutex::new(Backends::new(origins.len(), policy)),
             epoch: Instant::now(),
             names,
             metrics,

@@ -87,6 +87,16 @@ pub struct Args {
     #[arg(long, env = "QUEUE_TIMEOUT")]
     pub queue_timeout: Option<String>,
 
+    /// With several Ollama boxes: how old a box's list of models may get
+    /// before it is asked again (GET /api/tags). [default: 30s]
+    #[arg(long, env = "MODELS_REFRESH")]
+    pub models_refresh: Option<String>,
+
+    /// With several Ollama boxes: how old a box's list of loaded models may
+    /// get before it is asked again (GET /api/ps). [default: 5s]
+    #[arg(long, env = "LOADED_REFRESH")]
+    pub loaded_refresh: Option<String>,
+
     /// Time allowed to connect to the origin.
     #[arg(long, env = "CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -290,6 +300,8 @@ impl Args {
             ConfigVar::MaxConcurrent => self.max_concurrent.clone(),
             ConfigVar::MaxQueue => self.max_queue.clone(),
             ConfigVar::QueueTimeout => self.queue_timeout.clone(),
+            ConfigVar::ModelsRefresh => self.models_refresh.clone(),
+            ConfigVar::LoadedRefresh => self.loaded_refresh.clone(),
         }
     }
 
@@ -302,7 +314,11 @@ impl Args {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         Ok(Settings {
             turns: crate::turns::Turns::new(config.turn_limits(), std::sync::Arc::clone(&metrics)),
-            pool: crate::backends::Pool::new(config.origins(), std::sync::Arc::clone(&metrics)),
+            pool: crate::backends::Pool::new(
+                config.origins(),
+                config.health_policy(),
+                std::sync::Arc::clone(&metrics),
+            ),
             metrics,
             proxy: Live::new(Proxy::new(config)),
             connect_timeout: self.connect_timeout,

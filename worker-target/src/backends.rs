@@ -38,9 +38,15 @@ pub(crate) fn with<R>(count: usize, f: impl FnOnce(&mut Backends) -> R) -> R {
 }
 
 /// What to learn before routing (`inline`), or after (in the background).
-pub(crate) fn due(count: usize) -> (bool, Vec<(usize, Probe)>) {
+/// The first call in an isolate sets it up with the configured policy.
+pub(crate) fn due(proxy: &Proxy) -> (bool, Vec<(usize, Probe)>) {
+    let config = proxy.config();
+    BACKENDS.with(|b| {
+        b.borrow_mut()
+            .get_or_insert_with(|| Backends::new(config.origins().len(), config.health_policy()));
+    });
     let now = now_us();
-    with(count, |b| (b.unknown(now), b.due(now)))
+    with(config.origins().len(), |b| (b.unknown(now), b.due(now)))
 }
 
 /// Asks the boxes what `probes` want to know, all at once, and learns the

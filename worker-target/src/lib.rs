@@ -205,7 +205,7 @@ async fn forward(
     // With several Ollama boxes: which one (or all, for a listing).
     let mut routed = None;
     if count > 1 {
-        let (inline, due) = backends::due(count);
+        let (inline, due) = backends::due(proxy);
         if inline {
             backends::refresh(proxy, due).await;
         } else if !due.is_empty() {
