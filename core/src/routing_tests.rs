@@ -119,12 +119,18 @@ fn how_often_boxes_are_asked_is_configurable() {
     let defaults = HealthPolicy::default();
     let c = with("MODELS_REFRESH", "2m").unwrap();
     assert_eq!(c.health_policy().models_refresh_us, 120_000_000);
-    assert_eq!(c.health_policy().loaded_refresh_us, defaults.loaded_refresh_us);
+    assert_eq!(
+        c.health_policy().loaded_refresh_us,
+        defaults.loaded_refresh_us
+    );
     let c = with("LOADED_REFRESH", "500ms").unwrap();
     assert_eq!(c.health_policy().loaded_refresh_us, 500_000);
     for bad in ["0s", "soon", "-1s"] {
         let err = with("LOADED_REFRESH", bad).unwrap_err().to_string();
-        assert!(err.starts_with("LOADED_REFRESH: must be a duration"), "{err}");
+        assert!(
+            err.starts_with("LOADED_REFRESH: must be a duration"),
+            "{err}"
+        );
     }
 }
 
