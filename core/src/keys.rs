@@ -134,15 +134,44 @@ impl fmt::Display for KeysProblem {
 struct Shown<'a>(&'a str);
 
 impl fmt::Display for Shown<'_> {
+    /// A field the document may have is shown; any other name could be
+    /// anything pasted there (a token on a line of its own), so it is not:
+    /// only the known field it is closest to, when it is a near miss.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.0;
-        let word = name.len() <= 32 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        if word || FIELDS.contains(&name) || name.starts_with("models[") {
-            f.write_str(name)
-        } else {
-            f.write_str("(a field whose name is not shown)")
+        if name == "keys" || FIELDS.contains(&name) || name.starts_with("models[") {
+            return f.write_str(name);
+        }
+        let near = std::iter::once("keys")
+            .chain(FIELDS)
+            .map(|known| (edit_distance(name, known), known))
+            .filter(|&(d, known)| d <= 1 + known.len() / 4)
+            .min();
+        match near {
+            Some((_, known)) => write!(f, "a misspelt field (did you mean {known}?)"),
+            None => f.write_str("(a field whose name is not shown)"),
         }
     }
+}
+
+/// Levenshtein distance in bytes, bounded work: names longer than 64 bytes
+/// are never near a known field.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() > 64 {
+        return usize::MAX;
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(x != y);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl fmt::Display for FieldProblem {

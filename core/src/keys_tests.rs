@@ -98,7 +98,7 @@ fn problems_name_the_key_and_field() {
     let cases: &[(&str, &str)] = &[
         (
             "[[keys]]\nname = \"a\"\ntoken = \"t\"\nmodel = [\"x\"]\n",
-            "key \"a\": model: unknown field",
+            "key \"a\": a misspelt field (did you mean models?): unknown field",
         ),
         (
             "[[keys]]\nname = \"a\"\ntoken = \"t\"\nmodels = [\"ok\", \"bad[glob]\"]\n",
@@ -153,7 +153,22 @@ fn problems_name_the_key_and_field() {
             "[[keys]]\nname = \"a\"\ntoken = \"t1\"\n[[keys]]\nname = \"b\"\ntoken = \"t1\"\n",
             "key \"b\": token: this token is already used",
         ),
-        ("[limits]\nx = 1\n", "unknown top-level field limits;"),
+        (
+            "[limits]\nx = 1\n",
+            "unknown top-level field (a field whose name is not shown);",
+        ),
+        (
+            "[key]\nx = 1\n",
+            "unknown top-level field a misspelt field (did you mean keys?);",
+        ),
+        (
+            "[[keys]]\nname = \"a\"\ntoken = \"t\"\nmax_concurent = 2\n",
+            "key \"a\": a misspelt field (did you mean max_concurrent?): unknown field",
+        ),
+        (
+            "[[keys]]\nname = \"a\"\ntoken = \"t\"\nskaaaaaaaaaaaaaa = 2\n",
+            "key \"a\": (a field whose name is not shown): unknown field",
+        ),
         (
             "sk0123abcd = 1\n",
             "unknown top-level field (a field whose name is not shown)",
