@@ -150,26 +150,38 @@ async fn observe(addr: SocketAddr, case: &Case, body: &[u8]) -> Observed {
     .await
     .unwrap_or_else(|_| panic!("no answer within 20s from {addr}"));
     // The origin records a request before answering it, so it is there now.
-    let origin = ORIGIN.requests().into_iter().next().map(|seen| {
-        let headers: Vec<(String, String)> = seen
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        OriginSaw {
-            method: seen.method.to_string(),
-            target: seen.target,
-            headers: normalize(&headers, &ORIGIN_RUNTIME_HEADERS),
-            body_len: seen.body.len(),
-            body_hash: hash(&seen.body),
-            body_complete: seen.body_complete,
-        }
-    });
+    let origin = ORIGIN.requests().into_iter().next().map(origin_saw);
+    observed(&got, origin, &r.headers)
+}
+
+/// A request as the origin saw it, for comparison.
+fn origin_saw(seen: ollama_proxy_tests::Recorded) -> OriginSaw {
+    let headers: Vec<(String, String)> = seen
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    OriginSaw {
+        method: seen.method.to_string(),
+        target: seen.target,
+        headers: normalize(&headers, &ORIGIN_RUNTIME_HEADERS),
+        body_len: seen.body.len(),
+        body_hash: hash(&seen.body),
+        body_complete: seen.body_complete,
+    }
+}
+
+/// What the client got (and the origin saw), for comparison.
+fn observed(
+    got: &wire::RawResponse,
+    origin: Option<OriginSaw>,
+    sent: &[(String, String)],
+) -> Observed {
     let mut observed = Observed {
         status: got.status,
         headers: normalize(&got.headers, &CLIENT_RUNTIME_HEADERS),
@@ -178,7 +190,7 @@ async fn observe(addr: SocketAddr, case: &Case, body: &[u8]) -> Observed {
         body_preview: String::from_utf8_lossy(&got.body[..got.body.len().min(120)]).into_owned(),
         origin,
     };
-    generated_ids_alike(&mut observed, &r.headers);
+    generated_ids_alike(&mut observed, sent);
     observed
 }
 
@@ -668,37 +680,11 @@ async fn observe_boxes(addr: SocketAddr, case: &Case, body: &[u8]) -> (Observed,
         if let Some(seen) = forwarded {
             reached.push(i);
             if first.is_none() {
-                let headers: Vec<(String, String)> = seen
-                    .headers
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
-                first = Some(OriginSaw {
-                    method: seen.method.to_string(),
-                    target: seen.target,
-                    headers: normalize(&headers, &ORIGIN_RUNTIME_HEADERS),
-                    body_len: seen.body.len(),
-                    body_hash: hash(&seen.body),
-                    body_complete: seen.body_complete,
-                });
+                first = Some(origin_saw(seen));
             }
         }
     }
-    let mut observed = Observed {
-        status: got.status,
-        headers: normalize(&got.headers, &CLIENT_RUNTIME_HEADERS),
-        body_len: got.body.len(),
-        body_hash: hash(&got.body),
-        body_preview: String::from_utf8_lossy(&got.body[..got.body.len().min(120)]).into_owned(),
-        origin: first,
-    };
-    generated_ids_alike(&mut observed, &r.headers);
-    (observed, reached)
+    (observed(&got, first, &r.headers), reached)
 }
 
 fn check_boxes(case: &Case) -> Result<(), TestCaseError> {
