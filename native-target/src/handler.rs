@@ -168,22 +168,20 @@ pub(crate) async fn handle(
                 continue;
             }
         }
-        {
-            let kind = if timed_out(&error) {
-                ProxyError::OriginTimeout
-            } else {
-                ProxyError::OriginUnreachable
-            };
-            // The cause chain (connect refused, TLS, reset); never a header.
-            let request_id = crate::log::request_id(&exchange);
-            tracing::warn!(request_id = %request_id, error = %ErrorChain(&error), "origin request failed");
-            return Ok(local(
-                exchange.error_response(kind),
-                &exchange,
-                &log,
-                Some(kind),
-            ));
-        }
+        let kind = if timed_out(&error) {
+            ProxyError::OriginTimeout
+        } else {
+            ProxyError::OriginUnreachable
+        };
+        // The cause chain (connect refused, TLS, reset); never a header.
+        let request_id = crate::log::request_id(&exchange);
+        tracing::warn!(request_id = %request_id, error = %ErrorChain(&error), "origin request failed");
+        return Ok(local(
+            exchange.error_response(kind),
+            &exchange,
+            &log,
+            Some(kind),
+        ));
     };
     if let (Some(flown), Some((_, model, _))) = (&flight, &routed) {
         let model = model.as_deref().filter(|_| exchange.is_llm());

@@ -247,7 +247,9 @@ async fn forward(
             break response.unchecked_into::<web_sys::Response>();
         }
         let stopped = upload.stopped();
-        if let (None, Some(backend), Some((route, at))) = (&stopped, backend, routed.as_mut()) {
+        // A client that left aborted the fetch: not the box's failure.
+        let box_failed = stopped.is_none() && !upload.signal.aborted();
+        if let (true, Some(backend), Some((route, at))) = (box_failed, backend, routed.as_mut()) {
             backends::with(count, |b| b.failed(backend, backends::now_us()));
             // workerd reports a connection refused and one lost after the
             // request went out alike ("Network connection lost"), so only
