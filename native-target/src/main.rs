@@ -78,10 +78,10 @@ fn main() -> ExitCode {
             Ok(listener) => listener,
             Err(error) => {
                 eprintln!(
-                    "ollama-proxy: cannot listen on {}: {error}",
+                    "ollama-proxy: cannot listen on {} (LISTEN_ADDR): {error}",
                     args.listen_addr
                 );
-                return ExitCode::FAILURE;
+                return bind_failure(&error);
             }
         };
         // The admin listener: bound before serving, so a taken port fails
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 Ok(listener) => listener,
                 Err(error) => {
                     eprintln!("ollama-proxy: cannot listen on {addr} (METRICS_ADDR): {error}");
-                    return ExitCode::FAILURE;
+                    return bind_failure(&error);
                 }
             };
             tracing::info!(admin = %addr, "admin listener: /metrics /readyz /healthz");
@@ -158,4 +158,15 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// The exit code for an address that cannot be bound: 2, as for any other
+/// configuration error, when something already listens there (the operator
+/// must pick another address or stop the other process); else 1.
+fn bind_failure(error: &std::io::Error) -> ExitCode {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
 }

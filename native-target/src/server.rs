@@ -182,9 +182,24 @@ impl Drop for AbortOnDrop {
 /// between them. [`serve`] binds its extra per-thread sockets this way; a
 /// first listener bound with this function lets it.
 ///
+/// A live listener on the address (another `ollama-proxy`, which would
+/// otherwise share it silently) is refused first: a socket without
+/// `SO_REUSEPORT` cannot bind while one listens there.
+///
 /// # Errors
-/// When the address cannot be bound.
+/// When the address cannot be bound; [`io::ErrorKind::AddrInUse`] when
+/// something already listens on it.
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.port() != 0 {
+        let probe = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // Connections of an earlier run still in TIME_WAIT do not count.
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)?;
+    }
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -715,3 +715,45 @@ async fn several_boxes_show_in_readyz_and_metrics() {
     let unready = readyz_until(admin, |status, _| status == 503).await;
     assert_eq!(unready["backends_up"], 0, "{unready}");
 }
+
+/// A second proxy on a live one's address is refused, naming it, with exit
+/// code 2 — not let in to share the port through `SO_REUSEPORT`.
+#[test]
+fn a_second_proxy_on_a_live_address_is_refused() {
+    let first = start("http://127.0.0.1:9");
+    let mut second = proxy_command()
+        .env("OLLAMA_ORIGIN", "http://127.0.0.1:9")
+        .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("LISTEN_ADDR", first.addr.to_string())
+        .env("METRICS_ADDR", "off")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit on its own (a bound, not a delay).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second proxy started on {} beside the first", first.addr);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {} (LISTEN_ADDR)", first.addr))
+            && stderr
+                .to_ascii_lowercase()
+                .contains("address already in use"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(first.addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
