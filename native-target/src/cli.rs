@@ -26,6 +26,15 @@ pub struct Args {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// PEM certificate chain: with TLS_KEY_FILE, the listener speaks HTTPS
+    /// (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or EC) for TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Ollama origin URL (http or https, optionally with a base path).
     #[arg(long, env = "OLLAMA_ORIGIN", default_value = DEFAULT_ORIGIN)]
     pub ollama_origin: String,
@@ -201,6 +210,11 @@ pub enum SettingsError {
     KeysFile(PathBuf, std::io::Error),
     /// Both `KEYS_FILE` and `AIG_KEYS` are set.
     TwoKeysDocuments,
+    /// One of `TLS_CERT_FILE` and `TLS_KEY_FILE` without the other (the
+    /// one missing).
+    TlsPairIncomplete(&'static str),
+    /// The certificate or key cannot be used.
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for SettingsError {
@@ -219,6 +233,11 @@ impl fmt::Display for SettingsError {
             Self::TwoKeysDocuments => {
                 f.write_str("KEYS_FILE and AIG_KEYS are both set; use one keys document")
             }
+            Self::TlsPairIncomplete(missing) => write!(
+                f,
+                "{missing}: is required when the other of TLS_CERT_FILE and TLS_KEY_FILE is set"
+            ),
+            Self::Tls(error) => write!(f, "{error}"),
         }
     }
 }
@@ -239,6 +258,20 @@ impl Args {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         lines.extend([
             format!("LISTEN_ADDR={}", self.listen_addr),
+            format!(
+                "TLS_CERT_FILE={}",
+                self.tls_cert_file
+                    .as_ref()
+                    .map_or("<unset: plain HTTP>".to_owned(), |p| p
+                        .display()
+                        .to_string())
+            ),
+            format!(
+                "TLS_KEY_FILE={}",
+                self.tls_key_file
+                    .as_ref()
+                    .map_or("<unset>".to_owned(), |p| p.display().to_string())
+            ),
             format!(
                 "METRICS_ADDR={}",
                 self.metrics_addr
@@ -311,9 +344,18 @@ impl Args {
     /// See [`Args::config`].
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         let config = self.config()?;
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::Tls::load(cert, key).map_err(SettingsError::Tls)?)
+            }
+            (Some(_), None) => return Err(SettingsError::TlsPairIncomplete("TLS_KEY_FILE")),
+            (None, Some(_)) => return Err(SettingsError::TlsPairIncomplete("TLS_CERT_FILE")),
+        };
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         Ok(Settings {
             turns: crate::turns::Turns::new(config.turn_limits(), std::sync::Arc::clone(&metrics)),
+            tls,
             pool: crate::backends::Pool::new(
                 config.origins(),
                 config.health_policy(),

@@ -19,6 +19,7 @@ mod metrics;
 pub mod reload;
 mod request_id;
 mod server;
+pub mod tls;
 mod turns;
 
 pub use backends::Pool;

@@ -37,6 +37,8 @@ pub struct Settings {
     pub turns: Arc<crate::turns::Turns>,
     /// What is known of the Ollama boxes (with several).
     pub pool: Arc<crate::backends::Pool>,
+    /// HTTPS on the public listener (`TLS_CERT_FILE`, `TLS_KEY_FILE`).
+    pub tls: Option<crate::tls::Tls>,
     /// Time allowed to connect to the origin.
     pub connect_timeout: Duration,
     /// Time allowed for the origin's response head.
@@ -77,9 +79,11 @@ pub async fn serve(
     })?;
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let keys: Vec<&str> = config.key_names().map(|k| k.as_str()).collect();
+    let origins: Vec<String> = config.origins().iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = %listener.local_addr()?,
-        origin = %config.origin(),
+        scheme = if settings.tls.is_some() { "https" } else { "http" },
+        origin = %origins.join(","),
         keys = %keys.join(","),
         threads,
         "ollama-proxy {} ready",
@@ -299,10 +303,36 @@ async fn serve_thread(
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let Some(tls) = &settings.tls else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    connections.spawn(async move {
+                        if let Err(error) = conn.await {
+                            tracing::debug!(error = %error, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                // The handshake runs in the connection's own task, bounded
+                // like a request head; a failed one just closes it.
+                let acceptor = tls.acceptor().clone();
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let limit = settings.header_timeout;
                 connections.spawn(async move {
-                    if let Err(error) = conn.await {
+                    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(error) = watcher.watch(conn).await {
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
                 });
