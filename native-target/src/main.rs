@@ -74,6 +74,10 @@ fn main() -> ExitCode {
         // Before serving: from now on SIGHUP reloads the keys file.
         let watcher = Watcher::new(&args);
         tokio::spawn(watcher.run(settings.proxy.clone(), settings.metrics.clone()));
+        // And the certificate, when serving HTTPS.
+        if let Some(tls) = settings.tls.clone() {
+            tokio::spawn(tls.watch());
+        }
         let listener = match bind(args.listen_addr).await {
             Ok(listener) => listener,
             Err(error) => {

@@ -3,15 +3,29 @@
 //! (`TLS_CERT_FILE`, `TLS_KEY_FILE`; the key PKCS#8, PKCS#1 RSA or SEC1 EC).
 //! The routes, limits and timeouts are the plain listener's: the handshake
 //! only wraps the connection before hyper serves it.
+//!
+//! Certificates rotate without a restart ([`Tls::watch`]): on SIGHUP and when
+//! either file changes, the pair is read again and, if it is usable, serves
+//! every handshake from then on; connections already made keep theirs. A
+//! broken pair (half-written by certbot, a key that does not match) keeps
+//! the one in force, and the log says why.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
+
+/// How often the files are read to see whether they changed.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Why the certificate and key cannot be used.
 #[derive(Debug)]
@@ -59,12 +73,56 @@ impl std::error::Error for TlsError {}
 #[derive(Clone)]
 pub struct Tls {
     acceptor: TlsAcceptor,
+    current: Arc<Current>,
+    provider: Arc<CryptoProvider>,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls").finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
+}
+
+/// The certificate and key in force, swapped whole on a reload.
+struct Current(ArcSwap<CertifiedKey>);
+
+impl fmt::Debug for Current {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Current(<certificate>)")
+    }
+}
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The pair in the files, checked to belong together.
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| TlsError::Read("TLS_CERT_FILE", cert.to_owned(), e))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| TlsError::Read("TLS_KEY_FILE", key.to_owned(), e))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_owned()));
+    }
+    let private =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_owned()))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| TlsError::Refused(e.to_string()))
+}
+
+/// What the files hold now, to tell whether they changed.
+fn contents(cert: &Path, key: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
+    Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
 }
 
 impl Tls {
@@ -72,35 +130,83 @@ impl Tls {
     ///
     /// # Errors
     /// A file that cannot be read, holds nothing usable, or a pair rustls
-    /// refuses; the message names the variable and the path, never the key.
+    /// refuses (a key that is not the certificate's); the message names the
+    /// variable and the path, never the key.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let cert_pem =
-            std::fs::read(cert).map_err(|e| TlsError::Read("TLS_CERT_FILE", cert.to_owned(), e))?;
-        let key_pem =
-            std::fs::read(key).map_err(|e| TlsError::Read("TLS_KEY_FILE", key.to_owned(), e))?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .filter_map(Result::ok)
-            .collect();
-        if chain.is_empty() {
-            return Err(TlsError::NoCertificate(cert.to_owned()));
-        }
-        let private =
-            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_owned()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let pair = read_pair(cert, key, &provider)?;
+        let current = Arc::new(Current(ArcSwap::from_pointee(pair)));
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Refused(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .map_err(|e| TlsError::Refused(e.to_string()))?;
+            .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            current,
+            provider,
+            cert: cert.to_owned(),
+            key: key.to_owned(),
         })
     }
 
     /// What handshakes accepted connections.
     pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
+    }
+
+    /// Reads the files again: a usable pair serves the handshakes from now
+    /// on; otherwise the one in force stays.
+    ///
+    /// # Errors
+    /// Why the files' pair was not put in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let pair = read_pair(&self.cert, &self.key, &self.provider)?;
+        self.current.0.store(Arc::new(pair));
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP and whenever either file's content changes (read
+    /// every second), logging each outcome, until dropped.
+    pub async fn watch(self) {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut last = contents(&self.cert, &self.key);
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let hangup_signal = async {
+                match hangup.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup_signal = std::future::pending::<()>();
+            let reason = tokio::select! {
+                () = hangup_signal => "SIGHUP",
+                _ = tick.tick() => {
+                    let now = contents(&self.cert, &self.key);
+                    if now.is_none() || now == last {
+                        continue;
+                    }
+                    "the files changed"
+                }
+            };
+            last = contents(&self.cert, &self.key);
+            match self.reload() {
+                Ok(()) => tracing::info!(reason, "TLS certificate reloaded"),
+                Err(error) => tracing::warn!(
+                    reason,
+                    %error,
+                    "TLS certificate not reloaded; the one in force stays"
+                ),
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use ollama_proxy_tests::MockOrigin;
 
 mod common;
-use common::{proxy_command, start_with, TOKEN};
+use common::{proxy_command, start_with, wait_for_line, TOKEN};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tls");
 
@@ -26,9 +26,32 @@ fn tls_env() -> [(&'static str, String); 2] {
 /// curl against the proxy at `addr` as `https://localhost`, trusting the
 /// test CA: (HTTP version, status, body).
 fn curl(addr: std::net::SocketAddr, path: &str, extra: &[&str]) -> (String, String, String) {
+    curl_trusting(&fixture("ca.pem"), addr, path, extra).expect("curl succeeds")
+}
+
+/// The curl command for `path` on the proxy, trusting `ca`.
+fn curl_command(ca: &str, addr: std::net::SocketAddr, path: &str, extra: &[&str]) -> Command {
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "20", "--cacert", ca])
+        .args(["--resolve", &format!("localhost:{}:127.0.0.1", addr.port())])
+        .args(["-H", &format!("cf-aig-authorization: Bearer {TOKEN}")])
+        .args(extra)
+        .arg(&url);
+    command
+}
+
+/// Like [`curl`], trusting `ca`; `Err` with curl's message when it fails.
+fn curl_trusting(
+    ca: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &[&str],
+) -> Result<(String, String, String), String> {
     let url = format!("https://localhost:{}{path}", addr.port());
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert", &fixture("ca.pem")])
+        .args(["-sS", "--max-time", "20", "--cacert", ca])
         .args(["--resolve", &format!("localhost:{}:127.0.0.1", addr.port())])
         .args(["-H", &format!("cf-aig-authorization: Bearer {TOKEN}")])
         .args(["-w", "\n%{http_version} %{http_code}"])
@@ -39,12 +62,10 @@ fn curl(addr: std::net::SocketAddr, path: &str, extra: &[&str]) -> (String, Stri
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
     let (version, status) = tail.split_once(' ').unwrap_or((tail, ""));
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (version.to_owned(), status.to_owned(), body.to_owned())
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok((version.to_owned(), status.to_owned(), body.to_owned()))
 }
 
 #[test]
@@ -165,4 +186,85 @@ async fn tls_garbage_never_hurts_the_server() {
 
 fn proxy_alive(proxy: &common::Running) -> bool {
     std::net::TcpStream::connect(proxy.addr).is_ok()
+}
+
+/// Replaces `to` with `from`'s content in one step (as certbot's symlink
+/// switch or a `mv` does).
+fn replace_file(from: &str, to: &std::path::Path) {
+    let staged = to.with_extension("staged");
+    std::fs::copy(from, &staged).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_rotates_under_a_running_stream() {
+    let origin = MockOrigin::start().await;
+    let dir = std::env::temp_dir().join(format!("ollama-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(fixture("localhost.pem"), &cert).unwrap();
+    std::fs::copy(fixture("localhost.key"), &key).unwrap();
+    let env = [
+        ("TLS_CERT_FILE", cert.to_string_lossy().into_owned()),
+        ("TLS_KEY_FILE", key.to_string_lossy().into_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_with(&origin.url(), &env);
+    let addr = proxy.addr;
+    // A 3 s stream, under the first certificate.
+    let stream = curl_command(
+        &fixture("ca.pem"),
+        addr,
+        "/api/chat?chunks=30&delay_ms=100",
+        &["-N", "--data", r#"{"model":"llama3.2:1b","messages":[]}"#],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    origin
+        .wait_for_heads(1, std::time::Duration::from_secs(10))
+        .await;
+    let (cert2, key2) = (cert.clone(), key.clone());
+    let rotated = tokio::task::spawn_blocking(move || {
+        // The new pair: the key first, then the certificate (a reload may
+        // find them mismatched in between, and keep the old pair).
+        replace_file(&fixture("rotated.key"), &key2);
+        replace_file(&fixture("rotated.pem"), &cert2);
+        wait_for_line(&proxy, "TLS certificate reloaded");
+        // New connections get the new certificate, and only it.
+        let (_, status, _) = curl_trusting(&fixture("rotated.pem"), addr, "/healthz", &[])
+            .expect("the rotated certificate is served");
+        assert_eq!(status, "200");
+        assert!(curl_trusting(&fixture("ca.pem"), addr, "/healthz", &[]).is_err());
+        // A broken certificate file keeps the one in force.
+        std::fs::write(&cert2, b"not a certificate").unwrap();
+        let line = wait_for_line(&proxy, "TLS certificate not reloaded");
+        assert!(line.contains("TLS_CERT_FILE"), "{line}");
+        curl_trusting(&fixture("rotated.pem"), addr, "/healthz", &[])
+            .expect("the certificate in force stays");
+        // SIGHUP reloads too (the files as they are: still broken).
+        let hup = Command::new("kill")
+            .args(["-HUP", &proxy.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let line = wait_for_line(&proxy, "TLS certificate not reloaded");
+        assert!(line.contains("SIGHUP"), "{line}");
+        proxy
+    })
+    .await
+    .unwrap();
+    // The stream that started before finished whole.
+    let out = stream.wait_with_output().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(body.lines().count(), 30, "{body}");
+    assert!(body.lines().last().unwrap().contains(r#""done":true"#));
+    drop(rotated);
+    let _ = std::fs::remove_dir_all(&dir);
 }
