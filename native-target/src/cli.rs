@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long, env = "TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// PEM CA certificate(s): with HTTPS, clients must also present a
+    /// certificate signed by one of them (mutual TLS, besides the token).
+    #[arg(long, env = "TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// Ollama origin URL (http or https, optionally with a base path).
     #[arg(long, env = "OLLAMA_ORIGIN", default_value = DEFAULT_ORIGIN)]
     pub ollama_origin: String,
@@ -215,6 +220,8 @@ pub enum SettingsError {
     TlsPairIncomplete(&'static str),
     /// The certificate or key cannot be used.
     Tls(crate::tls::TlsError),
+    /// `TLS_CLIENT_CA_FILE` without HTTPS.
+    ClientCaWithoutTls,
 }
 
 impl fmt::Display for SettingsError {
@@ -238,6 +245,9 @@ impl fmt::Display for SettingsError {
                 "{missing}: is required when the other of TLS_CERT_FILE and TLS_KEY_FILE is set"
             ),
             Self::Tls(error) => write!(f, "{error}"),
+            Self::ClientCaWithoutTls => f.write_str(
+                "TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE (client certificates are part of HTTPS)",
+            ),
         }
     }
 }
@@ -269,6 +279,12 @@ impl Args {
             format!(
                 "TLS_KEY_FILE={}",
                 self.tls_key_file
+                    .as_ref()
+                    .map_or("<unset>".to_owned(), |p| p.display().to_string())
+            ),
+            format!(
+                "TLS_CLIENT_CA_FILE={}",
+                self.tls_client_ca_file
                     .as_ref()
                     .map_or("<unset>".to_owned(), |p| p.display().to_string())
             ),
@@ -345,10 +361,14 @@ impl Args {
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         let config = self.config()?;
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                Some(crate::tls::Tls::load(cert, key).map_err(SettingsError::Tls)?)
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                return Err(SettingsError::ClientCaWithoutTls)
             }
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                crate::tls::Tls::load(cert, key, self.tls_client_ca_file.as_deref())
+                    .map_err(SettingsError::Tls)?,
+            ),
             (Some(_), None) => return Err(SettingsError::TlsPairIncomplete("TLS_KEY_FILE")),
             (None, Some(_)) => return Err(SettingsError::TlsPairIncomplete("TLS_CERT_FILE")),
         };

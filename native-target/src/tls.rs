@@ -39,6 +39,8 @@ pub enum TlsError {
     /// rustls refused the pair (the key does not match the certificate, or
     /// a kind of key it does not support).
     Refused(String),
+    /// `TLS_CLIENT_CA_FILE` holds no CA certificate rustls can use.
+    ClientCa(PathBuf, String),
 }
 
 impl fmt::Display for TlsError {
@@ -63,6 +65,11 @@ impl fmt::Display for TlsError {
                     "TLS_CERT_FILE and TLS_KEY_FILE do not make a usable pair: {why}"
                 )
             }
+            Self::ClientCa(path, why) => write!(
+                f,
+                "TLS_CLIENT_CA_FILE ({}): no usable CA certificate in it: {why}",
+                path.display()
+            ),
         }
     }
 }
@@ -120,27 +127,60 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
     CertifiedKey::from_der(chain, private, provider).map_err(|e| TlsError::Refused(e.to_string()))
 }
 
+/// Accepts client certificates signed by the CA(s) in `path`.
+fn client_verifier(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| TlsError::Read("TLS_CLIENT_CA_FILE", path.to_owned(), e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::ClientCa(path.to_owned(), e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa(
+            path.to_owned(),
+            "no PEM certificate".to_owned(),
+        ));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(provider),
+    )
+    .build()
+    .map_err(|e| TlsError::ClientCa(path.to_owned(), e.to_string()))
+}
+
 /// What the files hold now, to tell whether they changed.
 fn contents(cert: &Path, key: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
 }
 
 impl Tls {
-    /// Reads the certificate chain and key.
+    /// Reads the certificate chain and key; with `client_ca`, every client
+    /// must also present a certificate signed by that CA (mutual TLS, in
+    /// addition to the token).
     ///
     /// # Errors
     /// A file that cannot be read, holds nothing usable, or a pair rustls
     /// refuses (a key that is not the certificate's); the message names the
     /// variable and the path, never the key.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let pair = read_pair(cert, key, &provider)?;
         let current = Arc::new(Current(ArcSwap::from_pointee(pair)));
-        let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError::Refused(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
+            .map_err(|e| TlsError::Refused(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => builder.with_client_cert_verifier(client_verifier(path, &provider)?),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),

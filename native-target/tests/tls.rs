@@ -97,6 +97,12 @@ fn config_names_what_is_missing_or_unusable() {
         stderr.contains("TLS_CERT_FILE (") && stderr.contains("nope.pem"),
         "{stderr}"
     );
+    let (code, stderr) = run(&[("TLS_CLIENT_CA_FILE", fixture("client-ca.pem"))]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE"),
+        "{stderr}"
+    );
     // A key that is not the certificate's, or a certificate as the key.
     let (code, stderr) = run(&[
         ("TLS_CERT_FILE", fixture("localhost.pem")),
@@ -267,4 +273,37 @@ async fn a_certificate_rotates_under_a_running_stream() {
     assert!(body.lines().last().unwrap().contains(r#""done":true"#));
     drop(rotated);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_wants_a_client_certificate_from_its_ca() {
+    let origin = MockOrigin::start().await;
+    let env = [
+        ("TLS_CERT_FILE", fixture("localhost.pem")),
+        ("TLS_KEY_FILE", fixture("localhost.key")),
+        ("TLS_CLIENT_CA_FILE", fixture("client-ca.pem")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_with(&origin.url(), &env);
+    let addr = proxy.addr;
+    tokio::task::spawn_blocking(move || {
+        let ca = fixture("ca.pem");
+        // Signed by the client CA: served (the token is still checked).
+        let (cert, key) = (fixture("client.pem"), fixture("client.key"));
+        let (_, status, _) =
+            curl_trusting(&ca, addr, "/api/tags", &["--cert", &cert, "--key", &key])
+                .expect("a good client certificate is accepted");
+        assert_eq!(status, "200");
+        // None, or one from another issuer: no TLS session at all.
+        assert!(curl_trusting(&ca, addr, "/api/tags", &[]).is_err());
+        let (cert, key) = (fixture("rotated.pem"), fixture("rotated.key"));
+        assert!(curl_trusting(&ca, addr, "/api/tags", &["--cert", &cert, "--key", &key]).is_err());
+        assert!(origin_saw_one(&origin));
+    })
+    .await
+    .unwrap();
+}
+
+fn origin_saw_one(origin: &MockOrigin) -> bool {
+    origin.requests().len() == 1
 }
