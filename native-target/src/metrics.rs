@@ -137,6 +137,7 @@ pub struct Metrics {
     backend_in_flight: Family<BackendLabels, Gauge>,
     backend_requests: Family<BackendWhyLabels, Counter>,
     backend_errors: Family<BackendWhyLabels, Counter>,
+    tls_handshakes: Family<Labels<1>, Counter>,
     /// The model label values in use (at most [`MAX_MODELS`]).
     models: Mutex<HashSet<Arc<str>>>,
 }
@@ -299,6 +300,12 @@ impl Metrics {
             "With several Ollama boxes: failures of each, by kind (why: connect, reset, status, stream, probe)",
             backend_errors.clone(),
         );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "HTTPS handshakes on the public listener, by result: ok, no_common_version, bad_certificate (the client refused the proxy's), client_cert_refused (mutual TLS), timeout, error (anything else: not TLS, cut short)",
+            tls_handshakes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -324,6 +331,7 @@ impl Metrics {
             backend_in_flight,
             backend_requests,
             backend_errors,
+            tls_handshakes,
             models: Mutex::new(HashSet::new()),
         }
     }
@@ -535,6 +543,13 @@ impl Metrics {
                 backend: ModelLabel(Arc::clone(backend)),
                 why,
             })
+            .inc();
+    }
+
+    /// An HTTPS handshake ended so.
+    pub(crate) fn tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&[("result", result)])
             .inc();
     }
 

@@ -319,14 +319,20 @@ async fn serve_thread(
                 let watcher = graceful.watcher();
                 let builder = builder.clone();
                 let limit = settings.header_timeout;
+                let metrics = Arc::clone(&settings.metrics);
                 connections.spawn(async move {
                     let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
+                        Ok(Ok(stream)) => {
+                            metrics.tls_handshake("ok");
+                            stream
+                        }
                         Ok(Err(error)) => {
+                            metrics.tls_handshake(crate::tls::Tls::failure_kind(&error));
                             tracing::debug!(%error, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
+                            metrics.tls_handshake("timeout");
                             tracing::debug!("TLS handshake timed out");
                             return;
                         }

@@ -191,6 +191,29 @@ impl Tls {
         })
     }
 
+    /// How a failed handshake is counted (see the `tls_handshakes` metric).
+    pub(crate) fn failure_kind(error: &std::io::Error) -> &'static str {
+        use rustls::{AlertDescription as Alert, Error};
+        let Some(error) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+            return "error";
+        };
+        match error {
+            Error::PeerIncompatible(_) => "no_common_version",
+            Error::NoCertificatesPresented | Error::InvalidCertificate(_) => "client_cert_refused",
+            Error::AlertReceived(
+                Alert::BadCertificate
+                | Alert::UnknownCA
+                | Alert::CertificateUnknown
+                | Alert::CertificateExpired
+                | Alert::CertificateRevoked
+                | Alert::UnsupportedCertificate
+                | Alert::AccessDenied,
+            ) => "bad_certificate",
+            Error::AlertReceived(Alert::ProtocolVersion) => "no_common_version",
+            _ => "error",
+        }
+    }
+
     /// What handshakes accepted connections.
     pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor

@@ -277,15 +277,21 @@ async fn a_certificate_rotates_under_a_running_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_wants_a_client_certificate_from_its_ca() {
-    let origin = MockOrigin::start().await;
+    let origin = std::sync::Arc::new(MockOrigin::start().await);
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let env = [
         ("TLS_CERT_FILE", fixture("localhost.pem")),
         ("TLS_KEY_FILE", fixture("localhost.key")),
         ("TLS_CLIENT_CA_FILE", fixture("client-ca.pem")),
+        ("METRICS_ADDR", admin.to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let proxy = start_with(&origin.url(), &env);
     let addr = proxy.addr;
+    let seen = std::sync::Arc::clone(&origin);
     tokio::task::spawn_blocking(move || {
         let ca = fixture("ca.pem");
         // Signed by the client CA: served (the token is still checked).
@@ -296,12 +302,51 @@ async fn mutual_tls_wants_a_client_certificate_from_its_ca() {
         assert_eq!(status, "200");
         // None, or one from another issuer: no TLS session at all.
         assert!(curl_trusting(&ca, addr, "/api/tags", &[]).is_err());
-        let (cert, key) = (fixture("rotated.pem"), fixture("rotated.key"));
-        assert!(curl_trusting(&ca, addr, "/api/tags", &["--cert", &cert, "--key", &key]).is_err());
-        assert!(origin_saw_one(&origin));
+        let (bad, bad_key) = (fixture("rotated.pem"), fixture("rotated.key"));
+        assert!(
+            curl_trusting(&ca, addr, "/api/tags", &["--cert", &bad, "--key", &bad_key]).is_err()
+        );
+        assert!(origin_saw_one(&seen));
+        // A client that does not trust the proxy's certificate.
+        let other = fixture("other-ca.pem");
+        assert!(
+            curl_trusting(&other, addr, "/api/tags", &["--cert", &cert, "--key", &key]).is_err()
+        );
     })
     .await
     .unwrap();
+    // Each handshake counted by its result (the last ones end in their
+    // connections' tasks: a bound, not a delay).
+    let want = [
+        r#"ollama_proxy_tls_handshakes_total{result="ok"} 1"#,
+        r#"ollama_proxy_tls_handshakes_total{result="client_cert_refused"} 2"#,
+        r#"ollama_proxy_tls_handshakes_total{result="bad_certificate"} 1"#,
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = ollama_proxy_tests::client::call(
+            admin,
+            "GET",
+            "/metrics",
+            &[],
+            ollama_proxy_tests::client::empty(),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&got.body).into_owned();
+        if want.iter().all(|line| text.contains(line)) {
+            break;
+        }
+        let counted: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("tls_handshakes"))
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handshakes not counted as {want:?}: {counted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(proxy);
 }
 
 fn origin_saw_one(origin: &MockOrigin) -> bool {
