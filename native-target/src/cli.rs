@@ -187,6 +187,17 @@ pub enum Command {
     /// Validate the configuration (flags and environment) and print it with
     /// secrets redacted; exit 2 naming the variable at fault if invalid.
     CheckConfig,
+    /// Write a self-signed certificate and key for HTTPS on a LAN box
+    /// (cert.pem, key.pem) and print how to use and trust them.
+    SelfSigned {
+        /// The names and IP addresses clients use to reach this box,
+        /// comma-separated (e.g. spark.lan,192.168.1.20).
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// The directory to write cert.pem and key.pem into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// A new random token: 32 bytes from the operating system, as 64 hex digits.

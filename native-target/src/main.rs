@@ -29,6 +29,33 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::SelfSigned { hosts, out }) => {
+            return match ollama_proxy_native::tls::write_self_signed(&hosts, &out) {
+                Ok((cert, key)) => {
+                    let (cert, key) = (cert.display(), key.display());
+                    println!(
+                        "Wrote {cert} and {key} (a self-signed certificate for {}).",
+                        hosts.join(", ")
+                    );
+                    println!();
+                    println!("Serve HTTPS with them:");
+                    println!("  TLS_CERT_FILE={cert} TLS_KEY_FILE={key} ollama-proxy");
+                    println!();
+                    println!("Clients must trust {cert}, the certificate itself:");
+                    println!(
+                        "  curl:                  curl --cacert {cert} https://{}:8080/healthz",
+                        hosts[0]
+                    );
+                    println!("  Python (openai, ollama): SSL_CERT_FILE={cert} python app.py");
+                    println!("  Node (openai):         NODE_EXTRA_CA_CERTS={cert} node app.js");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ollama-proxy: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::CheckConfig) => {
             return match args.settings() {
                 Ok(settings) => {

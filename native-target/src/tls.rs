@@ -273,3 +273,47 @@ impl Tls {
         }
     }
 }
+
+/// Writes a self-signed certificate for `hosts` (names, or IP addresses)
+/// and its key as `cert.pem` and `key.pem` in `dir` (the key readable by
+/// its owner only); refuses to overwrite either. Returns their paths.
+///
+/// # Errors
+/// A host that cannot go in a certificate, or a file that cannot be
+/// written (or already exists), as a message for the operator.
+pub fn write_self_signed(hosts: &[String], dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Err("--hosts: name at least one host name or IP address".to_owned());
+    }
+    let generated = rcgen::generate_simple_self_signed(hosts)
+        .map_err(|e| format!("--hosts: cannot make a certificate for them: {e}"))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for path in [&cert, &key] {
+        if path.exists() {
+            return Err(format!(
+                "{} exists; move it away or choose another --out",
+                path.display()
+            ));
+        }
+    }
+    std::fs::write(&cert, generated.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    write_private(&key, generated.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    Ok((cert, key))
+}
+
+/// Creates `path` readable and writable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}

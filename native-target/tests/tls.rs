@@ -352,3 +352,66 @@ async fn mutual_tls_wants_a_client_certificate_from_its_ca() {
 fn origin_saw_one(origin: &MockOrigin) -> bool {
     origin.requests().len() == 1
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_writes_a_pair_clients_can_trust() {
+    let dir = std::env::temp_dir().join(format!("ollama-proxy-self-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = || {
+        proxy_command()
+            .args(["self-signed", "--hosts", "localhost,127.0.0.1", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for hint in ["TLS_CERT_FILE=", "SSL_CERT_FILE=", "NODE_EXTRA_CA_CERTS="] {
+        assert!(stdout.contains(hint), "{stdout}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key is readable by others");
+    }
+    // A second run does not overwrite them.
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    // Served, and trusted by a client given the certificate, by name and IP.
+    let origin = MockOrigin::start().await;
+    let env = [
+        ("TLS_CERT_FILE", cert.to_string_lossy().into_owned()),
+        ("TLS_KEY_FILE", key.to_string_lossy().into_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_with(&origin.url(), &env);
+    let addr = proxy.addr;
+    let ca = cert.to_string_lossy().into_owned();
+    tokio::task::spawn_blocking(move || {
+        let (_, status, _) = curl_trusting(&ca, addr, "/healthz", &[]).expect("trusted by name");
+        assert_eq!(status, "200");
+        let by_ip = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert", &ca])
+            .arg(format!("https://127.0.0.1:{}/healthz", addr.port()))
+            .output()
+            .unwrap();
+        assert!(
+            by_ip.status.success(),
+            "{}",
+            String::from_utf8_lossy(&by_ip.stderr)
+        );
+    })
+    .await
+    .unwrap();
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
