@@ -415,3 +415,47 @@ async fn self_signed_writes_a_pair_clients_can_trust() {
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The official Python clients (OpenAI's and Ollama's, from
+/// tests/python/.venv, which `cargo xtask test-all` makes) over HTTPS,
+/// trusting the test CA through `SSL_CERT_FILE`: chats, streams, listings,
+/// and an untrusted certificate refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_over_https() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
+    let python = format!("{dir}/.venv/bin/python");
+    if !std::path::Path::new(&python).exists() {
+        let required = std::env::var_os("OLLAMA_PROXY_REQUIRE_PYTHON").is_some_and(|v| v == "1");
+        assert!(!required, "{python} is missing: run `cargo xtask test-all`");
+        eprintln!("skipped: {python} is missing (made by `cargo xtask test-all`)");
+        return;
+    }
+    let origin = MockOrigin::start().await;
+    let env = tls_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_with(&origin.url(), &env);
+    let url = format!("https://127.0.0.1:{}", proxy.addr.port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(format!("{dir}/sdks.py"))
+            .env("PROXY_URL", url)
+            .env("TOKEN", TOKEN)
+            .env("SSL_CERT_FILE", fixture("ca.pem"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        6,
+        "{stdout}"
+    );
+    drop(proxy);
+}

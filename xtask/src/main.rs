@@ -8,6 +8,7 @@ mod bench_turns;
 mod bench_usage;
 mod browser;
 mod ops;
+mod python;
 mod tasks;
 mod worker;
 

@@ -167,11 +167,14 @@ pub(crate) fn test_all() -> Result<(), String> {
 
     // Chromium (apt) and the page the browser test loads.
     crate::browser::prepare()?;
+    // The OpenAI and Ollama Python clients the HTTPS tests drive.
+    crate::python::prepare()?;
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"])
         .env("OLLAMA_PROXY_REQUIRE_WORKER", "1")
-        .env("OLLAMA_PROXY_REQUIRE_BROWSER", "1");
+        .env("OLLAMA_PROXY_REQUIRE_BROWSER", "1")
+        .env("OLLAMA_PROXY_REQUIRE_PYTHON", "1");
     run_tests(test, &mut totals)?;
 
     eprintln!(

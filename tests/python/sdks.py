@@ -1,0 +1,61 @@
+"""Drives the official Python clients against the proxy over HTTPS.
+
+Run by native-target/tests/tls.rs with PROXY_URL, TOKEN and SSL_CERT_FILE
+(the test CA) set; prints one line per check and exits non-zero on the
+first failure.
+"""
+
+import os
+import sys
+
+import ollama
+import openai
+
+url = os.environ["PROXY_URL"]
+token = os.environ["TOKEN"]
+
+
+def check(name, ok, detail=""):
+    print(f"{'ok' if ok else 'FAILED'} {name} {detail}".rstrip())
+    if not ok:
+        sys.exit(1)
+
+
+client = openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0)
+reply = client.chat.completions.create(
+    model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}]
+)
+check("openai chat", reply.choices[0].message.content == "Hello from the mock.")
+pieces = [
+    chunk.choices[0].delta.content
+    for chunk in client.chat.completions.create(
+        model="llama3.2:1b",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+    )
+    if chunk.choices
+]
+check("openai stream", "".join(pieces) == "tok0 tok1 tok2 ", repr(pieces))
+models = [m.id for m in client.models.list()]
+check("openai models", "qwen3:8b" in models, repr(models))
+
+local = ollama.Client(host=url, headers={"Authorization": f"Bearer {token}"})
+names = [m.model for m in local.list().models]
+check("ollama list", "llama3.2:1b" in names, repr(names))
+parts = [
+    part.message.content
+    for part in local.chat(
+        model="llama3.2:1b",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+    )
+]
+check("ollama stream", "".join(parts) == "tok0 tok1 tok2 ", repr(parts))
+
+# Not trusting the proxy's certificate: no connection.
+os.environ.pop("SSL_CERT_FILE", None)
+try:
+    openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0).models.list()
+    check("untrusted certificate refused", False)
+except openai.APIConnectionError:
+    check("untrusted certificate refused", True)
