@@ -119,6 +119,18 @@ pub(crate) fn wrk(
     auth: bool,
     script: Option<&Path>,
 ) -> Option<Load> {
+    wrk_with(url, connections, seconds, auth, script, &[])
+}
+
+/// [`wrk`] with more request headers (`Name: value`).
+pub(crate) fn wrk_with(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    auth: bool,
+    script: Option<&Path>,
+    headers: &[&str],
+) -> Option<Load> {
     let threads = connections.clamp(1, 2).to_string();
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -132,6 +144,9 @@ pub(crate) fn wrk(
     ]);
     if auth {
         cmd.args(["-H", &format!("cf-aig-authorization: Bearer {TOKEN}")]);
+    }
+    for header in headers {
+        cmd.args(["-H", header]);
     }
     if let Some(script) = script {
         cmd.arg("-s").arg(script);
@@ -569,6 +584,8 @@ pub(crate) fn bench() -> Result<(), String> {
     let policy_rows = crate::bench_policy::bench_policy(&target, &scratch, &mut report)?;
     // Fair turns: limits on but never tripping.
     let turns_rows = crate::bench_turns::bench_turns(&target, &scratch, &mut report)?;
+    // HTTPS beside nginx's.
+    let tls_rows = crate::bench_tls::bench_tls(&target, &scratch, &mut report)?;
 
     // The Worker.
     let bundle = build_dir();
@@ -731,6 +748,7 @@ pub(crate) fn bench() -> Result<(), String> {
         .iter()
         .chain(&policy_rows)
         .chain(&turns_rows)
+        .chain(&tls_rows)
         .chain(&usage_rows)
     {
         let _ = writeln!(report, "| {measure} | {value} | {target} |");

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_policy;
+mod bench_tls;
 mod bench_turns;
 mod bench_usage;
 mod browser;
