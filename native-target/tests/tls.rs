@@ -23,6 +23,16 @@ fn tls_env() -> [(&'static str, String); 2] {
     ]
 }
 
+/// A mock origin and the binary in front of it, serving HTTPS with the
+/// fixture certificate.
+async fn https_proxy() -> (MockOrigin, common::Running) {
+    let origin = MockOrigin::start().await;
+    let env = tls_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = start_with(&origin.url(), &env);
+    (origin, proxy)
+}
+
 /// curl against the proxy at `addr` as `https://localhost`, trusting the
 /// test CA: (HTTP version, status, body).
 fn curl(addr: std::net::SocketAddr, path: &str, extra: &[&str]) -> (String, String, String) {
@@ -115,10 +125,7 @@ fn config_names_what_is_missing_or_unusable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_http1_http2_and_live_streams() {
-    let origin = MockOrigin::start().await;
-    let env = tls_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (_origin, proxy) = https_proxy().await;
     let addr = proxy.addr;
     tokio::task::spawn_blocking(move || {
         let (version, status, body) = curl(addr, "/healthz", &["--http1.1"]);
@@ -152,10 +159,7 @@ async fn https_serves_http1_http2_and_live_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_garbage_never_hurts_the_server() {
-    let origin = MockOrigin::start().await;
-    let env = tls_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (_origin, proxy) = https_proxy().await;
     let addr = proxy.addr;
     tokio::task::spawn_blocking(move || {
         // Plain HTTP to the TLS port: no HTTP answer, the connection ends.
@@ -430,10 +434,7 @@ async fn python_clients_over_https() {
         eprintln!("skipped: {python} is missing (made by `cargo xtask test-all`)");
         return;
     }
-    let origin = MockOrigin::start().await;
-    let env = tls_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (_origin, proxy) = https_proxy().await;
     let url = format!("https://127.0.0.1:{}", proxy.addr.port());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&python)
