@@ -323,6 +323,19 @@ impl Backends {
         }
     }
 
+    /// `backend` answered with `status` at `now_us`: a failure of the box's
+    /// own ([`failing_status`]) opens its breaker; any other answer closes
+    /// it, and a successful one for `model` (a generation's) marks the model
+    /// loaded there.
+    pub fn observed(&mut self, backend: usize, status: u16, model: Option<&str>, now_us: u64) {
+        if failing_status(status) {
+            self.failed(backend, now_us);
+        } else {
+            let model = model.filter(|_| (200..300).contains(&status));
+            self.answered(backend, model, now_us);
+        }
+    }
+
     /// `backend` failed at `now_us` (connection refused or reset, the
     /// origin's own 5xx, a broken stream): its breaker opens, for longer
     /// each failure in a row.

@@ -313,3 +313,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_answer_says_whether_the_box_is_up_and_what_it_loaded() {
+    let mut b = three();
+    // A gateway's 502: the box is out.
+    b.observed(1, 502, Some("llama3.2:1b"), 0);
+    assert!(!b.is_up(1, 0));
+    // Ollama's own 404 or 500 is an answer: the box is back, nothing loaded.
+    b.observed(1, 500, Some("llama3.2:1b"), 2 * SECOND);
+    assert!(b.is_up(1, 2 * SECOND));
+    assert_eq!(
+        b.route(Some("llama3.2:1b"), 2 * SECOND).unwrap().candidates[0],
+        0
+    );
+    // A success for a model: loaded there.
+    b.observed(2, 200, Some("mistral"), 2 * SECOND);
+    let route = b.route(Some("mistral"), 2 * SECOND).unwrap();
+    assert_eq!((route.candidates[0], route.reason), (2, Reason::Loaded));
+}

@@ -184,6 +184,47 @@ impl Exchange {
         }
     }
 
+    /// The client's answer to a listing asked of every box, from each
+    /// box's answer (head and whole body, or why there is none), in box
+    /// order: the successful ones merged ([`Exchange::merge_listings`])
+    /// under the first one's head; none successful, the first answer a box
+    /// gave, as it is; none at all, the first error. Returns the answer
+    /// and the proxy's error, if it made one.
+    pub fn fan_in(
+        &self,
+        answers: Vec<Result<(response::Parts, Bytes), ProxyError>>,
+    ) -> (Response<Bytes>, Option<ProxyError>) {
+        let mut head = None;
+        let mut bodies = Vec::new();
+        let mut first_other = None;
+        for answer in answers {
+            match answer {
+                Ok((h, body)) if h.status.is_success() => {
+                    head.get_or_insert(h);
+                    bodies.push(body);
+                }
+                // A box's own answer says more than the proxy's error.
+                Ok(answer) if !matches!(first_other, Some(Ok(_))) => first_other = Some(Ok(answer)),
+                Err(error) if first_other.is_none() => first_other = Some(Err(error)),
+                _ => {}
+            }
+        }
+        let (mut head, body) = match (head, first_other) {
+            (Some(head), _) => match self.merge_listings(&bodies) {
+                Ok(listing) => (head, listing),
+                Err(error) => return (self.error_response(error), Some(error)),
+            },
+            (None, Some(Ok((head, body)))) => (head, body),
+            (None, Some(Err(error))) => return (self.error_response(error), Some(error)),
+            (None, None) => {
+                let error = ProxyError::OriginUnreachable;
+                return (self.error_response(error), Some(error));
+            }
+        };
+        self.rewrite_response(&mut head);
+        (Response::from_parts(head, body), None)
+    }
+
     /// The listings of several boxes (each a successful answer, read whole)
     /// as one, without repeats, then filtered to the key's models as
     /// [`Exchange::filter_listing`] does.

@@ -367,3 +367,39 @@ proptest! {
         let _ = Arc::new(());
     }
 }
+
+#[test]
+fn a_listing_from_every_box_is_one_answer() {
+    let p = proxy(ORIGINS, None);
+    let exchange = p.decide(head("GET", "/api/tags", TOKEN)).exchange;
+    let answer = |status: u16, body: &[u8]| {
+        let mut head = http::Response::new(()).into_parts().0;
+        head.status = http::StatusCode::from_u16(status).unwrap();
+        head.headers.insert("content-length", body.len().into());
+        Ok((head, Bytes::copy_from_slice(body)))
+    };
+    // The successful ones merged; a box that failed left out.
+    let (response, error) = exchange.fan_in(vec![
+        Err(crate::ProxyError::OriginUnreachable),
+        answer(200, &tags(&["a:1"])),
+        answer(500, b"{}"),
+        answer(200, &tags(&["b:1", "a:1"])),
+    ]);
+    assert_eq!((response.status(), error), (http::StatusCode::OK, None));
+    assert!(!response.headers().contains_key("content-length"));
+    assert_eq!(
+        &response.body()[..],
+        br#"{"models":[{"name":"a:1","model":"a:1"},{"name":"b:1","model":"b:1"}]}"#
+    );
+    // None successful: the first box's own answer.
+    let (response, error) = exchange.fan_in(vec![
+        Err(crate::ProxyError::OriginUnreachable),
+        answer(500, br#"{"error":"x"}"#),
+    ]);
+    assert_eq!((response.status().as_u16(), error), (500, None));
+    assert_eq!(&response.body()[..], br#"{"error":"x"}"#);
+    // None at all: the proxy's 502.
+    let (response, error) = exchange.fan_in(vec![Err(crate::ProxyError::OriginUnreachable)]);
+    assert_eq!(response.status().as_u16(), 502);
+    assert_eq!(error, Some(crate::ProxyError::OriginUnreachable));
+}

@@ -117,21 +117,17 @@ impl Pool {
         self.metrics.backend_up(&self.names[backend], up);
     }
 
-    /// `backend` answered; `model`, when a generation for it succeeded.
-    pub(crate) fn answered(&self, backend: usize, model: Option<&str>) {
-        let now = self.now_us();
-        self.lock().answered(backend, model, now);
-        self.metrics.backend_up(&self.names[backend], true);
-    }
-
-    /// An answer from `backend` to its status: a failure of the box's own,
-    /// or an answer (`model`: see [`Pool::answered`]).
+    /// An answer from `backend` (see [`Backends::observed`]).
     pub(crate) fn observed(&self, backend: usize, status: http::StatusCode, model: Option<&str>) {
+        let now = self.now_us();
+        let mut state = self.lock();
+        state.observed(backend, status.as_u16(), model, now);
+        let up = state.is_up(backend, now);
+        drop(state);
         if failing_status(status.as_u16()) {
-            self.failed(backend, "status");
-        } else {
-            self.answered(backend, model.filter(|_| status.is_success()));
+            self.metrics.backend_error(&self.names[backend], "status");
         }
+        self.metrics.backend_up(&self.names[backend], up);
     }
 
     /// What a listing from `backend` tells of it.

@@ -265,51 +265,25 @@ async fn fan_out(
         }
     });
     let answers = futures_util::future::join_all(asks).await;
-    let mut first_error = None;
-    let mut heads = Vec::new();
-    let mut bodies = Vec::new();
-    for (flight, answer) in answers {
-        let backend = flight.backend();
-        match answer {
-            Ok((head, body)) => {
-                shared.pool.observed(backend, head.status, None);
-                if head.status.is_success() {
-                    if let Some(probe) = exchange.probe() {
-                        shared.pool.learnt(backend, probe, &body);
+    let answers = answers
+        .into_iter()
+        .map(|(flight, answer)| {
+            let backend = flight.backend();
+            match &answer {
+                Ok((head, body)) => {
+                    shared.pool.observed(backend, head.status, None);
+                    if let (true, Some(probe)) = (head.status.is_success(), exchange.probe()) {
+                        shared.pool.learnt(backend, probe, body);
                     }
-                    heads.push(head);
-                    bodies.push(body);
-                } else if first_error.is_none() {
-                    first_error = Some(Ok((head, body)));
                 }
+                Err(ProxyError::OriginListingUnreadable) => {}
+                Err(_) => shared.pool.failed(backend, "connect"),
             }
-            Err(kind) => {
-                if kind != ProxyError::OriginListingUnreadable {
-                    shared.pool.failed(backend, "connect");
-                }
-                first_error.get_or_insert(Err(kind));
-            }
-        }
-    }
-    let exchange = exchange.clone();
-    let Some(mut head) = heads.into_iter().next() else {
-        return match first_error {
-            Some(Ok((mut head, body))) => {
-                exchange.rewrite_response(&mut head);
-                local(Response::from_parts(head, body), &exchange, log, None)
-            }
-            Some(Err(kind)) => local(exchange.error_response(kind), &exchange, log, Some(kind)),
-            None => {
-                let kind = ProxyError::OriginUnreachable;
-                local(exchange.error_response(kind), &exchange, log, Some(kind))
-            }
-        };
-    };
-    exchange.rewrite_response(&mut head);
-    match exchange.merge_listings(&bodies) {
-        Ok(listing) => local(Response::from_parts(head, listing), &exchange, log, None),
-        Err(kind) => local(exchange.error_response(kind), &exchange, log, Some(kind)),
-    }
+            answer
+        })
+        .collect();
+    let (response, error) = exchange.fan_in(answers);
+    local(response, exchange, log, error)
 }
 
 /// The answer when the client's body could not be forwarded: over the

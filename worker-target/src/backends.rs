@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use http::{request, response};
 use js_sys::{Array, Promise, Reflect, Uint8Array};
-use ollama_proxy_core::{failing_status, Backends, HealthPolicy, Probe, Proxy, MAX_LISTING_BYTES};
+use ollama_proxy_core::{Backends, HealthPolicy, Probe, Proxy, MAX_LISTING_BYTES};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -66,11 +66,7 @@ pub(crate) async fn refresh(proxy: &Proxy, probes: Vec<(usize, Probe)>) {
                     if head.status.is_success() {
                         state.learnt(backend, probe, &body, now);
                     }
-                    if failing_status(head.status.as_u16()) {
-                        state.failed(backend, now);
-                    } else {
-                        state.answered(backend, None, now);
-                    }
+                    state.observed(backend, head.status.as_u16(), None, now);
                 }
                 None => state.failed(backend, now),
             }

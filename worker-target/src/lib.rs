@@ -21,8 +21,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ollama_proxy_core::{
-    early_error_response, failing_status, Action, Backends, Config, Exchange, Failure, Proxy,
-    ProxyError, RequestIds, UnixTime, MAX_LISTING_BYTES,
+    early_error_response, Action, Backends, Config, Exchange, Failure, Proxy, ProxyError,
+    RequestIds, UnixTime, MAX_LISTING_BYTES,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
@@ -274,16 +274,9 @@ async fn forward(
     if let Some((route, at)) = &routed {
         let backend = route.candidates[*at];
         let status = upstream.status();
-        let model = upload
-            .model()
-            .filter(|_| exchange.is_llm() && (200..300).contains(&status));
+        let model = upload.model().filter(|_| exchange.is_llm());
         backends::with(count, |b| {
-            let now = backends::now_us();
-            if failing_status(status) {
-                b.failed(backend, now);
-            } else {
-                b.answered(backend, model, now);
-            }
+            b.observed(backend, status, model, backends::now_us())
         });
     }
     let asked = upload.asked_for_usage();
@@ -369,56 +362,28 @@ async fn fan_out(
         })
         .collect();
     let answers = backends::fetch_all(heads).await;
-    let mut first_error = None;
-    let mut heads = Vec::new();
-    let mut bodies = Vec::new();
-    backends::with(count, |state| {
+    let answers = backends::with(count, |state| {
         let now = backends::now_us();
-        for (&backend, answer) in route.candidates.iter().zip(answers) {
-            match answer {
+        route
+            .candidates
+            .iter()
+            .zip(answers)
+            .map(|(&backend, answer)| match answer {
                 Some((head, body)) => {
-                    if failing_status(head.status.as_u16()) {
-                        state.failed(backend, now);
-                    } else {
-                        state.answered(backend, None, now);
+                    state.observed(backend, head.status.as_u16(), None, now);
+                    if let (true, Some(probe)) = (head.status.is_success(), exchange.probe()) {
+                        state.learnt(backend, probe, &body, now);
                     }
-                    if head.status.is_success() {
-                        if let Some(probe) = exchange.probe() {
-                            state.learnt(backend, probe, &body, now);
-                        }
-                        heads.push(head);
-                        bodies.push(bytes::Bytes::from(body));
-                    } else if first_error.is_none() {
-                        first_error = Some(Ok((head, body)));
-                    }
+                    Ok((head, bytes::Bytes::from(body)))
                 }
                 None => {
                     state.failed(backend, now);
-                    first_error.get_or_insert(Err(ProxyError::OriginUnreachable));
+                    Err(ProxyError::OriginUnreachable)
                 }
-            }
-        }
+            })
+            .collect()
     });
-    let (response, error) = match (heads.into_iter().next(), first_error) {
-        (Some(mut head), _) => {
-            exchange.rewrite_response(&mut head);
-            match exchange.merge_listings(&bodies) {
-                Ok(listing) => (http::Response::from_parts(head, listing), None),
-                Err(error) => (exchange.error_response(error), Some(error)),
-            }
-        }
-        (None, Some(Ok((mut head, body)))) => {
-            exchange.rewrite_response(&mut head);
-            (
-                http::Response::from_parts(head, bytes::Bytes::from(body)),
-                None,
-            )
-        }
-        (None, _) => {
-            let error = ProxyError::OriginUnreachable;
-            (exchange.error_response(error), Some(error))
-        }
-    };
+    let (response, error) = exchange.fan_in(answers);
     line.finish(exchange, response.status(), error, env, None);
     local_response(response)
 }
