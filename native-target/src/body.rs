@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 use crate::log::{Outcome, RequestLog};
 use crate::metrics::Metrics;
 use crate::turns::LeaseGuard;
+use crate::upstream::Driven;
 
 /// Why a streamed body stopped early.
 #[derive(Debug)]
@@ -74,9 +75,9 @@ pub(crate) fn find_body_error<'e>(mut err: &'e (dyn StdError + 'static)) -> Opti
 pin_project! {
     /// A body that passes frames through unchanged, failing when no frame
     /// arrives within the idle timeout (and, for requests, past a size limit).
-    pub(crate) struct Guarded {
+    pub(crate) struct Guarded<B = Incoming> {
         #[pin]
-        inner: Incoming,
+        inner: B,
         // Boxed: the origin client wants an `Unpin` body.
         idle: Pin<Box<Sleep>>,
         idle_timeout: Duration,
@@ -87,9 +88,9 @@ pin_project! {
     }
 }
 
-impl Guarded {
+impl<B> Guarded<B> {
     /// `limit` is the most data bytes allowed through; `u64::MAX` for none.
-    pub(crate) fn new(inner: Incoming, idle_timeout: Duration, limit: u64) -> Self {
+    pub(crate) fn new(inner: B, idle_timeout: Duration, limit: u64) -> Self {
         Self {
             inner,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -107,7 +108,7 @@ impl Guarded {
     }
 }
 
-impl Body for Guarded {
+impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for Guarded<B> {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -381,7 +382,7 @@ impl ResponseBody {
 
     /// The origin's answer, streamed through with what travels with it.
     pub(crate) fn upstream(
-        body: Guarded,
+        body: Guarded<Driven>,
         log: RequestLog,
         exchange: Exchange,
         with: Along,
@@ -459,7 +460,7 @@ pin_project! {
     /// is dropped (a client that goes away drops it mid-stream).
     pub(crate) struct Logged {
         #[pin]
-        body: Guarded,
+        body: Guarded<Driven>,
         log: RequestLog,
         exchange: Exchange,
         status: StatusCode,
@@ -582,6 +583,13 @@ impl Body for Logged {
                 *this.failed = Some((error, false));
                 let notice = this.notice.take().unwrap_or_default();
                 Poll::Ready(Some(Ok(Frame::data(notice))))
+            }
+            // What went out before the break reaches the client first (the
+            // head, at least), however soon the error came after it.
+            Some(Err(error)) => {
+                *this.failed = Some((error, true));
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             polled => Poll::Ready(polled),
         }

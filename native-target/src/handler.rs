@@ -14,9 +14,9 @@ use ollama_proxy_core::{
 };
 
 use crate::body::{find_body_error, Along, BodyError, Guarded, RequestBody, ResponseBody};
-use crate::client::OriginClient;
 use crate::live::Live;
 use crate::log::{Outcome, RequestLog};
+use crate::upstream::Upstream;
 
 /// What every request needs, shared across connections.
 pub(crate) struct Shared {
@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) turns: Arc<crate::turns::Turns>,
     pub(crate) pool: Arc<crate::backends::Pool>,
-    pub(crate) client: OriginClient,
+    pub(crate) upstream: Arc<Upstream>,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
 }
@@ -120,7 +120,7 @@ pub(crate) async fn handle(
             shared.proxy.load().aim(&mut sent, backend);
             flight = Some(shared.pool.start(backend, route.reason));
         }
-        let upstream = shared.client.request(Request::from_parts(sent, body));
+        let upstream = shared.upstream.send(Request::from_parts(sent, body));
         let error = match tokio::time::timeout(shared.response_timeout, upstream).await {
             Ok(Ok(response)) => break response,
             Ok(Err(error)) => error,
@@ -145,7 +145,7 @@ pub(crate) async fn handle(
             .as_ref()
             .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let (Some(flown), Some((route, _, attempt))) = (flight.take(), routed.as_mut()) {
-            let before = if error.is_connect() && unsent.is_some() {
+            let before = if error.before_sent() && unsent.is_some() {
                 Failure::BeforeSent
             } else {
                 Failure::AfterSent
@@ -245,8 +245,8 @@ async fn fan_out(
         proxy.aim(&mut sent, backend);
         let flight = shared.pool.start(backend, route.reason);
         let request = shared
-            .client
-            .request(Request::from_parts(sent, RequestBody::empty()));
+            .upstream
+            .send(Request::from_parts(sent, RequestBody::empty()));
         async move {
             let asked = async {
                 let response = request.await.map_err(|_| ProxyError::OriginUnreachable)?;

@@ -1,11 +1,11 @@
 //! The Ollama proxy as a native server: hyper over tokio, driving the pure core.
 //!
 //! This crate translates between hyper and [`ollama_proxy_core`] and does the
-//! I/O: accepting connections, calling the origin through a pooled client,
+//! I/O: accepting connections, calling the origin over kept-alive connections,
 //! streaming bodies both ways, enforcing timeouts and the body limit, and
 //! draining connections on shutdown. Every decision about auth, CORS,
 //! endpoint policy and headers comes from the core.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 mod backends;
@@ -15,12 +15,15 @@ mod client;
 mod handler;
 pub mod live;
 mod log;
+pub mod log_sink;
+mod memory;
 mod metrics;
 pub mod reload;
 mod request_id;
 mod server;
 pub mod tls;
 mod turns;
+mod upstream;
 
 pub use backends::Pool;
 pub use metrics::Metrics;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use ollama_proxy_native::admin::Admin;
 use ollama_proxy_native::cli::{gen_token, Args, Command, LogFormat};
+#[cfg(unix)]
+use ollama_proxy_native::log_sink::LogSink;
 use ollama_proxy_native::reload::Watcher;
 use ollama_proxy_native::{bind, serve};
 
@@ -150,16 +152,12 @@ fn main() -> ExitCode {
     })
 }
 
-/// Where log lines go: standard error, written through a `File` on a
-/// duplicate of its descriptor. `std::io::Stderr` takes a process-wide lock
-/// for every line, which made the per-core server threads wait on each
-/// other (a futex call every other request under load). Each line is one
-/// `write` of a formatted buffer, so lines do not interleave.
+/// Where log lines go: standard error (see [`LogSink`]).
 #[cfg(unix)]
-fn log_output() -> std::sync::Arc<std::fs::File> {
+fn log_output() -> LogSink {
     use std::os::fd::AsFd;
     match std::io::stderr().as_fd().try_clone_to_owned() {
-        Ok(fd) => std::sync::Arc::new(std::fs::File::from(fd)),
+        Ok(fd) => LogSink::new(std::fs::File::from(fd)),
         Err(error) => {
             eprintln!("ollama-proxy: cannot use standard error for logs: {error}");
             std::process::exit(1);

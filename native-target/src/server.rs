@@ -18,6 +18,7 @@ use crate::client;
 use crate::handler::{handle, Shared};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::upstream::{self, Upstream};
 
 /// The largest request head (request line and headers) hyper reads, in
 /// bytes; past it hyper answers a bare 431 itself. It is above the core's
@@ -71,7 +72,7 @@ pub async fn serve(
     let proxy = settings.proxy.load();
     let config = proxy.config();
     // Fail before reporting ready when the client cannot be built.
-    client::build(config.origins(), settings.connect_timeout).map_err(|e| {
+    client::tls_config(config.origins()).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot load trusted root certificates for the https origin: {e}"),
@@ -110,12 +111,16 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("ollama-proxy-{index}"))
             .spawn(move || {
+                // Log lines wait for the thread to run out of work.
+                crate::log_sink::batch_this_thread();
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(crate::log_sink::flush_this_thread)
                     .build()
                     .and_then(|runtime| {
                         runtime.block_on(serve_thread(listener, &settings, stopped, closed))
                     });
+                crate::log_sink::flush_this_thread();
                 let _ = done.send(result);
             })?;
         finished.push(finished_rx);
@@ -260,16 +265,31 @@ async fn serve_thread(
     closed: tokio::sync::mpsc::Sender<()>,
 ) -> io::Result<usize> {
     let listener = TcpListener::from_std(listener)?;
-    let client = client::build(
+    let upstream = Arc::new(Upstream::new(
         settings.proxy.load().config().origins(),
         settings.connect_timeout,
-    )?;
+    )?);
+    // Connections left idle by a burst close even when no request comes,
+    // and what the burst freed goes back to the system.
+    let sweeper = tokio::spawn({
+        let upstream = Arc::clone(&upstream);
+        async move {
+            let mut every = tokio::time::interval(upstream::SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if upstream.sweep() {
+                    crate::memory::release_free();
+                }
+            }
+        }
+    });
     let shared = Arc::new(Shared {
         proxy: settings.proxy.clone(),
         metrics: Arc::clone(&settings.metrics),
         turns: Arc::clone(&settings.turns),
         pool: Arc::clone(&settings.pool),
-        client,
+        upstream,
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,
     });
@@ -359,5 +379,6 @@ async fn serve_thread(
         }
     };
     connections.shutdown().await;
+    sweeper.abort();
     Ok(cut)
 }

@@ -40,6 +40,8 @@ struct State {
     heads: usize,
     /// Responses or handlers abandoned because the client went away.
     disconnects: usize,
+    /// Connections accepted.
+    connections: usize,
 }
 
 /// A running mock origin. Dropping it stops the server.
@@ -129,6 +131,7 @@ impl MockOrigin {
                     _ = &mut stopped => return,
                     _ = kill_accept.wait_for(|k| *k) => return,
                 };
+                shared.update(|s| s.connections += 1);
                 let shared = shared.clone();
                 let tls = tls.clone();
                 let mut kill = kill.clone();
@@ -209,6 +212,11 @@ impl MockOrigin {
     /// Every request received so far, in order of completion.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// How many connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     /// How many times a client went away before a response was complete.

@@ -189,3 +189,170 @@ async fn shutdown_drains_in_flight_streams() {
         "still accepting after shutdown"
     );
 }
+
+/// Origin connections are kept alive and reused: one client connection
+/// making requests one after another (answers with a length, chunked
+/// streams, bodies sent, a HEAD, an error status) reaches the origin over
+/// a single connection; a client that leaves mid-stream costs that one
+/// connection (closed, so the origin stops), and the next request opens a
+/// new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_reused() {
+    let h = Harness::start(&Native, &[]).await;
+    // One client connection (so one server thread), requests in turn.
+    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let chat = r#"{"model":"llama3.2","messages":[],"stream":true}"#;
+    let asks: [(&str, &str, &str); 6] = [
+        ("GET", "/api/tags", ""),
+        ("POST", "/api/chat", chat),
+        ("HEAD", "/api/tags", ""),
+        ("POST", "/api/embed", r#"{"model":"llama3.2","input":"hi"}"#),
+        ("GET", "/status/500", ""),
+        ("POST", "/v1/chat/completions", chat),
+    ];
+    for round in 0..3 {
+        for (method, path, body) in asks {
+            let request = ollama_proxy_tests::client::request(
+                h.proxy,
+                method,
+                path,
+                &[AUTH, ("content-type", "application/json")],
+                full(body.to_owned()),
+            );
+            client
+                .ready()
+                .await
+                .expect("the connection to the proxy is open");
+            let response = client.send_request(request).await.expect("an answer");
+            let got = ollama_proxy_tests::client::collect(response).await;
+            assert!(
+                got.status == 200 || path.starts_with("/status/"),
+                "round {round}: {method} {path} got {}",
+                got.status
+            );
+        }
+    }
+    assert_eq!(h.origin.requests().len(), 18);
+    assert_eq!(
+        h.origin.connections(),
+        1,
+        "every request after the first reuses the origin connection"
+    );
+
+    // A stream abandoned mid-way: its connection is closed, not reused.
+    let request = ollama_proxy_tests::client::request(h.proxy, "GET", "/hang", &[AUTH], empty());
+    client.ready().await.unwrap();
+    let waiting = tokio::spawn(client.send_request(request));
+    h.origin.wait_for_heads(19, Duration::from_secs(10)).await;
+    waiting.abort();
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the origin to see the abandoned request go",
+            |_, gone| gone == 1,
+        )
+        .await;
+    let got = call(h.proxy, "GET", "/api/tags", &[AUTH], empty()).await;
+    assert_eq!(got.status, 200);
+    assert!(
+        h.origin.connections() >= 2,
+        "the abandoned connection was handed to the next request"
+    );
+}
+
+/// An origin that closes each connection after answering (an idle timeout
+/// shorter than the proxy's): the next request finds its kept connection
+/// closed before anything was sent, and goes out whole on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_origin_closed_is_replaced_unseen() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    // Each connection is closed when the test says so (once the proxy has
+    // put it back in its pool), and the test hears when it is.
+    let may_close = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let permit = std::sync::Arc::clone(&may_close);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let permit = std::sync::Arc::clone(&permit);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as it announced.
+                let (head_len, body_len) = loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..at]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap_or(0));
+                        break (at + 4, len);
+                    }
+                };
+                while got.len() < head_len + body_len {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let answer = format!("{{\"body_bytes\":{body_len}}}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                permit.notified().await;
+                drop(stream);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let h = Harness::start(&Native, &[("OLLAMA_ORIGIN", &origin)]).await;
+    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let body = r#"{"model":"llama3.2","input":"hello"}"#;
+    for i in 0..5 {
+        let request = ollama_proxy_tests::client::request(
+            h.proxy,
+            "POST",
+            "/api/embed",
+            &[AUTH, ("content-type", "application/json")],
+            full(body.to_owned()),
+        );
+        client.ready().await.unwrap();
+        let response = client.send_request(request).await.expect("an answer");
+        let got = ollama_proxy_tests::client::collect(response).await;
+        assert_eq!(got.status, 200, "request {i}: {:?}", got.body);
+        assert_eq!(
+            got.json()["body_bytes"],
+            body.len(),
+            "request {i}: the body arrived whole"
+        );
+        may_close.notify_one();
+        closed
+            .recv()
+            .await
+            .expect("the origin closed its connection");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
