@@ -98,7 +98,8 @@ pub(crate) async fn handle(
             Err(response) => return Ok(local(*response, &exchange, &log, None)),
         };
         if exchange.fans_out() {
-            return Ok(fan_out(&shared, head, &route, &exchange, &log).await);
+            // Boxed: only listings with several boxes take this path.
+            return Ok(Box::pin(fan_out(&shared, head, &route, &exchange, &log)).await);
         }
         spare = Some(body.keep_if_unsent());
         routed = Some((route, model, 0usize));
@@ -347,5 +348,25 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = error.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    fn future_size<A, B, F: Future>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A request's future is moved into place once per request (a copy of
+    /// all of it), so its size costs on every request: the rare paths (a
+    /// new connection's TLS handshake, a listing asked of several boxes)
+    /// are boxed. (7.7 KiB in a debug build; 9 KiB before the boxing.)
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = future_size(super::handle);
+        eprintln!("request future: {size} bytes");
+        assert!(size <= 8192, "the request future grew to {size} bytes");
     }
 }

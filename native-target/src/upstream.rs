@@ -183,7 +183,10 @@ impl Upstream {
             let reused = kept.is_some();
             let mut conn = match kept {
                 Some(conn) => conn,
-                None => self.connect(&key).await?,
+                // Boxed: a rare path whose future (a TLS handshake's
+                // state) would otherwise make every request's future, and
+                // each move of it, several KiB larger.
+                None => Box::pin(self.connect(&key)).await?,
             };
             let mut sending = pin!(conn.send.try_send_request(request));
             let answer = poll_fn(|cx| {

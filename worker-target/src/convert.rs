@@ -31,36 +31,57 @@ pub(crate) fn parts_from(
     Ok(parts)
 }
 
-/// Copies JS headers into a `HeaderMap`. The runtime has already validated
-/// them as byte strings; a name or value `http` refuses is skipped.
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/headers.js")]
+extern "C" {
+    /// Every entry of `headers` as `name\nvalue\n` (see js/headers.js).
+    #[wasm_bindgen(js_name = headersFlat)]
+    fn headers_flat(headers: &Headers) -> String;
+
+    /// New headers from [`flat`]'s form (see js/headers.js).
+    #[wasm_bindgen(js_name = headersFromFlat, catch)]
+    fn headers_from_flat(flat: &str) -> Result<Headers, JsValue>;
+}
+
+/// Copies JS headers into a `HeaderMap`, in one call across. The runtime
+/// has already validated them as byte strings; a name or value `http`
+/// refuses is skipped.
 pub(crate) fn header_map(headers: &Headers) -> worker::Result<HeaderMap> {
+    Ok(from_flat(&headers_flat(headers)))
+}
+
+/// Copies a `HeaderMap` into new JS headers, in one call across.
+pub(crate) fn js_headers(map: &HeaderMap) -> worker::Result<Headers> {
+    Ok(headers_from_flat(&flat(map))?)
+}
+
+/// The pure half of [`header_map`]: `name\nvalue\n` entries.
+fn from_flat(flat: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
-    let entries = js_sys::try_iter(headers)?
-        .ok_or_else(|| worker::Error::RustError("headers not iterable".into()))?;
-    for entry in entries {
-        let pair: js_sys::Array = entry?.into();
-        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
-            continue;
-        };
+    let mut parts = flat.split('\n');
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value),
         ) {
             map.append(name, value);
         }
     }
-    Ok(map)
+    map
 }
 
-/// Copies a `HeaderMap` into new JS headers.
-pub(crate) fn js_headers(map: &HeaderMap) -> worker::Result<Headers> {
-    let headers = Headers::new()?;
+/// The pure half of [`js_headers`]. A value that is not visible ASCII is
+/// left out (as `Headers.append` of its text would change it).
+fn flat(map: &HeaderMap) -> String {
+    let mut flat = String::with_capacity(map.len() * 48);
     for (name, value) in map {
         if let Ok(value) = value.to_str() {
-            headers.append(name.as_str(), value)?;
+            flat.push_str(name.as_str());
+            flat.push('\n');
+            flat.push_str(value);
+            flat.push('\n');
         }
     }
-    Ok(headers)
+    flat
 }
 
 /// The subrequest's init: the core's method and headers, the client's body
@@ -141,6 +162,26 @@ mod tests {
             parts.uri.path_and_query().unwrap().as_str(),
             "/api/chat?x=%2F&y"
         );
+    }
+
+    #[test]
+    fn headers_cross_flat_and_back() {
+        let mut map = HeaderMap::new();
+        map.append("content-type", HeaderValue::from_static("application/json"));
+        map.append("x-two", HeaderValue::from_static("a"));
+        map.append("x-two", HeaderValue::from_static("b, c"));
+        map.append("x-empty", HeaderValue::from_static(""));
+        let flat = flat(&map);
+        assert_eq!(
+            flat,
+            "content-type\napplication/json\nx-two\na\nx-two\nb, c\nx-empty\n\n"
+        );
+        assert_eq!(from_flat(&flat), map);
+        assert!(from_flat("").is_empty());
+        // A name http refuses is skipped, the rest kept.
+        let got = from_flat("bad name\nv\nok\nyes\n");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["ok"], "yes");
     }
 
     #[test]
