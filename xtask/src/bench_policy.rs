@@ -26,16 +26,22 @@ const CHAT: &str = r#"{"model":"llama3.2:1b","messages":[{"role":"user","content
 /// last one, so a request is compared against every key before it matches
 /// (it would be anyway: comparisons never stop early).
 fn keys_document() -> String {
+    keys_document_with("")
+}
+
+/// [`keys_document`] with more lines for the bench's own key (limits).
+/// Its model list also has `bench`, the model the usage part asks for.
+pub(crate) fn keys_document_with(bench_key_lines: &str) -> String {
     let mut doc = String::new();
     for i in 0..KEYS {
-        let token = if i + 1 == KEYS {
-            TOKEN.to_owned()
+        let (token, extra) = if i + 1 == KEYS {
+            (TOKEN.to_owned(), bench_key_lines)
         } else {
-            format!("bench-key-{i:04}-token")
+            (format!("bench-key-{i:04}-token"), "")
         };
         let _ = write!(
             doc,
-            "[[keys]]\nname = \"user-{i}\"\ntoken_sha256 = \"{}\"\nmodels = [\"llama3.2:*\", \"qwen3*\", \"team-{i}/*\"]\nexpires = 2999-01-01\n\n",
+            "[[keys]]\nname = \"user-{i}\"\ntoken_sha256 = \"{}\"\nmodels = [\"llama3.2:*\", \"qwen3*\", \"team-{i}/*\", \"bench\"]\nexpires = 2999-01-01\n{extra}\n",
             sha256_hex(&token)
         );
     }

@@ -76,7 +76,12 @@ pub(crate) fn bench_tls(
         scratch,
         NATIVE_TLS,
         &[
-            ("AIG_AUTH_TOKEN", TOKEN.to_owned()),
+            // Everything on, as the plain-HTTP instance (its keys document).
+            (
+                "KEYS_FILE",
+                scratch.join("keys.toml").to_string_lossy().into_owned(),
+            ),
+            ("MAX_CONCURRENT", "1000000".to_owned()),
             ("MAX_BODY_BYTES", "4GiB".to_owned()),
             ("TLS_CERT_FILE", cert.to_string_lossy().into_owned()),
             ("TLS_KEY_FILE", key.to_string_lossy().into_owned()),
