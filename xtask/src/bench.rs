@@ -404,6 +404,8 @@ pub(crate) fn build_release_binaries() -> Result<PathBuf, String> {
 /// Runs every measurement and writes `bench/results.md`.
 pub(crate) fn bench() -> Result<(), String> {
     ensure_apt(&[("wrk", "wrk"), ("curl", "curl"), ("nginx", "nginx-light")]);
+    // Counts allocations per request; on its own, as it is optional.
+    ensure_apt(&[("perf", "linux-perf")]);
     let target = build_release_binaries()?;
     build_worker()?;
 
@@ -534,6 +536,9 @@ pub(crate) fn bench() -> Result<(), String> {
     let added_nginx = get("nginx", 0)
         .zip(get("direct", 0))
         .map(|(n, d)| n.p50_us - d.p50_us);
+
+    // Allocations per small request, counted from outside.
+    let allocs = crate::bench_alloc::per_request(native_pid, &url(NATIVE, "/small"), 64, 2);
 
     // Large bodies.
     let size: u64 = 512 << 20;
@@ -712,12 +717,25 @@ pub(crate) fn bench() -> Result<(), String> {
     report.push_str(&workers_text);
     let _ = writeln!(
         report,
-        "\n## Memory and CPU (native)\n\n- RSS idle: {} KiB; peak under load: {} KiB; with {streams} open streams: {} KiB ({per_stream_kib:.1} KiB per stream); 12 s after they ended: {} KiB\n- CPU per request at c=64: {}",
+        "\n## Memory and CPU (native)\n\n- RSS idle: {} KiB; peak under load: {} KiB; with {streams} open streams: {} KiB ({per_stream_kib:.1} KiB per stream); 12 s after they ended: {} KiB\n- CPU per request at c=64: {}\n- Allocations per `GET /small` at c=64 (everything on; `perf` uprobes on malloc, calloc and realloc): {}",
         rss_idle,
         rss_peak_load,
         rss_during,
         rss_after,
-        native_cpu_per_req.map_or_else(|| "—".into(), |c| format!("{c:.1} µs"))
+        native_cpu_per_req.map_or_else(|| "—".into(), |c| format!("{c:.1} µs")),
+        allocs.as_ref().map_or_else(
+            || "not counted (see the bench's output)".into(),
+            |a| format!(
+                "{:.1} calls, {:.1} KiB; the sizes taking the most bytes: {}",
+                a.calls,
+                a.bytes / 1024.0,
+                a.largest
+                    .iter()
+                    .map(|(size, n)| format!("{size} B × {n:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        )
     );
     let _ = writeln!(
         report,
@@ -779,6 +797,14 @@ pub(crate) fn bench() -> Result<(), String> {
                 rss_idle as f64 / 1024.0
             ),
             "≤ 2×",
+        ),
+        (
+            "allocations per GET /small, c=64 (calls; bytes)".into(),
+            allocs.as_ref().map_or_else(
+                || "—".into(),
+                |a| format!("{:.1}; {:.1} KiB", a.calls, a.bytes / 1024.0),
+            ),
+            "measured",
         ),
         (
             "RSS under load".into(),

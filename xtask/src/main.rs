@@ -3,6 +3,7 @@
 //! No dependencies on purpose: this crate builds first on a fresh machine.
 
 mod bench;
+mod bench_alloc;
 mod bench_head;
 mod bench_policy;
 mod bench_tls;
