@@ -117,12 +117,9 @@ impl RequestLog {
         let key = exchange.key().map_or("-", |k| k.as_str());
         let error = error.or(exchange.rejection()).map_or("-", |e| e.code());
         let model = usage.and_then(|u| u.model.as_deref()).unwrap_or("-");
-        let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        let prompt_tokens = count(usage.and_then(|u| u.prompt_tokens));
-        let completion_tokens = count(usage.and_then(|u| u.completion_tokens));
-        let ttft_ms = usage
-            .and_then(|u| u.first_token_us)
-            .map_or_else(|| "-".to_owned(), |us| format!("{:.1}", us as f64 / 1e3));
+        let prompt_tokens = Count(usage.and_then(|u| u.prompt_tokens));
+        let completion_tokens = Count(usage.and_then(|u| u.completion_tokens));
+        let ttft_ms = Millis(usage.and_then(|u| u.first_token_us));
         tracing::info!(
             request_id = %request_id(exchange),
             method = %self.method,
@@ -141,5 +138,43 @@ impl RequestLog {
             queued_ms = (self.queued.as_micros() as f64 / 1e3),
             "request"
         );
+    }
+}
+
+/// A count for the log line, `-` when unknown (formatted in place: the
+/// line is written for every request).
+struct Count(Option<u64>);
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Microseconds shown as milliseconds with one decimal, `-` when unknown.
+struct Millis(Option<u64>);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(us) => write!(f, "{:.1}", us as f64 / 1e3),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Count, Millis};
+
+    #[test]
+    fn unknown_values_show_as_a_dash() {
+        assert_eq!(Count(Some(26)).to_string(), "26");
+        assert_eq!(Count(None).to_string(), "-");
+        assert_eq!(Millis(Some(412_730)).to_string(), "412.7");
+        assert_eq!(Millis(None).to_string(), "-");
     }
 }
