@@ -82,6 +82,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::origin_short_body_is_not_a_clean_end",
             },
             Row {
+                input: "origin closes a kept-alive connection while it sits idle (its keep-alive timeout shorter than the proxy's)",
+                result: "the next request finds it closed before sending anything and goes out whole on a new connection; the client sees nothing of it",
+                targets: Targets::Native("workerd keeps its own connections to origins"),
+                test: "tests/tests/native.rs::a_kept_connection_the_origin_closed_is_replaced_unseen",
+            },
+            Row {
                 input: "origin stalls mid-stream",
                 result: "cut after `IDLE_TIMEOUT` with the error record, no final chunk",
                 targets: Targets::Native(NO_WORKER_TIMEOUTS),
