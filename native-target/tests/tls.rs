@@ -16,19 +16,22 @@ fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-fn tls_env() -> [(&'static str, String); 2] {
-    [
-        ("TLS_CERT_FILE", fixture("localhost.pem")),
-        ("TLS_KEY_FILE", fixture("localhost.key")),
-    ]
-}
-
 /// A mock origin and the binary in front of it, serving HTTPS with the
 /// fixture certificate.
 async fn https_proxy() -> (MockOrigin, common::Running) {
+    https_proxy_with(&fixture("localhost.pem"), &fixture("localhost.key"), &[]).await
+}
+
+/// A mock origin and the binary in front of it, serving HTTPS with `cert`
+/// and `key`, and `extra` settings.
+async fn https_proxy_with(
+    cert: &str,
+    key: &str,
+    extra: &[(&str, String)],
+) -> (MockOrigin, common::Running) {
     let origin = MockOrigin::start().await;
-    let env = tls_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env = vec![("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
     let proxy = start_with(&origin.url(), &env);
     (origin, proxy)
 }
@@ -208,18 +211,13 @@ fn replace_file(from: &str, to: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_rotates_under_a_running_stream() {
-    let origin = MockOrigin::start().await;
     let dir = std::env::temp_dir().join(format!("ollama-proxy-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::copy(fixture("localhost.pem"), &cert).unwrap();
     std::fs::copy(fixture("localhost.key"), &key).unwrap();
-    let env = [
-        ("TLS_CERT_FILE", cert.to_string_lossy().into_owned()),
-        ("TLS_KEY_FILE", key.to_string_lossy().into_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (origin, proxy) =
+        https_proxy_with(&cert.to_string_lossy(), &key.to_string_lossy(), &[]).await;
     let addr = proxy.addr;
     // A 3 s stream, under the first certificate.
     let stream = curl_command(
@@ -281,19 +279,20 @@ async fn a_certificate_rotates_under_a_running_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_wants_a_client_certificate_from_its_ca() {
-    let origin = std::sync::Arc::new(MockOrigin::start().await);
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let env = [
-        ("TLS_CERT_FILE", fixture("localhost.pem")),
-        ("TLS_KEY_FILE", fixture("localhost.key")),
-        ("TLS_CLIENT_CA_FILE", fixture("client-ca.pem")),
-        ("METRICS_ADDR", admin.to_string()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (origin, proxy) = https_proxy_with(
+        &fixture("localhost.pem"),
+        &fixture("localhost.key"),
+        &[
+            ("TLS_CLIENT_CA_FILE", fixture("client-ca.pem")),
+            ("METRICS_ADDR", admin.to_string()),
+        ],
+    )
+    .await;
+    let origin = std::sync::Arc::new(origin);
     let addr = proxy.addr;
     let seen = std::sync::Arc::clone(&origin);
     tokio::task::spawn_blocking(move || {
@@ -391,13 +390,8 @@ async fn self_signed_writes_a_pair_clients_can_trust() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     // Served, and trusted by a client given the certificate, by name and IP.
-    let origin = MockOrigin::start().await;
-    let env = [
-        ("TLS_CERT_FILE", cert.to_string_lossy().into_owned()),
-        ("TLS_KEY_FILE", key.to_string_lossy().into_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = start_with(&origin.url(), &env);
+    let (_origin, proxy) =
+        https_proxy_with(&cert.to_string_lossy(), &key.to_string_lossy(), &[]).await;
     let addr = proxy.addr;
     let ca = cert.to_string_lossy().into_owned();
     tokio::task::spawn_blocking(move || {

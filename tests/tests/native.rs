@@ -190,6 +190,19 @@ async fn shutdown_drains_in_flight_streams() {
     );
 }
 
+/// A single HTTP/1.1 connection to the proxy, for requests made in turn.
+async fn one_connection(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<ollama_proxy_tests::client::ReqBody> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// Origin connections are kept alive and reused: one client connection
 /// making requests one after another (answers with a length, chunked
 /// streams, bodies sent, a HEAD, an error status) reaches the origin over
@@ -200,12 +213,7 @@ async fn shutdown_drains_in_flight_streams() {
 async fn origin_connections_are_reused() {
     let h = Harness::start(&Native, &[]).await;
     // One client connection (so one server thread), requests in turn.
-    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    let (mut client, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut client = one_connection(h.proxy).await;
     let chat = r#"{"model":"llama3.2","messages":[],"stream":true}"#;
     let asks: [(&str, &str, &str); 6] = [
         ("GET", "/api/tags", ""),
@@ -324,12 +332,7 @@ async fn a_kept_connection_the_origin_closed_is_replaced_unseen() {
         }
     });
     let h = Harness::start(&Native, &[("OLLAMA_ORIGIN", &origin)]).await;
-    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    let (mut client, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut client = one_connection(h.proxy).await;
     let body = r#"{"model":"llama3.2","input":"hello"}"#;
     for i in 0..5 {
         let request = ollama_proxy_tests::client::request(
