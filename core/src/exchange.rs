@@ -134,6 +134,11 @@ impl Exchange {
         }
     }
 
+    /// Whether [`Exchange::model_gate`] has a gate for this request.
+    pub fn has_model_gate(&self) -> bool {
+        self.model_gate().is_some()
+    }
+
     /// Where the request goes among the Ollama boxes, from what `backends`
     /// knows at `now_us` and, for a body that names its model, the model
     /// its gate read (`named`: [`ModelGate::model`] once the gate let the

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 /// Appends `s` to `out` as a JSON string literal, quotes included.
-pub(crate) fn push_str(out: &mut String, s: &str) {
+pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

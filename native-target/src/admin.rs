@@ -179,15 +179,6 @@ fn plain(
 /// A JSON string literal (quotes included) for a short message.
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    ollama_proxy_core::push_json_str(&mut out, text);
     out
 }

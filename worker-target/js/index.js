@@ -1,16 +1,39 @@
-// The Worker's entry module: hands each request to the Rust handler, and
-// exports the Durable Object class that keeps fair turns (the doorman; see
-// src/turns.rs). `cargo xtask build-worker` bundles this with the
-// wasm-bindgen output into build/worker.js; the .wasm stays a separate
-// module (build/*.wasm).
+// The Worker's entry module. Each request goes to the core first (`begin`,
+// one call into WASM, no promise): the proxy's own answer comes back as a
+// Response; a request to send on as a Forward. The common one (one Ollama
+// box, no turn to take, no model gate: `direct`) is driven from here — the
+// subrequest, then the origin's answer handed back, each a plain call —
+// so the only promise is the fetch itself; the rest go through `run`, the
+// whole way in Rust. This module decides nothing: every answer, header and
+// log line comes from the core (src/lib.rs). It also exports the Durable
+// Object class that keeps fair turns (the doorman; see src/turns.rs).
+// `cargo xtask build-worker` bundles this with the wasm-bindgen output into
+// build/worker.js; the .wasm stays a separate module (build/*.wasm).
 import { DurableObject } from "cloudflare:workers";
-import { fetch as handle, EdgeDoorman } from "../build/pkg/ollama_proxy_worker.js";
+import { begin, EdgeDoorman } from "../build/pkg/ollama_proxy_worker.js";
 
 export default {
   fetch(request, env, ctx) {
-    return handle(request, env, ctx);
+    const step = begin(request, env);
+    if (step instanceof Response) {
+      return step;
+    }
+    if (!step.direct) {
+      return step.run(request, ctx);
+    }
+    return send(step, request, ctx);
   },
 };
+
+async function send(forward, request, ctx) {
+  let upstream;
+  try {
+    upstream = await forward.send(request);
+  } catch {
+    return forward.failed();
+  }
+  return forward.answer(upstream, request, ctx);
+}
 
 // One object holds every key's rate bucket and every slot (bound as
 // DOORMAN). Its methods are called over RPC by the Worker's isolates; each

@@ -3,7 +3,7 @@
 //! token counts and time to first token. Never a token, never the query.
 
 use http::{request, StatusCode};
-use ollama_proxy_core::{Exchange, ProxyError, Usage};
+use ollama_proxy_core::{push_json_str as push_json, Exchange, ProxyError, Usage};
 
 pub(crate) struct Line {
     method: String,
@@ -36,7 +36,7 @@ impl Line {
     ) {
         let error = error.or(exchange.rejection());
         let duration_ms = js_sys::Date::now() - self.started;
-        if let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) {
+        if let Some(dataset) = analytics(env) {
             // Losing a data point must never fail the request.
             let _ = analytics_point(exchange, &self.method, status, error, duration_ms, usage)
                 .write_to(&dataset);
@@ -131,10 +131,20 @@ fn analytics_point(
         )
 }
 
-fn push_json(out: &mut String, s: &str) {
-    out.push_str(
-        &js_sys::JSON::stringify(&s.into())
-            .map(String::from)
-            .unwrap_or_else(|_| "\"?\"".into()),
-    );
+thread_local! {
+    /// Whether `ANALYTICS` is bound, learnt at the isolate's first request:
+    /// bindings cannot change without a new deployment (and a new
+    /// isolate). Only the answer is kept, never the binding object, which
+    /// belongs to its request.
+    static ANALYTICS_BOUND: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// The Analytics Engine dataset, if one is bound.
+fn analytics(env: &worker::Env) -> Option<worker::AnalyticsEngineDataset> {
+    if ANALYTICS_BOUND.get() == Some(false) {
+        return None;
+    }
+    let dataset = env.analytics_engine(ANALYTICS_BINDING).ok();
+    ANALYTICS_BOUND.set(Some(dataset.is_some()));
+    dataset
 }
