@@ -5,12 +5,16 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, Response, StatusCode, Uri};
 use wasm_bindgen::JsValue;
-use web_sys::{Headers, ReadableStream, RequestInit, RequestRedirect, ResponseInit};
+use web_sys::{Headers, ReadableStream, RequestInit};
 
-/// Builds the request head the core decides on from the incoming request.
+/// Builds the request head the core decides on from the incoming request
+/// (method, URL and headers in one call across).
 pub(crate) fn request_parts(request: &web_sys::Request) -> worker::Result<request::Parts> {
-    let headers = header_map(&request.headers())?;
-    parts_from(&request.method(), &request.url(), headers)
+    let head = request_head(request);
+    let bad = || worker::Error::RustError("unreadable request head".into());
+    let (method, rest) = head.split_once('\n').ok_or_else(bad)?;
+    let (url, flat) = rest.split_once('\n').ok_or_else(bad)?;
+    parts_from(method, url, from_flat(flat))
 }
 
 /// The pure half of [`request_parts`]: method, absolute URL and headers.
@@ -31,30 +35,40 @@ pub(crate) fn parts_from(
     Ok(parts)
 }
 
-#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/headers.js")]
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/cross.js")]
 extern "C" {
-    /// Every entry of `headers` as `name\nvalue\n` (see js/headers.js).
+    /// Every entry of `headers` as `name\nvalue\n` (see js/cross.js).
     #[wasm_bindgen(js_name = headersFlat)]
     fn headers_flat(headers: &Headers) -> String;
 
-    /// New headers from [`flat`]'s form (see js/headers.js).
+    /// New headers from [`flat`]'s form (see js/cross.js).
     #[wasm_bindgen(js_name = headersFromFlat, catch)]
     fn headers_from_flat(flat: &str) -> Result<Headers, JsValue>;
+
+    /// `method\nurl\n` and the headers in [`flat`]'s form.
+    #[wasm_bindgen(js_name = requestHead)]
+    fn request_head(request: &web_sys::Request) -> String;
+
+    /// `status\n` and the headers in [`flat`]'s form.
+    #[wasm_bindgen(js_name = responseHead)]
+    fn response_head(response: &web_sys::Response) -> String;
+
+    /// The subrequest's init (see js/cross.js).
+    #[wasm_bindgen(js_name = subrequestInit, catch)]
+    fn subrequest_init(
+        method: &str,
+        flat: &str,
+        body: &JsValue,
+        signal: &web_sys::AbortSignal,
+    ) -> Result<RequestInit, JsValue>;
+
+    /// A response with `body` (a stream, bytes or null), `status` and
+    /// headers in [`flat`]'s form.
+    #[wasm_bindgen(js_name = newResponse, catch)]
+    fn new_response(body: &JsValue, status: u16, flat: &str) -> Result<web_sys::Response, JsValue>;
 }
 
-/// Copies JS headers into a `HeaderMap`, in one call across. The runtime
-/// has already validated them as byte strings; a name or value `http`
-/// refuses is skipped.
-pub(crate) fn header_map(headers: &Headers) -> worker::Result<HeaderMap> {
-    Ok(from_flat(&headers_flat(headers)))
-}
-
-/// Copies a `HeaderMap` into new JS headers, in one call across.
-pub(crate) fn js_headers(map: &HeaderMap) -> worker::Result<Headers> {
-    Ok(headers_from_flat(&flat(map))?)
-}
-
-/// The pure half of [`header_map`]: `name\nvalue\n` entries.
+/// A header set from its flat form: `name\nvalue\n` entries.
 fn from_flat(flat: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
     let mut parts = flat.split('\n');
@@ -69,8 +83,9 @@ fn from_flat(flat: &str) -> HeaderMap {
     map
 }
 
-/// The pure half of [`js_headers`]. A value that is not visible ASCII is
-/// left out (as `Headers.append` of its text would change it).
+/// A header set in its flat form (see js/cross.js). A value that is not
+/// visible ASCII is left out (as `Headers.append` of its text would
+/// change it).
 fn flat(map: &HeaderMap) -> String {
     let mut flat = String::with_capacity(map.len() * 48);
     for (name, value) in map {
@@ -91,25 +106,29 @@ pub(crate) fn upstream_init(
     body: Option<&JsValue>,
     signal: &web_sys::AbortSignal,
 ) -> worker::Result<RequestInit> {
-    let init = RequestInit::new();
-    init.set_method(head.method.as_str());
-    init.set_headers(&js_headers(&head.headers)?.into());
-    init.set_redirect(RequestRedirect::Manual);
-    init.set_signal(Some(signal));
-    if let Some(body) = body {
-        init.set_body(body);
-    }
-    Ok(init)
+    Ok(subrequest_init(
+        head.method.as_str(),
+        &flat(&head.headers),
+        body.unwrap_or(&JsValue::NULL),
+        signal,
+    )?)
 }
 
 /// The origin's response head as `http` parts.
 pub(crate) fn upstream_response_head(
     response: &web_sys::Response,
 ) -> worker::Result<response::Parts> {
+    let head = response_head(response);
+    let (status, flat) = head
+        .split_once('\n')
+        .ok_or_else(|| worker::Error::RustError("unreadable response head".into()))?;
     let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = StatusCode::from_u16(response.status())
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    parts.headers = header_map(&response.headers())?;
+    parts.status = status
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| worker::Error::RustError(format!("status {status}")))?;
+    parts.headers = from_flat(flat);
     Ok(parts)
 }
 
@@ -118,31 +137,27 @@ pub(crate) fn js_response(
     head: &response::Parts,
     body: Option<&ReadableStream>,
 ) -> worker::Result<web_sys::Response> {
-    let init = response_init(head.status, &head.headers)?;
-    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-        body, &init,
+    let body = body.map_or(JsValue::NULL, Into::into);
+    Ok(new_response(
+        &body,
+        head.status.as_u16(),
+        &flat(&head.headers),
     )?)
 }
 
 /// A response the core made (small JSON, or an empty preflight answer).
 pub(crate) fn local_response(response: Response<Bytes>) -> worker::Result<web_sys::Response> {
     let (head, body) = response.into_parts();
-    let init = response_init(head.status, &head.headers)?;
-    if body.is_empty() {
-        return Ok(web_sys::Response::new_with_opt_str_and_init(None, &init)?);
-    }
-    let mut bytes = body.to_vec();
-    Ok(web_sys::Response::new_with_opt_u8_array_and_init(
-        Some(&mut bytes),
-        &init,
+    let body = if body.is_empty() {
+        JsValue::NULL
+    } else {
+        js_sys::Uint8Array::from(&body[..]).into()
+    };
+    Ok(new_response(
+        &body,
+        head.status.as_u16(),
+        &flat(&head.headers),
     )?)
-}
-
-fn response_init(status: StatusCode, headers: &HeaderMap) -> Result<ResponseInit, JsValue> {
-    let init = ResponseInit::new();
-    init.set_status(status.as_u16());
-    init.set_headers(&js_headers(headers).map_err(JsValue::from)?.into());
-    Ok(init)
 }
 
 #[cfg(test)]

@@ -6,35 +6,54 @@ use http::StatusCode;
 use wasm_bindgen_test::wasm_bindgen_test;
 use web_sys::Headers;
 
-use crate::convert::{header_map, js_headers, local_response, parts_from, upstream_init};
+use crate::convert::{
+    js_response, local_response, parts_from, request_parts, upstream_init, upstream_response_head,
+};
 
 #[wasm_bindgen_test]
-fn js_headers_become_a_header_map() {
-    let js = Headers::new().unwrap();
-    js.append("Content-Type", "application/json").unwrap();
-    js.append("CF-AIG-Authorization", "Bearer abc").unwrap();
-    js.append("X-Stainless-OS", "Linux").unwrap();
-    let map = header_map(&js).unwrap();
-    assert_eq!(map["content-type"], "application/json");
-    assert_eq!(map["cf-aig-authorization"], "Bearer abc");
-    assert_eq!(map["x-stainless-os"], "Linux");
-    assert_eq!(map.len(), 3);
+fn a_request_becomes_parts_for_the_core() {
+    let headers = Headers::new().unwrap();
+    headers.append("Content-Type", "application/json").unwrap();
+    headers
+        .append("CF-AIG-Authorization", "Bearer abc")
+        .unwrap();
+    headers.append("X-Stainless-OS", "Linux").unwrap();
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.into());
+    let request =
+        web_sys::Request::new_with_str_and_init("https://proxy.example/api/chat?x=%2F", &init)
+            .unwrap();
+    let parts = request_parts(&request).unwrap();
+    assert_eq!(parts.method, http::Method::POST);
+    assert_eq!(parts.uri, "https://proxy.example/api/chat?x=%2F");
+    assert_eq!(parts.headers["content-type"], "application/json");
+    assert_eq!(parts.headers["cf-aig-authorization"], "Bearer abc");
+    assert_eq!(parts.headers["x-stainless-os"], "Linux");
+    assert_eq!(parts.headers.len(), 3);
 }
 
 #[wasm_bindgen_test]
-fn repeated_headers_survive_the_round_trip() {
-    let mut map = HeaderMap::new();
-    map.append("vary", HeaderValue::from_static("Accept-Encoding"));
-    map.append("vary", HeaderValue::from_static("Origin"));
-    map.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    let js = js_headers(&map).unwrap();
+fn response_heads_survive_the_round_trip() {
+    let (mut head, ()) = http::Response::new(()).into_parts();
+    head.status = StatusCode::CREATED;
+    head.headers
+        .append("vary", HeaderValue::from_static("Accept-Encoding"));
+    head.headers
+        .append("vary", HeaderValue::from_static("Origin"));
+    head.headers
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let js = js_response(&head, None).unwrap();
     // JS joins repeated values with ", ", which is the same field value.
     assert_eq!(
-        js.get("vary").unwrap().as_deref(),
+        js.headers().get("vary").unwrap().as_deref(),
         Some("Accept-Encoding, Origin")
     );
-    let back = header_map(&js).unwrap();
-    assert_eq!(back["x-accel-buffering"], "no");
+    assert!(js.body().is_none());
+    let back = upstream_response_head(&js).unwrap();
+    assert_eq!(back.status, StatusCode::CREATED);
+    assert_eq!(back.headers["x-accel-buffering"], "no");
+    assert_eq!(back.headers["vary"], "Accept-Encoding, Origin");
 }
 
 #[wasm_bindgen_test]
