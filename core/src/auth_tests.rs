@@ -53,6 +53,28 @@ fn accepts_each_key_by_name() {
 }
 
 #[test]
+fn the_matching_key_is_found_among_many_and_the_first_of_equals() {
+    let many: Vec<Arc<Key>> = (0..40)
+        .map(|i| key(&format!("k{i}"), &format!("token-{i}")))
+        .chain([key("again", "token-7")])
+        .collect();
+    for i in [0, 7, 23, 39] {
+        let found = match_key(&many, format!("token-{i}").as_bytes()).map(|k| k.name.as_str());
+        assert_eq!(found, Some(format!("k{i}").as_str()));
+    }
+    assert!(match_key(&many, b"token-40").is_none());
+    assert!(match_key(&[], b"token-0").is_none());
+    // Digests that differ in one word only still differ.
+    let a = Digest([1, 2, 3, 4]);
+    for word in 0..4 {
+        let mut b = a;
+        b.0[word] ^= 1 << 63;
+        assert!(!bool::from(a.ct_eq(&b)));
+    }
+    assert!(bool::from(a.ct_eq(&a)));
+}
+
+#[test]
 fn authorization_header_only_when_allowed() {
     let h = headers(&[("authorization", "Bearer s3cret-token")]);
     assert_eq!(authenticate(&keys(), &h, AIG_ONLY), AuthOutcome::Missing);
