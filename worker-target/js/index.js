@@ -1,14 +1,15 @@
 // The Worker's entry module. Each request goes to the core first (`begin`,
 // one call into WASM, no promise): the proxy's own answer comes back as a
 // Response; a request to send on as a Forward. The common one (one Ollama
-// box, no turn to take, no model gate: `direct`) is driven from here — the
-// subrequest, then the origin's answer handed back, each a plain call —
-// so the only promise is the fetch itself; the rest go through `run`, the
-// whole way in Rust. This module decides nothing: every answer, header and
-// log line comes from the core (src/lib.rs). It also exports the Durable
-// Object class that keeps fair turns (the doorman; see src/turns.rs).
-// `cargo xtask build-worker` bundles this with the wasm-bindgen output into
-// build/worker.js; the .wasm stays a separate module (build/*.wasm).
+// box, no turn to take, no body to read through a model gate: `direct`) is
+// driven from here — the subrequest, then the origin's answer handed back,
+// each a plain call — so the only promise is the fetch itself; the rest go
+// through `run`, the whole way in Rust. This module decides nothing: every
+// answer, header and log line comes from the core (src/lib.rs). It also
+// exports the Durable Object class that keeps fair turns (the doorman; see
+// src/turns.rs). `cargo xtask build-worker` bundles this with the
+// wasm-bindgen output into build/worker.js; the .wasm stays a separate
+// module (build/*.wasm).
 import { DurableObject } from "cloudflare:workers";
 import { begin, EdgeDoorman } from "../build/pkg/ollama_proxy_worker.js";
 
@@ -18,7 +19,7 @@ export default {
     if (step instanceof Response) {
       return step;
     }
-    if (!step.direct) {
+    if (!step.direct(request)) {
       return step.run(request, ctx);
     }
     return send(step, request, ctx);

@@ -141,6 +141,7 @@ pub fn begin(request: &web_sys::Request, env: Env) -> JsValue {
             line,
             env,
             upload: None,
+            stopped: None,
         }
         .into(),
     }
@@ -184,28 +185,39 @@ pub struct Forward {
     env: Env,
     /// The body on its way, once sent.
     upload: Option<Upload>,
+    /// Why it was not sent, when the gate refused it.
+    stopped: Option<Stopped>,
 }
 
 #[wasm_bindgen]
 impl Forward {
-    /// Whether JS can drive it: one origin, no turn to take, no model gate
-    /// to read the body through. Otherwise [`Forward::run`].
-    #[wasm_bindgen(getter)]
-    pub fn direct(&self) -> bool {
+    /// Whether JS can drive it: one origin, no turn to take, and no model
+    /// gate to read a body through (a gate on a request without a body
+    /// decides at once). Otherwise [`Forward::run`].
+    pub fn direct(&self, request: &web_sys::Request) -> bool {
         self.proxy.config().origins().len() == 1
             && self.exchange.turn().is_none()
-            && !self.exchange.has_model_gate()
+            && (!self.exchange.has_model_gate() || request.body().is_none())
     }
 
     /// Sends the request to the origin as it is: the fetch's promise.
     ///
     /// # Errors
-    /// The subrequest could not be built (JS throws; [`Forward::failed`]).
+    /// The gate refused it, or the subrequest could not be built: JS
+    /// throws and answers with [`Forward::failed`].
     pub fn send(&mut self, request: &web_sys::Request) -> Result<js_sys::Promise, JsValue> {
         let limit = self.exchange.streamed_body_limit();
-        let upload = self
-            .upload
-            .insert(upload::plain(request.body(), limit, request.signal())?);
+        let upload = match self.exchange.model_gate() {
+            None => upload::plain(request.body(), limit, request.signal())?,
+            Some(gate) => match upload::without_body(gate, request.signal()) {
+                Ok(upload) => upload,
+                Err(stopped) => {
+                    self.stopped = Some(stopped);
+                    return Err(JsValue::NULL);
+                }
+            },
+        };
+        let upload = self.upload.insert(upload);
         Ok(subrequest(&self.head, upload)?)
     }
 
@@ -246,7 +258,10 @@ impl Forward {
     /// The fetch from [`Forward::send`] failed: why, as the client's answer
     /// (the body refused or over the limit, else the origin unreachable).
     pub fn failed(mut self) -> web_sys::Response {
-        let stopped = self.upload.take().and_then(|u| u.stopped());
+        let stopped = self
+            .stopped
+            .take()
+            .or_else(|| self.upload.take().and_then(|u| u.stopped()));
         let stopped = stopped.unwrap_or(Stopped::Error(ProxyError::OriginUnreachable));
         let response = self.stopped_response(stopped);
         answered(response).unchecked_into()

@@ -153,17 +153,16 @@ pub(crate) async fn through_gate(
     limit: Option<u64>,
     client_signal: AbortSignal,
 ) -> Result<Upload, Stopped> {
+    let Some(body) = body else {
+        return without_body(gate, client_signal);
+    };
     let limit = limit.unwrap_or(u64::MAX);
     let held = Array::new();
     let mut scratch = Vec::new();
     let mut seen: u64 = 0;
     let asked: Rc<Cell<bool>> = Rc::default();
-    let reader: Option<ReadableStreamDefaultReader> =
-        body.map(|body| body.get_reader().unchecked_into());
+    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let step = loop {
-        let Some(reader) = &reader else {
-            break gate.finish();
-        };
         let next = match JsFuture::from(reader.read()).await {
             Ok(next) => next,
             // The client's body broke (it went away, or bad framing).
@@ -195,21 +194,9 @@ pub(crate) async fn through_gate(
     let model = gate.model().map(str::to_owned);
     match step {
         GateStep::Refuse(refusal) => {
-            if let Some(reader) = &reader {
-                let _ = reader.cancel();
-            }
+            let _ = reader.cancel();
             Err(Stopped::Refused(refusal))
         }
-        // No body (a GET): none to send either.
-        _ if reader.is_none() => Ok(Upload {
-            stream: None,
-            signal: client_signal,
-            upload: None,
-            refusal: Rc::default(),
-            asked,
-            _check: None,
-            model,
-        }),
         _ => {
             let refusal: Rc<RefCell<Option<Refusal>>> = Rc::default();
             let check = gate
@@ -217,7 +204,7 @@ pub(crate) async fn through_gate(
                 .then(|| checker(gate, Rc::clone(&refusal), Rc::clone(&asked)));
             let upload = forward_upload(
                 &held,
-                reader.as_ref(),
+                Some(&reader),
                 check.as_ref().map(|c| c.as_ref().unchecked_ref()),
                 if limit == u64::MAX {
                     f64::INFINITY
@@ -232,6 +219,30 @@ pub(crate) async fn through_gate(
             Ok(upload)
         }
     }
+}
+
+/// A request without a body (a GET) through `gate`: it decides at once, on
+/// the end of an empty body (a model the route requires is missing), so
+/// this needs no promise.
+///
+/// # Errors
+/// The refusal to answer with.
+pub(crate) fn without_body(
+    mut gate: ModelGate,
+    client_signal: AbortSignal,
+) -> Result<Upload, Stopped> {
+    if let GateStep::Refuse(refusal) = gate.finish() {
+        return Err(Stopped::Refused(refusal));
+    }
+    Ok(Upload {
+        stream: None,
+        signal: client_signal,
+        upload: None,
+        refusal: Rc::default(),
+        asked: Rc::default(),
+        _check: None,
+        model: gate.model().map(str::to_owned),
+    })
 }
 
 /// Copies a JS chunk into WASM memory, only to scan it.

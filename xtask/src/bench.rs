@@ -336,7 +336,8 @@ export default {
 };
 "#;
 
-fn workerd_conf(port: u16, modules: &str) -> String {
+/// `credentials`: the Worker's credential bindings.
+fn workerd_conf(port: u16, modules: &str, credentials: &str) -> String {
     format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -347,17 +348,17 @@ const w :Workerd.Worker = (
   modules = [ {modules} ],
   compatibilityDate = "2026-04-01",
   compatibilityFlags = ["enable_request_signal"],
-  bindings = [ (name = "OLLAMA_ORIGIN", text = "http://127.0.0.1:{ORIGIN}"), (name = "AIG_AUTH_TOKEN", text = "{TOKEN}") ],
+  bindings = [ (name = "OLLAMA_ORIGIN", text = "http://127.0.0.1:{ORIGIN}"), {credentials} ],
   globalOutbound = "loopback",
 );
 "#
     )
 }
 
-fn start_workerd(dir: &Path, port: u16, modules: &str) -> Result<Proc, String> {
+fn start_workerd(dir: &Path, port: u16, modules: &str, credentials: &str) -> Result<Proc, String> {
     fs::write(
         dir.join(format!("w{port}.capnp")),
-        workerd_conf(port, modules),
+        workerd_conf(port, modules, credentials),
     )
     .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(worker_dir().join("node_modules/.bin/workerd"));
@@ -660,15 +661,27 @@ pub(crate) fn bench() -> Result<(), String> {
         fs::copy(bundle.join(file), scratch.join(file)).map_err(|e| e.to_string())?;
     }
     fs::write(scratch.join("js-worker.js"), JS_WORKER).map_err(|e| e.to_string())?;
+    // The Rust Worker with what has landed on: the same 50 hashed keys with
+    // model lists as the native proxy (the bench's token among them), as the
+    // AIG_KEYS secret. Limits stay off here: at the edge they need the
+    // DOORMAN Durable Object, a round trip the hand-written Worker has no
+    // counterpart for.
+    fs::write(
+        scratch.join("worker-keys.toml"),
+        crate::bench_policy::keys_document_with(""),
+    )
+    .map_err(|e| e.to_string())?;
     let rs = start_workerd(
         &scratch,
         WORKER_RS,
         r#"(name = "worker.js", esModule = embed "worker.js"), (name = "ollama_proxy_worker_bg.wasm", wasm = embed "ollama_proxy_worker_bg.wasm")"#,
+        r#"(name = "AIG_KEYS", text = embed "worker-keys.toml")"#,
     )?;
     let js = start_workerd(
         &scratch,
         WORKER_JS,
         r#"(name = "js-worker.js", esModule = embed "js-worker.js")"#,
+        &format!(r#"(name = "AIG_AUTH_TOKEN", text = "{TOKEN}")"#),
     )?;
     let mut worker_rows = Vec::new();
     for (name, port) in [
