@@ -52,8 +52,8 @@ pub(crate) fn with_children(pid: u32) -> Vec<u32> {
 
 /// One measured run.
 #[derive(Clone, Copy)]
-struct Run {
-    rps: f64,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
     p50_us: f64,
     p99_us: f64,
     user_us: f64,
@@ -80,7 +80,56 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 /// `median (min–max)` of a list.
-fn spread(values: &[f64], digits: usize) -> String {
+/// `RUNS` rounds of `a` and `b` at `connections`, alternating which goes
+/// first, each charged to its own processes: the runs of each, paired by
+/// round.
+pub(crate) fn alternating(
+    a: (&str, &[u32]),
+    b: (&str, &[u32]),
+    connections: u32,
+    mut between: impl FnMut(),
+) -> (Vec<Run>, Vec<Run>) {
+    let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
+    for round in 0..RUNS {
+        between();
+        let a_first = round % 2 == 0;
+        for which in [a_first, !a_first] {
+            if which {
+                runs_a.extend(measure(a.0, connections, a.1));
+            } else {
+                runs_b.extend(measure(b.0, connections, b.1));
+            }
+        }
+    }
+    (runs_a, runs_b)
+}
+
+/// `a`'s req/s over `b`'s, round by round.
+pub(crate) fn rps_ratios(a: &[Run], b: &[Run]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a.rps / b.rps).collect()
+}
+
+/// Median (min–max) CPU per request, with the median user and kernel
+/// parts: `20.0 (19.5–21.0) (8.0 + 12.0)`.
+pub(crate) fn cpu_spread(runs: &[Run]) -> String {
+    let part = |f: fn(&Run) -> f64| {
+        median(&runs.iter().map(f).collect::<Vec<_>>()).map_or("—".into(), |v| format!("{v:.1}"))
+    };
+    format!(
+        "{} ({} + {})",
+        spread(
+            &runs
+                .iter()
+                .map(|r| r.user_us + r.kernel_us)
+                .collect::<Vec<_>>(),
+            1
+        ),
+        part(|r| r.user_us),
+        part(|r| r.kernel_us),
+    )
+}
+
+pub(crate) fn spread(values: &[f64], digits: usize) -> String {
     if values.is_empty() {
         return "—".into();
     }
@@ -123,41 +172,24 @@ pub(crate) fn head_to_head(t: &Targets<'_>, report: &mut String) -> HeadToHead {
     let mut rows = Vec::new();
     let mut added = (Vec::new(), Vec::new());
     for connections in [1u32, 64, 256] {
-        let mut native = Vec::new();
-        let mut nginx = Vec::new();
         let mut direct = Vec::new();
-        for round in 0..RUNS {
-            if connections == 1 {
-                direct.extend(measure(&url(t.direct), 1, &[]));
-            }
-            let first_native = round % 2 == 0;
-            for which in [first_native, !first_native] {
-                if which {
-                    native.extend(measure(&url(t.native), connections, t.native_pids));
-                } else {
-                    nginx.extend(measure(&url(t.nginx), connections, t.nginx_pids));
+        let (native, nginx) = alternating(
+            (&url(t.native), t.native_pids),
+            (&url(t.nginx), t.nginx_pids),
+            connections,
+            || {
+                if connections == 1 {
+                    direct.extend(measure(&url(t.direct), 1, &[]));
                 }
-            }
-        }
-        let pairs: Vec<(Run, Run)> = native.iter().copied().zip(nginx.iter().copied()).collect();
-        let rps_ratio: Vec<f64> = pairs.iter().map(|(a, b)| a.rps / b.rps).collect();
-        let p99_ratio: Vec<f64> = pairs.iter().map(|(a, b)| a.p99_us / b.p99_us).collect();
-        let cpu = |runs: &[Run]| {
-            format!(
-                "{} ({} + {})",
-                spread(
-                    &runs
-                        .iter()
-                        .map(|r| r.user_us + r.kernel_us)
-                        .collect::<Vec<_>>(),
-                    1
-                ),
-                median(&runs.iter().map(|r| r.user_us).collect::<Vec<_>>())
-                    .map_or("—".into(), |v| format!("{v:.1}")),
-                median(&runs.iter().map(|r| r.kernel_us).collect::<Vec<_>>())
-                    .map_or("—".into(), |v| format!("{v:.1}")),
-            )
-        };
+            },
+        );
+        let rps_ratio = rps_ratios(&native, &nginx);
+        let p99_ratio: Vec<f64> = native
+            .iter()
+            .zip(&nginx)
+            .map(|(a, b)| a.p99_us / b.p99_us)
+            .collect();
+        let cpu = cpu_spread;
         let _ = writeln!(
             report,
             "| {connections} | {} | {} | {} | {} | {} | {} |",
@@ -244,21 +276,15 @@ pub(crate) fn workers_head_to_head(
     );
     let mut rows = Vec::new();
     for connections in [1u32, 64] {
-        let mut rs = Vec::new();
-        let mut jsr = Vec::new();
-        for round in 0..RUNS {
-            let rust_first = round % 2 == 0;
-            for which in [rust_first, !rust_first] {
-                if which {
-                    rs.extend(measure(&url(rust.0), connections, &[rust.1]));
-                } else {
-                    jsr.extend(measure(&url(js.0), connections, &[js.1]));
-                }
-            }
-        }
+        let (rs, jsr) = alternating(
+            (&url(rust.0), &[rust.1]),
+            (&url(js.0), &[js.1]),
+            connections,
+            || {},
+        );
         let pairs: Vec<(Run, Run)> = rs.iter().copied().zip(jsr.iter().copied()).collect();
         let p50: Vec<f64> = pairs.iter().map(|(a, b)| a.p50_us / b.p50_us).collect();
-        let rps: Vec<f64> = pairs.iter().map(|(a, b)| a.rps / b.rps).collect();
+        let rps = rps_ratios(&rs, &jsr);
         let cpu_of = |r: &Run| r.user_us + r.kernel_us;
         let cpu: Vec<f64> = pairs.iter().map(|(a, b)| cpu_of(a) / cpu_of(b)).collect();
         let _ = writeln!(

@@ -9,9 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::bench::{
-    curl_median, fmt_load, medians, spawn, wrk_with, Load, ORIGIN, RUNS, SECONDS, TOKEN,
-};
+use crate::bench::{curl_median, fmt_load, medians, spawn, wrk_with, ORIGIN, RUNS, SECONDS, TOKEN};
+use crate::bench_head::{alternating, cpu_spread, rps_ratios, spread, with_children};
 use crate::bench_policy::proxy;
 use crate::tasks::root;
 
@@ -94,13 +93,29 @@ pub(crate) fn bench_tls(
     let nginx = spawn(cmd, NGINX_TLS).ok();
 
     let url = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
-    let mut kept = (Vec::new(), Vec::new());
+    // Keep-alive first, in rounds alternating which goes first (as the
+    // plain head to head), with the CPU each spent per request; then the
+    // handshakes, so their closed connections do not weigh on those rounds.
+    let native_pids = [native.0.id()];
+    let nginx_pids = nginx
+        .as_ref()
+        .map(|n| with_children(n.0.id()))
+        .unwrap_or_default();
+    let (kept_native, kept_nginx) = alternating(
+        (&url(NATIVE_TLS, "/small"), &native_pids),
+        (&url(NGINX_TLS, "/small"), &nginx_pids),
+        64,
+        || {},
+    );
+    let kept_ratio = rps_ratios(&kept_native, &kept_nginx);
     let mut fresh = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for (port, into) in [(NATIVE_TLS, &mut kept.0), (NGINX_TLS, &mut kept.1)] {
-            into.extend(wrk_with(&url(port, "/small"), 64, SECONDS, true, None, &[]));
-        }
-        for (port, into) in [(NATIVE_TLS, &mut fresh.0), (NGINX_TLS, &mut fresh.1)] {
+    for round in 0..RUNS {
+        let order = if round % 2 == 0 {
+            [(NATIVE_TLS, &mut fresh.0), (NGINX_TLS, &mut fresh.1)]
+        } else {
+            [(NGINX_TLS, &mut fresh.1), (NATIVE_TLS, &mut fresh.0)]
+        };
+        for (port, into) in order {
             into.extend(wrk_with(
                 &url(port, "/small"),
                 64,
@@ -111,7 +126,6 @@ pub(crate) fn bench_tls(
             ));
         }
     }
-    let (kept_native, kept_nginx) = (medians(kept.0), medians(kept.1));
     let (fresh_native, fresh_nginx) = (medians(fresh.0), medians(fresh.1));
     let ca = ca.to_string_lossy().into_owned();
     let size: u64 = 512 << 20;
@@ -129,22 +143,21 @@ pub(crate) fn bench_tls(
     let mbs = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.0}"));
     let _ = writeln!(
         report,
-        "\n## HTTPS (native `TLS_CERT_FILE` vs nginx `ssl`, same certificate)\n\nTLS 1.3 (both offer 1.2 and 1.3; wrk and curl pick 1.3), the origin behind over plain HTTP. Medians of {RUNS} interleaved runs.\n\n| measure | native | nginx |\n|---|---|---|\n| `GET /small`, c=64, keep-alive | {} | {} |\n| `GET /small`, c=64, a new connection (handshake) per request | {} | {} |\n| 512 MiB download (MB/s, curl) | {} | {} |",
-        fmt_load(kept_native),
-        fmt_load(kept_nginx),
+        "\n## HTTPS (native `TLS_CERT_FILE` vs nginx `ssl`, same certificate)\n\nTLS 1.3 (both offer 1.2 and 1.3; wrk and curl pick 1.3), the origin behind over plain HTTP; the native proxy with everything on, as above. Keep-alive: {RUNS} rounds alternating which goes first, median (min–max), CPU per request user + kernel from `/proc`; then the rest, medians of {RUNS} interleaved runs.\n\n| measure | native | nginx |\n|---|---|---|\n| `GET /small`, c=64, keep-alive: req/s | {} | {} |\n| the same: CPU µs per request (user + kernel) | {} | {} |\n| the same: native/nginx req/s | {} | |\n| `GET /small`, c=64, a new connection (handshake) per request | {} | {} |\n| 512 MiB download (MB/s, curl) | {} | {} |",
+        spread(&kept_native.iter().map(|r| r.rps).collect::<Vec<_>>(), 0),
+        spread(&kept_nginx.iter().map(|r| r.rps).collect::<Vec<_>>(), 0),
+        cpu_spread(&kept_native),
+        cpu_spread(&kept_nginx),
+        spread(&kept_ratio, 2),
         fmt_load(fresh_native),
         fmt_load(fresh_nginx),
         mbs(down_native),
         mbs(down_nginx),
     );
-    let ratio = |a: Option<Load>, b: Option<Load>| match (a, b) {
-        (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}×", a.rps / b.rps),
-        _ => "—".to_owned(),
-    };
     Ok(vec![
         (
-            "HTTPS native/nginx req/s, c=64, keep-alive".to_owned(),
-            ratio(kept_native, kept_nginx),
+            "HTTPS native/nginx req/s, c=64, keep-alive (alternating)".to_owned(),
+            format!("{}×", spread(&kept_ratio, 2)),
             "≥ 1×",
         ),
         (
