@@ -6,6 +6,10 @@
 //! as is, and no chunk is copied through WASM memory. Only headers cross into
 //! Rust, where they become `http` types for the core; every decision (auth,
 //! policy, CORS, header rewrite, proxy-made errors) comes from the core.
+//!
+//! The entry module (js/index.js) asks [`begin`] for the core's decision,
+//! then drives the common request itself with two more plain calls (see
+//! [`Forward`]): no futures executor on that path.
 #![forbid(unsafe_code)]
 
 mod answer;
@@ -166,7 +170,8 @@ fn answered(response: worker::Result<web_sys::Response>) -> JsValue {
 }
 
 /// A request the core sends on. The common case (one Ollama box, no turn
-/// to take, no model gate) is driven from JS (js/index.js): [`send`] the
+/// to take, no body to read through a model gate) is driven from JS
+/// (js/index.js): [`send`] the
 /// subrequest, then [`answer`] with the origin's response, or [`failed`]
 /// if the fetch failed, each a plain call; the others go through
 /// [`run`], which awaits the doorman, the gate and the boxes' state in
