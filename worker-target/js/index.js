@@ -5,7 +5,8 @@
 // driven from here — the subrequest, then the origin's answer handed back,
 // each a plain call — so the only promise is the fetch itself; the rest go
 // through `run`, the whole way in Rust. This module decides nothing: every
-// answer, header and log line comes from the core (src/lib.rs). It also
+// answer, header and log line comes from the core, through src/lib.rs and
+// src/forward.rs. It also
 // exports the Durable Object class that keeps fair turns (the doorman; see
 // src/turns.rs). `cargo xtask build-worker` bundles this with the
 // wasm-bindgen output into build/worker.js; the .wasm stays a separate
