@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, Response, StatusCode, Uri};
 use wasm_bindgen::JsValue;
-use web_sys::{Headers, ReadableStream, RequestInit};
+use web_sys::{ReadableStream, RequestInit};
 
 /// Builds the request head the core decides on from the incoming request
 /// (method, URL and headers in one call across).
@@ -37,14 +37,6 @@ pub(crate) fn parts_from(
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/js/cross.js")]
 extern "C" {
-    /// Every entry of `headers` as `name\nvalue\n` (see js/cross.js).
-    #[wasm_bindgen(js_name = headersFlat)]
-    fn headers_flat(headers: &Headers) -> String;
-
-    /// New headers from [`flat`]'s form (see js/cross.js).
-    #[wasm_bindgen(js_name = headersFromFlat, catch)]
-    fn headers_from_flat(flat: &str) -> Result<Headers, JsValue>;
-
     /// `method\nurl\n` and the headers in [`flat`]'s form.
     #[wasm_bindgen(js_name = requestHead)]
     fn request_head(request: &web_sys::Request) -> String;
