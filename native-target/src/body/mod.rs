@@ -1,0 +1,153 @@
+//! Body wrappers: streamed through untouched, with a size limit, idle
+//! timeouts and the end-of-exchange log line. Here the errors and the
+//! client's body as read ([`Guarded`]); the body sent to the origin in
+//! `request`, the one sent to the client in `response`.
+
+mod request;
+mod response;
+
+pub(crate) use request::RequestBody;
+pub(crate) use response::{Along, ResponseBody};
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use ollama_proxy_core::Refusal;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
+
+/// Why a streamed body stopped early.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The request body passed the configured limit.
+    TooLarge,
+    /// No chunk arrived within the idle timeout.
+    Idle,
+    /// The underlying connection failed.
+    Io(hyper::Error),
+    /// The key's model gate refused the body (before anything was sent, or
+    /// after part of it was: then the upload is aborted).
+    Refused(Refusal),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("request body over the size limit"),
+            Self::Idle => f.write_str("body idle for longer than the idle timeout"),
+            Self::Io(e) => write!(f, "body stream failed: {e}"),
+            Self::Refused(r) => write!(f, "request body refused: {}", r.error()),
+        }
+    }
+}
+
+impl StdError for BodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Finds a [`BodyError`] anywhere in an error's source chain.
+pub(crate) fn find_body_error<'e>(mut err: &'e (dyn StdError + 'static)) -> Option<&'e BodyError> {
+    loop {
+        if let Some(found) = err.downcast_ref::<BodyError>() {
+            return Some(found);
+        }
+        err = err.source()?;
+    }
+}
+
+pin_project! {
+    /// A body that passes frames through unchanged, failing when no frame
+    /// arrives within the idle timeout (and, for requests, past a size limit).
+    pub(crate) struct Guarded<B = Incoming> {
+        #[pin]
+        inner: B,
+        // Boxed: the origin client wants an `Unpin` body.
+        idle: Pin<Box<Sleep>>,
+        idle_timeout: Duration,
+        remaining: u64,
+        seen: u64,
+        // Where request body bytes are counted, for request bodies.
+        counter: Option<Arc<Metrics>>,
+    }
+}
+
+impl<B> Guarded<B> {
+    /// `limit` is the most data bytes allowed through; `u64::MAX` for none.
+    pub(crate) fn new(inner: B, idle_timeout: Duration, limit: u64) -> Self {
+        Self {
+            inner,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            remaining: limit,
+            seen: 0,
+            counter: None,
+        }
+    }
+
+    /// Counts the bytes passed through as request body bytes.
+    pub(crate) fn counting_into(mut self, metrics: Arc<Metrics>) -> Self {
+        self.counter = Some(metrics);
+        self
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for Guarded<B> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                    *this.remaining -= len;
+                    *this.seen += len;
+                    if let Some(counter) = this.counter {
+                        counter.request_bytes(len);
+                    }
+                }
+                this.idle
+                    .as_mut()
+                    .reset(Instant::now() + *this.idle_timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Idle)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
