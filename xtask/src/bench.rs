@@ -270,13 +270,21 @@ pub(crate) fn cpu_ms(pid: u32) -> f64 {
 }
 
 fn nginx_conf(dir: &Path) -> String {
+    nginx_conf_with(dir, "", &format!("127.0.0.1:{NGINX}"), "")
+}
+
+/// The nginx the bench measures against: the recipe a user would write
+/// (token check on either header, credentials and `Origin` stripped, CORS
+/// header, nothing buffered), listening on `listen`, with `server_extra` in
+/// its server block (the TLS settings); files named with `tag`.
+pub(crate) fn nginx_conf_with(dir: &Path, tag: &str, listen: &str, server_extra: &str) -> String {
     format!(
         r#"worker_processes auto;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+pid {dir}/nginx{tag}.pid;
+error_log {dir}/error{tag}.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log {dir}/access.log;
+  access_log {dir}/access{tag}.log;
   client_body_temp_path {dir}/body;
   proxy_temp_path {dir}/proxy;
   fastcgi_temp_path {dir}/fastcgi;
@@ -287,7 +295,8 @@ http {{
   map $http_authorization $bearer_ok {{ "Bearer {TOKEN}" 1; default 0; }}
   upstream ollama {{ server 127.0.0.1:{ORIGIN}; keepalive 128; }}
   server {{
-    listen 127.0.0.1:{NGINX};
+    listen {listen};
+    {server_extra}
     location / {{
       set $ok "$aig_ok$bearer_ok";
       if ($ok = "00") {{

@@ -9,7 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::bench::{curl_median, fmt_load, medians, spawn, wrk_with, ORIGIN, RUNS, SECONDS, TOKEN};
+use crate::bench::{
+    curl_median, fmt_load, medians, nginx_conf_with, spawn, wrk_with, RUNS, SECONDS,
+};
 use crate::bench_head::{alternating, cpu_spread, rps_ratios, spread, with_children};
 use crate::bench_policy::proxy;
 use crate::tasks::root;
@@ -18,42 +20,15 @@ const NATIVE_TLS: u16 = 18530;
 const NGINX_TLS: u16 = 18531;
 
 fn nginx_conf(dir: &Path, cert: &Path, key: &Path) -> String {
-    format!(
-        r#"worker_processes auto;
-pid {dir}/nginx-tls.pid;
-error_log {dir}/error-tls.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log {dir}/access-tls.log;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  client_max_body_size 0;
-  map $http_cf_aig_authorization $aig_ok {{ "Bearer {TOKEN}" 1; default 0; }}
-  upstream ollama {{ server 127.0.0.1:{ORIGIN}; keepalive 128; }}
-  server {{
-    listen 127.0.0.1:{NGINX_TLS} ssl http2;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {{
-      if ($aig_ok = "0") {{ return 401; }}
-      proxy_pass http://ollama;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header cf-aig-authorization "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-      add_header Access-Control-Allow-Origin * always;
-    }}
-  }}
-}}
-"#,
-        dir = dir.display(),
-        cert = cert.display(),
-        key = key.display(),
+    nginx_conf_with(
+        dir,
+        "-tls",
+        &format!("127.0.0.1:{NGINX_TLS} ssl http2"),
+        &format!(
+            "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;",
+            cert.display(),
+            key.display()
+        ),
     )
 }
 
