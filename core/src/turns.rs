@@ -436,13 +436,22 @@ pub(crate) fn refusal_parts(
     (error, message)
 }
 
-/// OpenAI's request-rate headers.
+const LIMIT_REQUESTS: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-reset-requests");
+
+/// OpenAI's request-rate headers. (The names are constants: written as
+/// strings, each would be parsed again on every response.)
 pub(crate) fn put_rate(headers: &mut http::HeaderMap, rate: RateState) {
     use http::HeaderValue;
-    headers.insert("x-ratelimit-limit-requests", rate.limit.into());
-    headers.insert("x-ratelimit-remaining-requests", rate.remaining.into());
-    if let Ok(value) = HeaderValue::from_str(&duration_text(rate.reset_us)) {
-        headers.insert("x-ratelimit-reset-requests", value);
+    headers.insert(LIMIT_REQUESTS, rate.limit.into());
+    headers.insert(REMAINING_REQUESTS, rate.remaining.into());
+    let reset = bytes::Bytes::from(duration_text(rate.reset_us));
+    if let Ok(value) = HeaderValue::from_maybe_shared(reset) {
+        headers.insert(RESET_REQUESTS, value);
     }
 }
 

@@ -474,22 +474,17 @@ impl Metrics {
         self.queue_wait.observe(waited.as_secs_f64());
     }
 
-    /// `key` took a slot.
-    pub(crate) fn lease_started(&self, key: &KeyName) {
-        self.in_flight
+    /// `key` took a slot: its in-flight gauge, counted up, for the holder
+    /// to count down when it gives the slot back (one lookup per slot).
+    pub(crate) fn lease_started(&self, key: &KeyName) -> Gauge {
+        let gauge = self
+            .in_flight
             .get_or_create(&KeyLabels {
                 key: KeyLabel(Some(key.clone())),
             })
-            .inc();
-    }
-
-    /// `key` gave a slot back.
-    pub(crate) fn lease_ended(&self, key: &KeyName) {
-        self.in_flight
-            .get_or_create(&KeyLabels {
-                key: KeyLabel(Some(key.clone())),
-            })
-            .dec();
+            .clone();
+        gauge.inc();
+        gauge
     }
 
     /// `key`'s request was refused a turn.

@@ -166,15 +166,15 @@ impl Turns {
     }
 
     fn guard(self: &Arc<Self>, lease: Lease) -> LeaseGuard {
-        self.metrics.lease_started(lease.key());
+        let in_flight = self.metrics.lease_started(lease.key());
         LeaseGuard {
             turns: Arc::clone(self),
             lease: Some(lease),
+            in_flight,
         }
     }
 
     fn release(self: &Arc<Self>, lease: Lease) {
-        self.metrics.lease_ended(lease.key());
         let mut inner = self.lock();
         let grants = inner.doorman.release(lease);
         self.deliver(&mut inner, grants);
@@ -224,7 +224,6 @@ impl Drop for Waiting {
         }
         drop(inner);
         if let Ok(Verdict::Granted(lease)) = self.rx.try_recv() {
-            self.turns.metrics.lease_started(lease.key());
             self.turns.release(lease);
         }
     }
@@ -235,11 +234,14 @@ impl Drop for Waiting {
 pub(crate) struct LeaseGuard {
     turns: Arc<Turns>,
     lease: Option<Lease>,
+    /// The key's in-flight gauge, counted up when the slot was taken.
+    in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
+            self.in_flight.dec();
             self.turns.release(lease);
         }
     }
