@@ -189,7 +189,6 @@ pub(crate) fn head_to_head(t: &Targets<'_>, report: &mut String) -> HeadToHead {
             .zip(&nginx)
             .map(|(a, b)| a.p99_us / b.p99_us)
             .collect();
-        let cpu = cpu_spread;
         let _ = writeln!(
             report,
             "| {connections} | {} | {} | {} | {} | {} | {} |",
@@ -197,8 +196,8 @@ pub(crate) fn head_to_head(t: &Targets<'_>, report: &mut String) -> HeadToHead {
             spread(&nginx.iter().map(|r| r.rps).collect::<Vec<_>>(), 0),
             spread(&rps_ratio, 2),
             spread(&p99_ratio, 2),
-            cpu(&native),
-            cpu(&nginx),
+            cpu_spread(&native),
+            cpu_spread(&nginx),
         );
         eprintln!(
             "head to head c={connections}: native/nginx req/s {} p99 {}",
