@@ -53,7 +53,10 @@ pub(crate) struct Upstream {
     tls: TlsConnector,
     connect_timeout: Duration,
     epoch: Instant,
-    idle: Mutex<IdlePool<Key, Conn>>,
+    // Boxed: a connection's state (hyper's buffers and dispatcher) is
+    // several hundred bytes, and it travels with every request using it
+    // (into the answer's body, back to the pool).
+    idle: Mutex<IdlePool<Key, Box<Conn>>>,
 }
 
 /// Which origin a connection goes to.
@@ -211,7 +214,7 @@ impl Upstream {
         }
     }
 
-    fn take(&self, key: &Key) -> Option<Conn> {
+    fn take(&self, key: &Key) -> Option<Box<Conn>> {
         let now = self.now_us();
         self.idle
             .lock()
@@ -219,7 +222,7 @@ impl Upstream {
             .take(key, now)
     }
 
-    fn put(&self, key: Key, conn: Conn) {
+    fn put(&self, key: Key, conn: Box<Conn>) {
         let now = self.now_us();
         let gone = self
             .idle
@@ -242,7 +245,7 @@ impl Upstream {
         swept.release_memory
     }
 
-    async fn connect(&self, key: &Key) -> Result<Conn, UpstreamError> {
+    async fn connect(&self, key: &Key) -> Result<Box<Conn>, UpstreamError> {
         let host = key.authority.host();
         // An IPv6 literal comes bracketed.
         let host = host
@@ -278,10 +281,10 @@ impl Upstream {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             send,
             conn: Some(conn),
-        })
+        }))
     }
 }
 
@@ -289,7 +292,7 @@ impl Upstream {
 /// and gives the connection back to the pool at its end.
 pub(crate) struct Driven {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     home: Option<(Arc<Upstream>, Key)>,
 }
 

@@ -71,13 +71,19 @@ pub(crate) fn find_body_error<'e>(mut err: &'e (dyn StdError + 'static)) -> Opti
 }
 
 pin_project! {
-    /// A body that passes frames through unchanged, failing when no frame
-    /// arrives within the idle timeout (and, for requests, past a size limit).
+    /// A body that passes frames through unchanged, failing when it has
+    /// waited longer than the idle timeout for a frame (and, for requests,
+    /// past a size limit).
     pub(crate) struct Guarded<B = Incoming> {
         #[pin]
         inner: B,
-        // Boxed: the origin client wants an `Unpin` body.
-        idle: Pin<Box<Sleep>>,
+        // Made when the body first has to wait (most small bodies never
+        // do: no timer, no clock read); boxed, the origin client wants an
+        // `Unpin` body.
+        idle: Option<Pin<Box<Sleep>>>,
+        // A frame came since the timer was set: the next wait starts it
+        // anew.
+        stale: bool,
         idle_timeout: Duration,
         remaining: u64,
         seen: u64,
@@ -91,7 +97,8 @@ impl<B> Guarded<B> {
     pub(crate) fn new(inner: B, idle_timeout: Duration, limit: u64) -> Self {
         Self {
             inner,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
+            stale: false,
             idle_timeout,
             remaining: limit,
             seen: 0,
@@ -129,15 +136,28 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for Guarded<B> {
                         counter.request_bytes(len);
                     }
                 }
-                this.idle
-                    .as_mut()
-                    .reset(Instant::now() + *this.idle_timeout);
+                *this.stale = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                ready!(this.idle.as_mut().poll(cx));
+                // The wait is timed from when it began: the time the
+                // previous frame spent on its way out (a slow reader) is
+                // not counted against this side.
+                let idle = match this.idle {
+                    Some(idle) if std::mem::take(this.stale) => {
+                        idle.as_mut().reset(Instant::now() + *this.idle_timeout);
+                        idle
+                    }
+                    Some(idle) => idle,
+                    None => {
+                        *this.stale = false;
+                        this.idle
+                            .insert(Box::pin(tokio::time::sleep(*this.idle_timeout)))
+                    }
+                };
+                ready!(idle.as_mut().poll(cx));
                 Poll::Ready(Some(Err(BodyError::Idle)))
             }
         }

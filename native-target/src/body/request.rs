@@ -21,7 +21,9 @@ pub(crate) struct RequestBody {
     held_bytes: u64,
     // `None` once the client's body has ended.
     rest: Option<Guarded>,
-    gate: Option<ModelGate>,
+    // Boxed: only a body still being scanned past its hold has one, and
+    // the body is moved several times on its way to the connection.
+    gate: Option<Box<ModelGate>>,
     // Set when the gate asked for the stream's usage.
     asked: Arc<AtomicBool>,
     // The model the gate read.
@@ -70,7 +72,7 @@ impl RequestBody {
         held: VecDeque<Frame<Bytes>>,
         held_bytes: u64,
         rest: Option<Guarded>,
-        gate: Option<ModelGate>,
+        gate: Option<Box<ModelGate>>,
         asked: Arc<AtomicBool>,
         model: Option<String>,
     ) -> Self {
@@ -147,7 +149,7 @@ impl RequestBody {
                 GateStep::Hold => {}
                 GateStep::Pass | GateStep::PassWithUsage { .. } => {
                     let model = gate.model().map(str::to_owned);
-                    let gate = gate.scanning().then_some(gate);
+                    let gate = gate.scanning().then(|| Box::new(gate));
                     return Ok(Self::new(held, held_bytes, Some(body), gate, asked, model));
                 }
                 GateStep::Refuse(refusal) => return Err(BodyError::Refused(refusal)),
@@ -214,7 +216,7 @@ impl Body for RequestBody {
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + self.held_bytes);
         // A body the gate may still add to has no upper bound.
-        let may_grow = self.gate.as_ref().is_some_and(ModelGate::may_grow);
+        let may_grow = self.gate.as_deref().is_some_and(ModelGate::may_grow);
         if let (Some(upper), false) = (rest.upper(), may_grow) {
             hint.set_upper(upper + self.held_bytes);
         }

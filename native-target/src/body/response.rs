@@ -67,7 +67,9 @@ pub(crate) struct Along {
     /// connection is aborted (see `Exchange::interrupted_stream_notice`).
     pub(crate) notice: Option<Bytes>,
     /// Reads an LLM answer's usage.
-    pub(crate) meter: Option<UsageMeter>,
+    /// Boxed: only LLM answers have one, and what travels with the answer
+    /// is moved several times on its way to the client.
+    pub(crate) meter: Option<Box<UsageMeter>>,
     /// Takes out the usage chunk the proxy asked for.
     pub(crate) filter: Option<UsageChunkFilter>,
     /// The request's slot, given back when the answer ends.
@@ -122,7 +124,7 @@ pin_project! {
         // The origin's error, held back while the notice goes out.
         failed: Option<(BodyError, bool)>,
         // Reads an LLM answer's usage as it passes.
-        meter: Option<UsageMeter>,
+        meter: Option<Box<UsageMeter>>,
         // Takes out the usage chunk the proxy asked for.
         filter: Option<UsageChunkFilter>,
         // The origin's body ended (and what the filter held went out).
