@@ -26,6 +26,7 @@ mod turns;
 mod upstream;
 
 pub use backends::Pool;
+pub use log::render_request_lines;
 pub use metrics::Metrics;
 pub use server::{bind, serve, Settings};
 pub use turns::Turns;

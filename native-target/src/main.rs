@@ -76,9 +76,13 @@ fn main() -> ExitCode {
     }
     let logs = tracing_subscriber::fmt()
         .with_writer(log_output())
+        .with_timer(ollama_proxy_native::log_sink::Timestamps)
         .with_target(false);
     match args.log_format {
-        LogFormat::Text => logs.init(),
+        LogFormat::Text => {
+            ollama_proxy_native::render_request_lines();
+            logs.init();
+        }
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let settings = match args.settings() {
