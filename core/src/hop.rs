@@ -19,17 +19,26 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes every hop-by-hop header from `headers`: the fixed set above and
 /// every header named in any `Connection` value.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let nominated: Vec<HeaderName> = headers
+    // Most messages carry none of them, and a message has a handful of
+    // headers: looking at each name once is cheaper than a hashed removal
+    // for each of the nine (which was a twentieth of a small request).
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) {
+            found.push(name.clone());
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    let nominated = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in nominated {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+    found.extend(nominated);
+    for name in found {
         headers.remove(name);
     }
 }
@@ -55,5 +64,23 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "left: {h:?}");
         assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn a_message_without_any_keeps_every_header() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.append("x-foo", HeaderValue::from_static("1"));
+        h.append("x-foo", HeaderValue::from_static("2"));
+        h.insert("proxy-status", HeaderValue::from_static("x"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        // Only the fixed set nominates: a header named in `Connection`
+        // goes with it, one that merely looks nominated stays.
+        h.insert("connection", HeaderValue::from_static("x-foo"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("x-foo") && !h.contains_key("connection"));
+        assert!(h.contains_key("proxy-status") && h.contains_key("content-type"));
     }
 }

@@ -29,8 +29,13 @@ pub(crate) fn pick(headers: &HeaderMap, fresh: Option<HeaderValue>) -> Option<He
 
 /// A fresh id from 128 bits: 32 lowercase hex digits.
 pub fn format_request_id(high: u64, low: u64) -> HeaderValue {
-    let text = format!("{high:016x}{low:016x}");
-    HeaderValue::from_str(&text).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    let bits = (u128::from(high) << 64) | u128::from(low);
+    for (at, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * at)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 /// Request ids without a random draw per request: a random 64-bit prefix
@@ -75,6 +80,16 @@ mod tests {
         for id in all.iter().take(10) {
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+    }
+
+    #[test]
+    fn an_id_is_both_halves_in_lowercase_hex() {
+        for (high, low) in [(0, 0), (1, 0xabc), (u64::MAX, 0x0123_4567_89ab_cdef)] {
+            assert_eq!(
+                super::format_request_id(high, low).to_str().unwrap(),
+                format!("{high:016x}{low:016x}")
+            );
         }
     }
 }

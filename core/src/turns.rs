@@ -458,14 +458,21 @@ pub(crate) fn put_rate(headers: &mut http::HeaderMap, rate: RateState) {
 /// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `6s`,
 /// `1m30s` (seconds rounded up).
 fn duration_text(us: u64) -> String {
+    use crate::json::push_u64;
+    let mut text = String::with_capacity(12);
     if us < 1_000_000 {
-        return format!("{}ms", us.div_ceil(1_000));
+        push_u64(&mut text, us.div_ceil(1_000));
+        text.push_str("ms");
+        return text;
     }
     let secs = us.div_ceil(1_000_000);
-    match (secs / 60, secs % 60) {
-        (0, s) => format!("{s}s"),
-        (m, s) => format!("{m}m{s}s"),
+    if secs >= 60 {
+        push_u64(&mut text, secs / 60);
+        text.push('m');
     }
+    push_u64(&mut text, secs % 60);
+    text.push('s');
+    text
 }
 
 /// How long a lease held across isolates (the Worker's Durable Object)

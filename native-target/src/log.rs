@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use ollama_proxy_core::{Exchange, ProxyError, Usage};
+use ollama_proxy_core::{push_decimal as push_u64, Exchange, ProxyError, Usage};
 
 use crate::metrics::Metrics;
 
@@ -264,21 +264,6 @@ impl std::fmt::Display for Verbatim<'_> {
     }
 }
 
-/// `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
-}
-
 /// Microseconds as milliseconds, written as `{:?}` writes the `f64`
 /// `us / 1e3` (the shortest decimal that reads back the same): below 10^15
 /// µs that is the exact decimal, trailing zeros dropped, at least one
@@ -339,16 +324,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::{push_millis, push_u64, Count, Line, Millis, Verbatim};
+    use super::{push_millis, Count, Line, Millis, Verbatim};
 
     #[test]
     fn numbers_are_written_as_the_fields_would_be() {
         let mut out = String::new();
-        for n in [0, 7, 10, 99, 100, 65_535, u64::from(u32::MAX), u64::MAX] {
-            out.clear();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string());
-        }
         // Every value below 3 s, then a spread up to and past 10^15 µs.
         let spread = (0..3_000_000u128).chain((0..64).flat_map(|shift| {
             let base = 1u128 << shift;
