@@ -205,14 +205,13 @@ pub(crate) fn authenticate(
 ) -> AuthOutcome {
     let mut presented = false;
     let mut matched: Option<&Arc<Key>> = None;
-    let mut names = vec![CF_AIG_AUTHORIZATION];
-    if sources.authorization_header {
-        names.push(AUTHORIZATION);
-    }
-    for name in names {
-        let pieces = credential_pieces(headers, &name);
-        presented |= !pieces.is_empty();
-        let [piece] = pieces.as_slice() else {
+    let names = [CF_AIG_AUTHORIZATION, AUTHORIZATION];
+    let accepted = if sources.authorization_header { 2 } else { 1 };
+    for name in &names[..accepted] {
+        let mut pieces = credential_pieces(headers, name);
+        let first = pieces.next();
+        presented |= first.is_some();
+        let (Some(piece), None) = (first, pieces.next()) else {
             continue; // none, or ambiguous
         };
         if let Some(key) = bearer_token(piece).and_then(|token| match_key(keys, token)) {
@@ -227,13 +226,15 @@ pub(crate) fn authenticate(
 }
 
 /// The comma-separated, non-blank pieces of every value of header `name`.
-fn credential_pieces<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Vec<&'h [u8]> {
+fn credential_pieces<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'h [u8]> {
     headers
         .get_all(name)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .filter(|piece| !piece.trim_ascii().is_empty())
-        .collect()
 }
 
 /// True when any credential in the `Authorization` header (in any value, or
@@ -244,7 +245,6 @@ pub(crate) fn authorization_carries_configured_token(
     headers: &HeaderMap,
 ) -> bool {
     credential_pieces(headers, &AUTHORIZATION)
-        .into_iter()
         .any(|piece| bearer_token(piece).is_some_and(|token| match_key(keys, token).is_some()))
 }
 

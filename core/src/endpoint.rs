@@ -8,6 +8,8 @@
 //! with 404 or a redirect may be checked as that endpoint too; never the
 //! other way round).
 
+use std::borrow::Cow;
+
 /// Model-management and account endpoints under `/api`, refused unless
 /// allowed: pull, push, create, delete, copy and blobs change the models
 /// on the box; me, signout and user read or change its ollama.com account.
@@ -89,8 +91,9 @@ pub(crate) struct Endpoint {
 
 /// Classifies a request path (the one forwarded: dot segments resolved).
 pub(crate) fn classify(path: &str) -> Endpoint {
-    let segments = normalize(path);
-    let words: Vec<&[u8]> = segments.iter().map(Vec::as_slice).collect();
+    let decoded = decode_fully(path.as_bytes());
+    let segments = normalize(&decoded);
+    let words: Vec<&[u8]> = segments.iter().map(|s| &**s).collect();
     let management = matches!(
         words.as_slice(),
         [b"api", endpoint, ..] if MANAGEMENT.iter().any(|m| m.as_bytes() == *endpoint)
@@ -145,17 +148,21 @@ fn model_in_path(path: &str) -> String {
     String::from_utf8_lossy(&percent_decode(last.as_bytes())).into_owned()
 }
 
-/// Decoded, lowercased path segments with `.`/`..`/empty ones resolved.
-fn normalize(path: &str) -> Vec<Vec<u8>> {
-    let decoded = decode_fully(path.as_bytes());
-    let mut out: Vec<Vec<u8>> = Vec::new();
+/// A decoded path's segments, lowercased, with `.`/`..`/empty ones
+/// resolved. (Copied only when a segment has capitals: this runs for every
+/// request.)
+fn normalize(decoded: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    let mut out: Vec<Cow<'_, [u8]>> = Vec::new();
     for segment in decoded.split(|&b| b == b'/') {
         match segment {
             b"" | b"." => {}
             b".." => {
                 out.pop();
             }
-            s => out.push(s.to_ascii_lowercase()),
+            s if s.iter().any(u8::is_ascii_uppercase) => {
+                out.push(Cow::Owned(s.to_ascii_lowercase()));
+            }
+            s => out.push(Cow::Borrowed(s)),
         }
     }
     out
@@ -163,7 +170,10 @@ fn normalize(path: &str) -> Vec<Vec<u8>> {
 
 /// Percent-decodes until nothing changes (bounded), so double encoding
 /// cannot hide a segment from the check.
-fn decode_fully(input: &[u8]) -> Vec<u8> {
+fn decode_fully(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
     let mut current = input.to_vec();
     for _ in 0..4 {
         let next = percent_decode(&current);
@@ -172,7 +182,7 @@ fn decode_fully(input: &[u8]) -> Vec<u8> {
         }
         current = next;
     }
-    current
+    Cow::Owned(current)
 }
 
 pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {

@@ -65,10 +65,9 @@ fn is_single_dot(segment: &str) -> bool {
 }
 
 fn is_double_dot(segment: &str) -> bool {
-    matches!(
-        segment.to_ascii_lowercase().as_str(),
-        ".." | ".%2e" | "%2e." | "%2e%2e"
-    )
+    ["..", ".%2e", "%2e.", "%2e%2e"]
+        .iter()
+        .any(|dots| segment.eq_ignore_ascii_case(dots))
 }
 
 /// Resolves `.` and `..` segments in an absolute path (query excluded). A
