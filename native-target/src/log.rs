@@ -244,12 +244,16 @@ impl Line<'_> {
         push_u64(out, self.bytes_out);
         out.push_str(" model=");
         out.push_str(self.model);
-        // Infallible: writing to a String cannot fail.
-        let _ = write!(
-            out,
-            " prompt_tokens={} completion_tokens={} ttft_ms={}",
-            self.prompt_tokens, self.completion_tokens, self.ttft_ms
-        );
+        out.push_str(" prompt_tokens=");
+        self.prompt_tokens.push(out);
+        out.push_str(" completion_tokens=");
+        self.completion_tokens.push(out);
+        out.push_str(" ttft_ms=");
+        match self.ttft_ms.0 {
+            // Infallible: writing to a String cannot fail.
+            Some(_) => drop(write!(out, "{}", self.ttft_ms)),
+            None => out.push('-'),
+        }
         out.push_str(" queued_ms=");
         push_millis(out, self.queued.as_micros());
     }
@@ -297,6 +301,15 @@ fn push_millis(out: &mut String, us: u128) {
 /// A count for the log line, `-` when unknown (formatted in place: the
 /// line is written for every request).
 struct Count(Option<u64>);
+
+impl Count {
+    fn push(&self, out: &mut String) {
+        match self.0 {
+            Some(n) => push_u64(out, n),
+            None => out.push('-'),
+        }
+    }
+}
 
 impl std::fmt::Display for Count {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use ollama_proxy_core::{status_class, Exchange, KeyName, ProxyError, TurnRefusal, Usage};
+use ollama_proxy_core::{
+    status_class, Exchange, KeyName, ProxyError, RouteFamily, TurnRefusal, Usage,
+};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -115,8 +117,10 @@ struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    duration: HistogramFamily,
-    first_byte: HistogramFamily,
+    // Each route family's histogram, looked up once (they are observed on
+    // every request): api, v1, other.
+    duration: [Histogram; 3],
+    first_byte: [Histogram; 3],
     open_streams: Gauge,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -145,6 +149,15 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Where a route family's histograms are kept.
+fn route_index(route: RouteFamily) -> usize {
+    match route {
+        RouteFamily::Ollama => 0,
+        RouteFamily::OpenAi => 1,
+        RouteFamily::Other => 2,
     }
 }
 
@@ -306,11 +319,15 @@ impl Metrics {
             "HTTPS handshakes on the public listener, by result: ok, no_common_version, bad_certificate (the client refused the proxy's), client_cert_refused (mutual TLS), timeout, error (anything else: not TLS, cut short)",
             tls_handshakes.clone(),
         );
+        let by_route = |family: &HistogramFamily| {
+            [RouteFamily::Ollama, RouteFamily::OpenAi, RouteFamily::Other]
+                .map(|route| family.get_or_create(&[("route", route.as_str())]).clone())
+        };
         Self {
             registry,
             requests,
-            duration,
-            first_byte,
+            duration: by_route(&duration),
+            first_byte: by_route(&first_byte),
             open_streams,
             bytes_in,
             bytes_out,
@@ -415,9 +432,7 @@ impl Metrics {
                 key: KeyLabel(exchange.key().cloned()),
             })
             .inc();
-        self.duration
-            .get_or_create(&[("route", route)])
-            .observe(elapsed.as_secs_f64());
+        self.duration[route_index(exchange.route())].observe(elapsed.as_secs_f64());
         self.bytes_out.inc_by(bytes_out);
         match exchange.rejection() {
             Some(ProxyError::MissingToken) => self.auth_failure("missing"),
@@ -458,9 +473,7 @@ impl Metrics {
 
     /// Records the time until a response head was ready.
     pub(crate) fn first_byte(&self, exchange: &Exchange, elapsed: Duration) {
-        self.first_byte
-            .get_or_create(&[("route", exchange.route().as_str())])
-            .observe(elapsed.as_secs_f64());
+        self.first_byte[route_index(exchange.route())].observe(elapsed.as_secs_f64());
     }
 
     /// Requests now waiting for a turn.
