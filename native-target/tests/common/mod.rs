@@ -38,6 +38,20 @@ pub fn start(origin: &str) -> Running {
 }
 
 pub fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
+    // A port found free can be taken before the binary binds it (another
+    // test's outgoing connection may get it as its ephemeral port): then
+    // the binary says so and exits, and another port is tried.
+    for _ in 0..5 {
+        match try_start(origin, env) {
+            Ok(running) => return running,
+            Err(taken) => eprintln!("retrying on another port: {taken}"),
+        }
+    }
+    panic!("no free port after 5 tries");
+}
+
+/// Starts the binary on a port found free; `Err` when it was taken since.
+fn try_start(origin: &str, env: &[(&str, &str)]) -> Result<Running, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -72,12 +86,16 @@ pub fn start_with(origin: &str, env: &[(&str, &str)]) -> Running {
     } else {
         ready
     };
+    if ready.contains("(LISTEN_ADDR): Address already in use") {
+        let _ = child.wait();
+        return Err(ready);
+    }
     assert!(ready.contains(" ready"), "{ready}");
-    Running {
+    Ok(Running {
         child,
         addr,
         stderr,
-    }
+    })
 }
 
 pub fn sigterm(child: &Child) {
