@@ -15,7 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing_subscriber::fmt::format::Writer;
@@ -152,31 +152,94 @@ thread_local! {
 
 impl FormatTime for Timestamps {
     fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = since.as_secs();
-        if secs >= YEAR_10000 {
-            return tracing_subscriber::fmt::time::SystemTime.format_time(w);
+        match now_text() {
+            Some(text) => w.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
         }
-        let second = match SECOND.try_with(Cell::get) {
-            Ok(Some((cached, text))) if cached == secs => text,
-            _ => {
-                let text = second_text(secs);
-                let _ = SECOND.try_with(|s| s.set(Some((secs, text))));
-                text
-            }
-        };
-        let mut micros = since.subsec_micros();
-        let mut text = [0u8; 27];
-        text[..20].copy_from_slice(&second);
-        for at in (20..26).rev() {
-            text[at] = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        text[26] = b'Z';
-        w.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
+}
+
+/// The time now as [`Timestamps`] writes it; `None` from the year 10000 on.
+fn now_text() -> Option<[u8; 27]> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    if secs >= YEAR_10000 {
+        return None;
+    }
+    let second = match SECOND.try_with(Cell::get) {
+        Ok(Some((cached, text))) if cached == secs => text,
+        _ => {
+            let text = second_text(secs);
+            let _ = SECOND.try_with(|s| s.set(Some((secs, text))));
+            text
+        }
+    };
+    let mut micros = since.subsec_micros();
+    let mut text = [0u8; 27];
+    text[..20].copy_from_slice(&second);
+    for at in (20..26).rev() {
+        text[at] = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    text[26] = b'Z';
+    Some(text)
+}
+
+/// Where the text format's request lines go without tracing (see
+/// [`LogSink::carry_request_lines`]).
+static REQUEST_LINES: OnceLock<Arc<File>> = OnceLock::new();
+
+impl LogSink {
+    /// From now on [`write_info_line`] writes here: the text format's
+    /// request lines skip tracing's dispatch and formatter (a fortieth of
+    /// a small request's instructions), written as its text format writes
+    /// an INFO event with our [`Timestamps`] (see the tests).
+    pub fn carry_request_lines(&self) {
+        let _ = REQUEST_LINES.set(Arc::clone(&self.output));
+    }
+}
+
+/// `{time}  INFO {message}` and a newline: tracing's text format for an
+/// INFO event without target or spans.
+fn push_info_line(time: &[u8; 27], message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(time);
+    out.extend_from_slice(b"  INFO ");
+    out.extend_from_slice(message.as_bytes());
+    out.push(b'\n');
+}
+
+/// Writes `message` as an INFO line straight to the log output, batched
+/// like every other line on a server thread; `false` when there is no
+/// such output (then the caller goes through tracing).
+pub(crate) fn write_info_line(message: &str) -> bool {
+    let (Some(output), Some(time)) = (REQUEST_LINES.get(), now_text()) else {
+        return false;
+    };
+    let gathered = PENDING.try_with(|p| {
+        let Ok(mut p) = p.try_borrow_mut() else {
+            return false;
+        };
+        if !p.batching {
+            return false;
+        }
+        if p.output.is_none() {
+            p.output = Some(Arc::clone(output));
+        }
+        push_info_line(&time, message, &mut p.lines);
+        if p.lines.len() >= FLUSH_AT {
+            p.flush();
+        }
+        true
+    });
+    if gathered != Ok(true) {
+        let mut line = Vec::with_capacity(message.len() + 36);
+        push_info_line(&time, message, &mut line);
+        // Nowhere to report a failed log write: the line is lost.
+        let _ = (&**output).write_all(&line);
+    }
+    true
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` for a second since the epoch (before year 10000).
@@ -219,6 +282,51 @@ mod tests {
     use super::{civil_date, second_text, Timestamps};
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::FormatTime;
+
+    /// A line written directly reads as tracing's text format writes the
+    /// same INFO event.
+    #[test]
+    fn a_direct_line_reads_as_tracings() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        struct Fixed;
+        impl FormatTime for Fixed {
+            fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+                w.write_str("2026-11-27T02:27:11.420469Z")
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_target(false)
+            .with_timer(Fixed)
+            .finish();
+        let rest = "8251c13b method=GET path=/small status=200 duration_ms=0.449";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(request_id = %rest, "request");
+        });
+        let mut ours = Vec::new();
+        super::push_info_line(
+            b"2026-11-27T02:27:11.420469Z",
+            &format!("request request_id={rest}"),
+            &mut ours,
+        );
+        let theirs = captured.0.lock().unwrap().clone();
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            String::from_utf8(theirs).unwrap()
+        );
+    }
 
     /// Written as tracing's own timer writes the same instant, up to the
     /// microseconds read a moment apart.

@@ -74,8 +74,13 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    let output = log_output();
+    #[cfg(unix)]
+    if args.log_format == LogFormat::Text {
+        output.carry_request_lines();
+    }
     let logs = tracing_subscriber::fmt()
-        .with_writer(log_output())
+        .with_writer(output)
         .with_timer(ollama_proxy_native::log_sink::Timestamps)
         .with_target(false);
     match args.log_format {
