@@ -121,11 +121,12 @@ pub(crate) async fn handle(
             shared.proxy.load().aim(&mut sent, backend);
             flight = Some(shared.pool.start(backend, route.reason));
         }
-        let upstream = shared.upstream.send(Request::from_parts(sent, body));
-        let error = match tokio::time::timeout(shared.response_timeout, upstream).await {
-            Ok(Ok(response)) => break response,
-            Ok(Err(error)) => error,
-            Err(_elapsed) => {
+        let upstream = shared
+            .upstream
+            .send(Request::from_parts(sent, body), shared.response_timeout);
+        let error = match upstream.await {
+            Ok(response) => break response,
+            Err(error) if error.is_timeout() => {
                 let kind = ProxyError::OriginTimeout;
                 return Ok(local(
                     exchange.error_response(kind),
@@ -134,6 +135,7 @@ pub(crate) async fn handle(
                     Some(kind),
                 ));
             }
+            Err(error) => error,
         };
         if let Some(failed) = find_body_error(&error) {
             // The client's body broke, or was refused: the origin saw
@@ -245,12 +247,19 @@ async fn fan_out(
         let mut sent = head.clone();
         proxy.aim(&mut sent, backend);
         let flight = shared.pool.start(backend, route.reason);
-        let request = shared
-            .upstream
-            .send(Request::from_parts(sent, RequestBody::empty()));
+        let request = shared.upstream.send(
+            Request::from_parts(sent, RequestBody::empty()),
+            shared.response_timeout,
+        );
         async move {
             let asked = async {
-                let response = request.await.map_err(|_| ProxyError::OriginUnreachable)?;
+                let response = request.await.map_err(|error| {
+                    if error.is_timeout() {
+                        ProxyError::OriginTimeout
+                    } else {
+                        ProxyError::OriginUnreachable
+                    }
+                })?;
                 let (head, body) = response.into_parts();
                 let body = Guarded::new(body, shared.idle_timeout, MAX_LISTING_BYTES as u64)
                     .collect()

@@ -102,12 +102,19 @@ pub(crate) enum UpstreamError {
     Unsent(hyper::Error),
     /// The request went out (or may have), then the exchange failed.
     Sent(hyper::Error),
+    /// No answer's head within the response timeout.
+    TimedOut,
 }
 
 impl UpstreamError {
     /// Nothing of the request reached the origin: another box may be tried.
     pub(crate) fn before_sent(&self) -> bool {
-        !matches!(self, Self::Sent(_))
+        !matches!(self, Self::Sent(_) | Self::TimedOut)
+    }
+
+    /// The answer's head did not come in time.
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut)
     }
 
     /// No connection could be made.
@@ -122,6 +129,7 @@ impl std::fmt::Display for UpstreamError {
             Self::Connect(_) => "cannot connect to the origin",
             Self::Unsent(_) => "the origin closed the connection before the request was sent",
             Self::Sent(_) => "the origin request failed",
+            Self::TimedOut => "the origin did not answer in time",
         })
     }
 }
@@ -131,6 +139,7 @@ impl std::error::Error for UpstreamError {
         match self {
             Self::Connect(error) => Some(error),
             Self::Unsent(error) | Self::Sent(error) => Some(error),
+            Self::TimedOut => None,
         }
     }
 }
@@ -157,12 +166,18 @@ impl Upstream {
 
     /// Sends a request (its URI absolute, as the core aims it) on a kept
     /// connection to its origin, or a new one; returns the answer once its
-    /// head has arrived. A kept connection the origin had closed meanwhile
-    /// is noticed before anything is sent, and a new one is made.
+    /// head has arrived, or [`UpstreamError::TimedOut`] if that takes longer
+    /// than `timeout` (connecting included). A kept connection the origin
+    /// had closed meanwhile is noticed before anything is sent, and a new
+    /// one is made.
     pub(crate) async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
+        timeout: Duration,
     ) -> Result<Response<Driven>, UpstreamError> {
+        // Timed here rather than by a wrapper around this future: a wrapper
+        // costs a move of the whole future and a poll layer per request.
+        let deadline = tokio::time::Instant::now() + timeout;
         let (mut parts, body) = request.into_parts();
         let key = Key {
             tls: parts.uri.scheme() == Some(&Scheme::HTTPS),
@@ -189,14 +204,23 @@ impl Upstream {
                 // Boxed: a rare path whose future (a TLS handshake's
                 // state) would otherwise make every request's future, and
                 // each move of it, several KiB larger.
-                None => Box::pin(self.connect(&key)).await?,
+                None => Box::pin(tokio::time::timeout_at(deadline, self.connect(&key)))
+                    .await
+                    .map_err(|_elapsed| UpstreamError::TimedOut)??,
             };
             let mut sending = pin!(conn.send.try_send_request(request));
+            let mut late = pin!(tokio::time::sleep_until(deadline));
             let answer = poll_fn(|cx| {
                 conn.drive(cx);
-                sending.as_mut().poll(cx)
+                match sending.as_mut().poll(cx) {
+                    Poll::Ready(answer) => Poll::Ready(Some(answer)),
+                    Poll::Pending => late.as_mut().poll(cx).map(|()| None),
+                }
             })
             .await;
+            let Some(answer) = answer else {
+                return Err(UpstreamError::TimedOut);
+            };
             match answer {
                 Ok(response) => {
                     return Ok(response.map(|body| Driven {
