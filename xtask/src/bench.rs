@@ -416,6 +416,8 @@ pub(crate) fn bench() -> Result<(), String> {
     ensure_apt(&[("wrk", "wrk"), ("curl", "curl"), ("nginx", "nginx-light")]);
     // Counts allocations per request; on its own, as it is optional.
     ensure_apt(&[("perf", "linux-perf")]);
+    // Counts instructions per request; optional too.
+    ensure_apt(&[("valgrind", "valgrind")]);
     let target = build_release_binaries()?;
     build_worker()?;
 
@@ -549,6 +551,8 @@ pub(crate) fn bench() -> Result<(), String> {
 
     // Allocations per small request, counted from outside.
     let allocs = crate::bench_alloc::per_request(native_pid, &url(NATIVE, "/small"), 64, 2);
+    // Instructions per small request, counted under callgrind.
+    let instructions = crate::bench_count::per_request(&target, &scratch, &keys);
 
     // Large bodies.
     let size: u64 = 512 << 20;
@@ -739,7 +743,7 @@ pub(crate) fn bench() -> Result<(), String> {
     report.push_str(&workers_text);
     let _ = writeln!(
         report,
-        "\n## Memory and CPU (native)\n\n- RSS idle: {} KiB; peak under load: {} KiB; with {streams} open streams: {} KiB ({per_stream_kib:.1} KiB per stream); 12 s after they ended: {} KiB\n- CPU per request at c=64: {}\n- Allocations per `GET /small` at c=64 (everything on; `perf` uprobes on malloc, calloc and realloc): {}",
+        "\n## Memory and CPU (native)\n\n- RSS idle: {} KiB; peak under load: {} KiB; with {streams} open streams: {} KiB ({per_stream_kib:.1} KiB per stream); 12 s after they ended: {} KiB\n- CPU per request at c=64: {}\n- Allocations per `GET /small` at c=64 (everything on; `perf` uprobes on malloc, calloc and realloc): {}\n- Instructions per `GET /small` at c=16 (everything on, under callgrind; repeats within 1 % from run to run, see `xtask/src/bench_count.rs`): {}",
         rss_idle,
         rss_peak_load,
         rss_during,
@@ -757,6 +761,10 @@ pub(crate) fn bench() -> Result<(), String> {
                     .collect::<Vec<_>>()
                     .join(", ")
             )
+        ),
+        instructions.map_or_else(
+            || "not counted (see the bench's output)".into(),
+            |n| format!("{n:.0}")
         )
     );
     let _ = writeln!(
@@ -826,6 +834,11 @@ pub(crate) fn bench() -> Result<(), String> {
                 || "—".into(),
                 |a| format!("{:.1}; {:.1} KiB", a.calls, a.bytes / 1024.0),
             ),
+            "measured",
+        ),
+        (
+            "instructions per GET /small, c=16 (callgrind)".into(),
+            instructions.map_or_else(|| "—".into(), |n| format!("{:.1}k", n / 1e3)),
             "measured",
         ),
         (

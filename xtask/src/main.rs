@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_alloc;
+mod bench_count;
 mod bench_head;
 mod bench_policy;
 mod bench_tls;
