@@ -343,10 +343,10 @@ impl std::fmt::Display for Millis {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::{push_millis, Count, Line, Millis, Verbatim};
+    use crate::log_sink::Captured;
 
     #[test]
     fn numbers_are_written_as_the_fields_would_be() {
@@ -367,31 +367,15 @@ mod tests {
         }
     }
 
-    /// Captures what a text-format subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn text_format(emit: impl FnOnce()) -> String {
         let captured = Captured::default();
-        let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
+            .with_writer(captured.clone())
             .with_target(false)
             .without_time()
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        captured.text()
     }
 
     #[test]

@@ -85,6 +85,31 @@ pub(crate) fn flush_this_thread() {
     });
 }
 
+/// Adds to this thread's gathered lines (written when it is about to wait,
+/// or once they reach [`FLUSH_AT`]); `false` when this thread does not
+/// gather (not a server thread, or during its teardown): then the caller
+/// writes at once.
+fn gather(output: &Arc<File>, add: impl FnOnce(&mut Vec<u8>)) -> bool {
+    PENDING
+        .try_with(|p| {
+            let Ok(mut p) = p.try_borrow_mut() else {
+                return false;
+            };
+            if !p.batching {
+                return false;
+            }
+            if p.output.is_none() {
+                p.output = Some(Arc::clone(output));
+            }
+            add(&mut p.lines);
+            if p.lines.len() >= FLUSH_AT {
+                p.flush();
+            }
+            true
+        })
+        .unwrap_or(false)
+}
+
 /// One formatted line (or part of one) on its way out.
 pub struct LineWriter<'a> {
     output: &'a Arc<File>,
@@ -97,25 +122,10 @@ impl Write for LineWriter<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let gathered = PENDING.try_with(|p| {
-            let Ok(mut p) = p.try_borrow_mut() else {
-                return false;
-            };
-            if !p.batching {
-                return false;
-            }
-            if p.output.is_none() {
-                p.output = Some(Arc::clone(self.output));
-            }
-            p.lines.extend_from_slice(buf);
-            if p.lines.len() >= FLUSH_AT {
-                p.flush();
-            }
-            true
-        });
-        match gathered {
-            Ok(true) => Ok(()),
-            _ => (&**self.output).write_all(buf),
+        if gather(self.output, |lines| lines.extend_from_slice(buf)) {
+            Ok(())
+        } else {
+            (&**self.output).write_all(buf)
         }
     }
 
@@ -217,23 +227,7 @@ pub(crate) fn write_info_line(message: &str) -> bool {
     let (Some(output), Some(time)) = (REQUEST_LINES.get(), now_text()) else {
         return false;
     };
-    let gathered = PENDING.try_with(|p| {
-        let Ok(mut p) = p.try_borrow_mut() else {
-            return false;
-        };
-        if !p.batching {
-            return false;
-        }
-        if p.output.is_none() {
-            p.output = Some(Arc::clone(output));
-        }
-        push_info_line(&time, message, &mut p.lines);
-        if p.lines.len() >= FLUSH_AT {
-            p.flush();
-        }
-        true
-    });
-    if gathered != Ok(true) {
+    if !gather(output, |lines| push_info_line(&time, message, lines)) {
         let mut line = Vec::with_capacity(message.len() + 36);
         push_info_line(&time, message, &mut line);
         // Nowhere to report a failed log write: the line is lost.
@@ -277,9 +271,42 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// What a subscriber writes, kept for a test to read.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Captured {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[cfg(test)]
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{civil_date, second_text, Timestamps};
+    use super::{civil_date, second_text, Captured, Timestamps};
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::FormatTime;
 
@@ -287,17 +314,6 @@ mod tests {
     /// same INFO event.
     #[test]
     fn a_direct_line_reads_as_tracings() {
-        #[derive(Clone, Default)]
-        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         struct Fixed;
         impl FormatTime for Fixed {
             fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
@@ -305,9 +321,8 @@ mod tests {
             }
         }
         let captured = Captured::default();
-        let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
+            .with_writer(captured.clone())
             .with_target(false)
             .with_timer(Fixed)
             .finish();
