@@ -12,6 +12,7 @@ mod backends;
 mod body;
 pub mod cli;
 mod client;
+mod h1;
 mod handler;
 pub mod live;
 mod log;

@@ -33,8 +33,8 @@ pub(crate) enum BodyError {
     TooLarge,
     /// No chunk arrived within the idle timeout.
     Idle,
-    /// The underlying connection failed.
-    Io(hyper::Error),
+    /// The underlying connection failed (the client's, or the origin's).
+    Io(Box<dyn StdError + Send + Sync>),
     /// The key's model gate refused the body (before anything was sent, or
     /// after part of it was: then the upload is aborted).
     Refused(Refusal),
@@ -54,7 +54,7 @@ impl fmt::Display for BodyError {
 impl StdError for BodyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Io(e) => Some(e),
+            Self::Io(e) => Some(&**e),
             _ => None,
         }
     }
@@ -113,7 +113,11 @@ impl<B> Guarded<B> {
     }
 }
 
-impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for Guarded<B> {
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = BodyError;
 
@@ -139,7 +143,7 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for Guarded<B> {
                 *this.stale = true;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Io(e.into())))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // The wait is timed from when it began: the time the
