@@ -1,0 +1,290 @@
+//! The native proxy's own HTTP/1.1 client against an origin written on raw
+//! TCP, which can do what a well-behaved server does only by chance: close
+//! a kept connection between requests, or after reading a request and
+//! before answering it, answer with a body that runs to the connection's
+//! end, or send an interim `100 Continue` first.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+mod common;
+use common::{start, TOKEN};
+
+/// What the raw origin does with a request.
+enum Reply {
+    /// Sends these bytes and waits for the next request.
+    Answer(Vec<u8>),
+    /// Sends these bytes and closes the connection.
+    AnswerThenClose(Vec<u8>),
+    /// Closes the connection without answering.
+    Close,
+}
+
+fn small(text: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .into_bytes()
+}
+
+/// What the raw origin saw: each request as (connection, request line), and
+/// each connection it closed.
+struct Seen {
+    requests: UnboundedReceiver<(usize, String)>,
+    closed: UnboundedReceiver<usize>,
+}
+
+/// A raw origin on loopback answering the `k`-th request on its `n`-th
+/// connection (both from 0) with `reply(n, k)`.
+async fn raw_origin(reply: fn(usize, usize) -> Reply) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (requests_tx, requests) = unbounded_channel();
+    let (closed_tx, closed) = unbounded_channel();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(serve(
+                stream,
+                n,
+                reply,
+                requests_tx.clone(),
+                closed_tx.clone(),
+            ));
+        }
+    });
+    (addr, Seen { requests, closed })
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    n: usize,
+    reply: fn(usize, usize) -> Reply,
+    requests: UnboundedSender<(usize, String)>,
+    closed: UnboundedSender<usize>,
+) {
+    let mut buf = Vec::new();
+    for k in 0.. {
+        let Some(line) = read_request(&mut stream, &mut buf).await else {
+            return;
+        };
+        requests.send((n, line)).unwrap();
+        match reply(n, k) {
+            Reply::Answer(bytes) => stream.write_all(&bytes).await.unwrap(),
+            Reply::AnswerThenClose(bytes) => {
+                stream.write_all(&bytes).await.unwrap();
+                break;
+            }
+            Reply::Close => break,
+        }
+    }
+    drop(stream);
+    let _ = closed.send(n);
+}
+
+/// Reads one request (head, and a body of a declared length) off `stream`;
+/// its request line, or `None` at the connection's end.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    while buf.len() < end + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..end + length);
+    Some(head.lines().next().unwrap_or_default().to_owned())
+}
+
+/// One kept-alive client connection to the proxy: every request on it is
+/// served by the same server thread, so by the same pool of origin
+/// connections.
+async fn client(proxy: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn ask(
+    send: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    body: &'static str,
+) -> (StatusCode, Bytes) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "proxy")
+        .header("cf-aig-authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    send.ready().await.unwrap();
+    let response = send.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body)
+}
+
+fn lines(seen: &mut Seen) -> Vec<(usize, String)> {
+    std::iter::from_fn(|| seen.requests.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_origin_closed_is_not_used() {
+    let (origin, mut seen) = raw_origin(|n, _| match n {
+        0 => Reply::AnswerThenClose(small("first")),
+        _ => Reply::Answer(small("second")),
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    assert_eq!(
+        ask(&mut send, "GET", "/api/version", "").await,
+        (StatusCode::OK, Bytes::from("first"))
+    );
+    // The origin has closed the connection the proxy kept.
+    assert_eq!(seen.closed.recv().await, Some(0));
+    assert_eq!(
+        ask(&mut send, "GET", "/api/version", "").await,
+        (StatusCode::OK, Bytes::from("second"))
+    );
+    assert_eq!(
+        lines(&mut seen),
+        [
+            (0, "GET /api/version HTTP/1.1".to_owned()),
+            (1, "GET /api/version HTTP/1.1".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_get_cut_before_its_answer_is_sent_again_on_a_new_connection() {
+    let (origin, mut seen) = raw_origin(|n, k| match (n, k) {
+        (0, 0) => Reply::Answer(small("kept")),
+        (0, _) => Reply::Close,
+        _ => Reply::Answer(small("again")),
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    assert_eq!(ask(&mut send, "GET", "/api/version", "").await.1, "kept");
+    assert_eq!(
+        ask(&mut send, "GET", "/api/version", "").await,
+        (StatusCode::OK, Bytes::from("again"))
+    );
+    let seen = lines(&mut seen);
+    assert_eq!(
+        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 0, 1],
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_post_cut_before_its_answer_is_not_sent_again() {
+    let (origin, mut seen) = raw_origin(|n, k| match (n, k) {
+        (0, 0) => Reply::Answer(small("kept")),
+        (0, _) => Reply::Close,
+        _ => Reply::Answer(small("must not come")),
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    assert_eq!(ask(&mut send, "GET", "/api/version", "").await.1, "kept");
+    let (status, body) = ask(
+        &mut send,
+        "POST",
+        "/api/generate",
+        r#"{"model":"m","prompt":"once"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body:?}");
+    assert_eq!(
+        lines(&mut seen),
+        [
+            (0, "GET /api/version HTTP/1.1".to_owned()),
+            (0, "POST /api/generate HTTP/1.1".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_runs_to_the_close_arrives_whole() {
+    fn until_close(_: usize, _: usize) -> Reply {
+        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        answer.extend((0..100_000u32).map(|i| b'a' + (i % 26) as u8));
+        Reply::AnswerThenClose(answer)
+    }
+    let (origin, mut seen) = raw_origin(until_close).await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    for _ in 0..2 {
+        let (status, body) = ask(&mut send, "GET", "/api/version", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 100_000);
+        assert!(body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8));
+    }
+    // Such a connection is never kept: each answer came on its own.
+    assert_eq!(
+        lines(&mut seen).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1]
+    );
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let (origin, _seen) = raw_origin(|_, _| {
+        let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        answer.extend(small("final"));
+        Reply::Answer(answer)
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    for _ in 0..2 {
+        assert_eq!(
+            ask(
+                &mut send,
+                "POST",
+                "/api/generate",
+                r#"{"model":"m","prompt":"hi"}"#
+            )
+            .await,
+            (StatusCode::OK, Bytes::from("final"))
+        );
+    }
+}
