@@ -209,7 +209,7 @@ pub(crate) fn read_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Op
         let status = StatusCode::from_u16(code).map_err(|_| invalid("a bad status code"))?;
         // Room for what the core adds on the way back (CORS, the request
         // id, rate headers) without growing the map.
-        let mut headers = HeaderMap::with_capacity(count + 12);
+        let mut headers = HeaderMap::with_capacity(count + 8);
         for &(name_at, name_end, value_at, value_end) in spans.iter() {
             let (name_at, name_end) = (name_at as usize, name_end as usize);
             let (value_at, value_end) = (value_at as usize, value_end as usize);

@@ -480,12 +480,17 @@ impl Outgoing {
                 self.written = 0;
                 return Poll::Ready(Ok(()));
             }
-            let slices = [
-                IoSlice::new(&conn.write[self.written..]),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.tail),
-            ];
-            let mut n = ready!(Pin::new(&mut conn.stream).poll_write_vectored(cx, &slices))?;
+            // Only the parts with bytes (a TLS stream gathers several
+            // slices into a list it allocates).
+            let parts = [&conn.write[self.written..], &self.data[..], self.tail];
+            let mut slices = [IoSlice::new(&[]); 3];
+            let mut count = 0;
+            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                slices[count] = IoSlice::new(part);
+                count += 1;
+            }
+            let mut n =
+                ready!(Pin::new(&mut conn.stream).poll_write_vectored(cx, &slices[..count]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
