@@ -48,7 +48,7 @@ pub(crate) const MAX_IDLE: Duration = Duration::from_secs(30);
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A connection's read buffer to start with, and the least it grows by.
-const READ_SIZE: usize = 8 * 1024;
+const READ_SIZE: usize = 4 * 1024;
 
 /// The most one read asks for (a large download's reads double up to it).
 const MAX_READ_SIZE: usize = 256 * 1024;
@@ -56,7 +56,7 @@ const MAX_READ_SIZE: usize = 256 * 1024;
 /// Below this much room a read buffer is renewed rather than read into:
 /// small answers share one buffer (a few hundred bytes each), a large body
 /// is read in large pieces.
-const MIN_ROOM: usize = 2 * 1024;
+const MIN_ROOM: usize = 1024;
 
 /// The most a kept connection's write buffer holds on to (a request's head).
 const MAX_KEPT_WRITE: usize = 16 * 1024;
