@@ -300,6 +300,11 @@ async fn serve_thread(
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
+    // Over TLS an answer's head and body go to rustls as one slice (copied
+    // together here, as rustls copies them into a record anyway): a list of
+    // slices is gathered into an allocation per write there.
+    let mut tls_builder = builder.clone();
+    tls_builder.http1().writev(false);
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -337,7 +342,7 @@ async fn serve_thread(
                 // like a request head; a failed one just closes it.
                 let acceptor = tls.acceptor().clone();
                 let watcher = graceful.watcher();
-                let builder = builder.clone();
+                let builder = tls_builder.clone();
                 let limit = settings.header_timeout;
                 let metrics = Arc::clone(&settings.metrics);
                 connections.spawn(async move {
