@@ -12,8 +12,10 @@ pub struct IdlePool<K, T> {
     max_idle_us: u64,
     // Few origins (at most 16): a list beats a map.
     origins: Vec<(K, Vec<(u64, T)>)>,
-    // Connections asked for since the last sweep.
-    taken: u64,
+    // Exchanges begun or ended since the last sweep (a connection asked
+    // for, given back, or dropped with its exchange): the end of a long
+    // stream is work too, as it frees memory.
+    activity: u64,
     // Work (requests, closed connections) since memory was last released.
     unreleased: bool,
 }
@@ -38,7 +40,7 @@ impl<K: PartialEq, T> IdlePool<K, T> {
             per_origin,
             max_idle_us,
             origins: Vec::new(),
-            taken: 0,
+            activity: 0,
             unreleased: false,
         }
     }
@@ -47,7 +49,7 @@ impl<K: PartialEq, T> IdlePool<K, T> {
     /// too long (the warmest; the others age out first). Ones idle too long
     /// are dropped on the way.
     pub fn take(&mut self, key: &K, now_us: u64) -> Option<T> {
-        self.taken += 1;
+        self.activity += 1;
         let list = &mut self.origins.iter_mut().find(|(k, _)| k == key)?.1;
         let (since, conn) = list.pop()?;
         if now_us.saturating_sub(since) <= self.max_idle_us {
@@ -61,6 +63,7 @@ impl<K: PartialEq, T> IdlePool<K, T> {
     /// Gives a connection back. Returns the one let go to stay within the
     /// limit (the oldest), if any.
     pub fn put(&mut self, key: K, conn: T, now_us: u64) -> Option<T> {
+        self.activity += 1;
         let at = match self.origins.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
@@ -73,12 +76,18 @@ impl<K: PartialEq, T> IdlePool<K, T> {
         (list.len() > self.per_origin).then(|| list.remove(0).1)
     }
 
+    /// An exchange ended without giving its connection back (closed by
+    /// either side, or not reusable): for the sweeps, work like any other.
+    pub fn ended(&mut self) {
+        self.activity += 1;
+    }
+
     /// Run every few seconds: lets go of the connections idle too long,
     /// and says whether the load has passed (see [`Swept`]).
     pub fn sweep(&mut self, now_us: u64) -> Swept<T> {
         let closed = self.expire(now_us);
-        let busy = self.taken > 0;
-        self.taken = 0;
+        let busy = self.activity > 0;
+        self.activity = 0;
         if busy || !closed.is_empty() {
             self.unreleased = true;
         }
@@ -196,5 +205,26 @@ mod tests {
         assert_eq!(swept.closed, vec![1]);
         assert!(swept.release_memory);
         assert!(!pool.sweep(50 * S).release_memory);
+    }
+
+    #[test]
+    fn the_end_of_long_exchanges_counts_as_work() {
+        // Streams longer than two sweeps: memory is given back while they
+        // run, and again once they have ended (given back to the pool, or
+        // dropped with their connection).
+        let mut pool = IdlePool::new(1, 30 * S);
+        assert_eq!(pool.take(&"a", S), None);
+        assert_eq!(pool.take(&"a", S), None);
+        assert!(!pool.sweep(5 * S).release_memory);
+        assert!(pool.sweep(10 * S).release_memory);
+        assert!(!pool.sweep(15 * S).release_memory);
+        assert_eq!(pool.put("a", 1, 17 * S), None);
+        pool.ended();
+        assert!(!pool.sweep(20 * S).release_memory, "still busy");
+        assert!(pool.sweep(25 * S).release_memory);
+        // One that only ended (its connection dropped) counts the same.
+        pool.ended();
+        assert!(!pool.sweep(30 * S).release_memory);
+        assert!(pool.sweep(35 * S).release_memory);
     }
 }

@@ -313,6 +313,15 @@ impl Upstream {
         drop(gone);
     }
 
+    /// An exchange ended without giving its connection back: the sweeps
+    /// count it as work (its buffers were freed).
+    fn ended(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ended();
+    }
+
     /// Closes the connections idle for too long; whether the load has
     /// passed and freed memory should go back to the system.
     pub(crate) fn sweep(&self) -> bool {
@@ -591,6 +600,12 @@ impl Drop for Driven {
     fn drop(&mut self) {
         if self.body.is_done() {
             self.release();
+        }
+        // Not given back (cut short, or not reusable): the pool still hears
+        // that an exchange ended, so a quiet spell after it gives the freed
+        // memory back.
+        if let Some((upstream, _)) = self.home.take() {
+            upstream.ended();
         }
     }
 }
