@@ -18,6 +18,7 @@ use crate::error::ProxyError;
 use crate::exchange::local;
 use crate::exchange::{Exchange, Routing};
 use crate::hop::strip_hop_by_hop;
+use crate::length::declared_length;
 use crate::model_policy::{self, ModelCheck};
 use crate::path::forwarded_path;
 use crate::request_id::{self, X_REQUEST_ID};
@@ -353,22 +354,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     {
         return Err(ProxyError::BadRequest);
     }
-    let mut found: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| ProxyError::BadRequest)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ProxyError::BadRequest);
-            }
-            let n: u64 = part.parse().map_err(|_| ProxyError::BadRequest)?;
-            if found.is_some_and(|f| f != n) {
-                return Err(ProxyError::BadRequest);
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
+    declared_length(headers).map_err(|_| ProxyError::BadRequest)
 }
 
 /// Removes the `Authorization` header when it carries a configured token

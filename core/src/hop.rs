@@ -31,16 +31,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if found.is_empty() {
         return;
     }
-    let nominated = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+    let nominated =
+        connection_tokens(headers).filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok());
     found.extend(nominated);
     for name in found {
         headers.remove(name);
     }
+}
+
+/// The tokens of every `Connection` value, trimmed (the headers it
+/// nominates, `close`, `keep-alive`); a value that is not text has none.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
 }
 
 #[cfg(test)]

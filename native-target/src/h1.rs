@@ -8,13 +8,13 @@
 //! What an origin may send that is not HTTP (a bad length, a chunk size
 //! past 64 bits, a head that never ends) is an error, never a guess.
 
-use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
+use ollama_proxy_core::{connection_tokens, declared_length};
 
 /// The most an answer's head may take (hyper's client allowed ≈ 400 KiB
 /// of buffer; Ollama's heads are a few hundred bytes).
@@ -66,7 +66,8 @@ pub(crate) fn write_head(
     body: BodyShape,
     dst: &mut Vec<u8>,
 ) -> Sending {
-    let declared = declared_length(headers);
+    // The core has refused requests whose length does not read.
+    let declared = declared_length(headers).ok().flatten();
     let (sending, length) = match (body, declared) {
         (BodyShape::Ended, declared) => (Sending::Nothing, declared),
         (_, Some(n)) | (BodyShape::Exact(n), None) => (Sending::Length(n), Some(n)),
@@ -89,7 +90,7 @@ pub(crate) fn write_head(
         (Sending::Chunked, _) => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         (_, Some(n)) => {
             dst.extend_from_slice(b"content-length: ");
-            let _ = write!(Sink(dst), "{n}");
+            let _ = write!(dst, "{n}");
             dst.extend_from_slice(b"\r\n");
         }
         (_, None) => {}
@@ -98,20 +99,9 @@ pub(crate) fn write_head(
     sending
 }
 
-/// The first `Content-Length` value that reads as a number (the core has
-/// refused requests whose values disagree).
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|v| v.trim().parse().ok())
-}
-
 /// Writes the line that starts a chunk of `len` bytes.
 pub(crate) fn chunk_start(len: usize, dst: &mut Vec<u8>) {
-    let _ = write!(Sink(dst), "{len:x}");
+    let _ = write!(dst, "{len:x}");
     dst.extend_from_slice(b"\r\n");
 }
 
@@ -120,15 +110,6 @@ pub(crate) const CHUNK_END: &[u8] = b"\r\n";
 
 /// The last chunk, without trailers.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-struct Sink<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Sink<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
 
 /// An answer's head, read.
 #[derive(Debug)]
@@ -262,35 +243,17 @@ fn framing(
             Decoder::close()
         });
     }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| invalid("a bad Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("a bad Content-Length"));
-            }
-            let n = part.parse().map_err(|_| invalid("a bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("Content-Length values that disagree"));
-            }
-            length = Some(n);
-        }
-    }
+    // Read as the core reads a client's request.
+    let length = declared_length(headers).map_err(|_| invalid("a bad Content-Length"))?;
     Ok(length.map_or_else(Decoder::close, Decoder::length))
 }
 
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     let mut close = false;
     let mut keep = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.to_str().unwrap_or("close").split(',') {
-            let token = token.trim();
-            close |= token.eq_ignore_ascii_case("close");
-            keep |= token.eq_ignore_ascii_case("keep-alive");
-        }
+    for token in connection_tokens(headers) {
+        close |= token.eq_ignore_ascii_case("close");
+        keep |= token.eq_ignore_ascii_case("keep-alive");
     }
     !close && (version == Version::HTTP_11 || keep)
 }

@@ -1,0 +1,70 @@
+//! A message's declared body length, read one way wherever the proxy reads
+//! one: a client's request (the decision's checks) and an origin's answer
+//! (the native client's framing).
+
+use http::header::{self, HeaderMap};
+
+/// `Content-Length` values that do not read as one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidLength;
+
+/// The length the `Content-Length` headers declare, if any. Each value may
+/// be a comma-separated list (RFC 9110 §8.6); every entry must be digits
+/// only and all must agree.
+///
+/// # Errors
+/// An entry that is empty, not digits, past `u64`, or unlike the others.
+pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| InvalidLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(InvalidLength);
+            }
+            let n: u64 = part.parse().map_err(|_| InvalidLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(InvalidLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn length(values: &[&str]) -> Result<Option<u64>, InvalidLength> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::CONTENT_LENGTH,
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        declared_length(&headers)
+    }
+
+    #[test]
+    fn equal_values_are_one_length_and_anything_else_is_refused() {
+        assert_eq!(length(&[]), Ok(None));
+        assert_eq!(length(&["42"]), Ok(Some(42)));
+        assert_eq!(length(&["7, 7", " 7 "]), Ok(Some(7)));
+        for bad in [
+            &["7, 8"][..],
+            &["7", "8"],
+            &["-1"],
+            &["+1"],
+            &[""],
+            &["7,"],
+            &["0x10"],
+            &["99999999999999999999999"],
+        ] {
+            assert_eq!(length(bad), Err(InvalidLength), "{bad:?}");
+        }
+    }
+}
