@@ -126,7 +126,9 @@ pub(super) struct Outgoing {
     tail: &'static [u8],
     // Body bytes taken so far (checked against a declared length).
     taken: u64,
-    pub(super) body_done: bool,
+    body_done: bool,
+    // Everything has gone out (and been flushed).
+    pub(super) sent: bool,
     pub(super) body_polled: bool,
     pub(super) wrote_nothing: bool,
     pub(super) heard_nothing: bool,
@@ -151,6 +153,7 @@ impl Outgoing {
         let sending = h1::write_head(method, target, headers, shape, &mut conn.write);
         Self {
             body_done: sending == Sending::Nothing,
+            sent: false,
             body: Some(body),
             sending,
             head_request: method == Method::HEAD,
@@ -164,7 +167,7 @@ impl Outgoing {
         }
     }
 
-    pub(super) fn nothing_pending(&self, conn: &Conn) -> bool {
+    fn nothing_pending(&self, conn: &Conn) -> bool {
         self.written == conn.write.len() && self.data.is_empty() && self.tail.is_empty()
     }
 
@@ -176,7 +179,7 @@ impl Outgoing {
         conn: &mut Conn,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Head, Failure>> {
-        if !(self.body_done && self.nothing_pending(conn)) {
+        if !self.sent {
             if let Poll::Ready(Err(failure)) = self.poll_write(conn, cx) {
                 return Poll::Ready(Err(failure));
             }
@@ -195,7 +198,8 @@ impl Outgoing {
         }
     }
 
-    /// Writes the head and the body, the body's pieces as they come.
+    /// Writes the head and the body, the body's pieces as they come; ready
+    /// once everything has gone out.
     pub(super) fn poll_write(
         &mut self,
         conn: &mut Conn,
@@ -219,14 +223,23 @@ impl Outgoing {
                         Poll::Ready(Some(Err(error))) => {
                             return Poll::Ready(Err(Failure::Body(error)))
                         }
-                        Poll::Pending if self.nothing_pending(conn) => return Poll::Pending,
+                        Poll::Pending if self.nothing_pending(conn) => {
+                            // What went out so far reaches the origin while
+                            // the client's next piece is awaited.
+                            ready!(Pin::new(&mut conn.stream).poll_flush(cx))?;
+                            return Poll::Pending;
+                        }
                         Poll::Pending => {}
                     }
                 }
             }
             if self.nothing_pending(conn) {
+                // A TLS stream may still hold the last record (the socket
+                // was full): out before the request counts as sent.
+                ready!(Pin::new(&mut conn.stream).poll_flush(cx))?;
                 conn.write.clear();
                 self.written = 0;
+                self.sent = self.body_done;
                 return Poll::Ready(Ok(()));
             }
             // Only the parts with bytes (a TLS stream gathers several

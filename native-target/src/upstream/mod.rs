@@ -196,11 +196,10 @@ impl Upstream {
                     // An answer may come before the whole request went out
                     // (an echo, an early error): the rest goes out while the
                     // answer's body is read.
-                    let writing = !(out.body_done && out.nothing_pending(&conn));
                     return Ok(response.map(|()| Driven {
                         conn: Some(conn),
                         body: decoder,
-                        writing: writing.then(|| Box::new(out)),
+                        writing: (!out.sent).then(|| Box::new(out)),
                         reusable: keep_alive,
                         home: Some((Arc::clone(self), key)),
                     }));
