@@ -18,7 +18,7 @@ use crate::error::ProxyError;
 use crate::exchange::local;
 use crate::exchange::{Exchange, Routing};
 use crate::hop::strip_hop_by_hop;
-use crate::length::declared_length;
+use crate::length::{declared_length, framed_twice};
 use crate::model_policy::{self, ModelCheck};
 use crate::path::forwarded_path;
 use crate::request_id::{self, X_REQUEST_ID};
@@ -346,12 +346,9 @@ fn is_health_check(request: &request::Parts) -> bool {
 }
 
 /// The declared body length. Several `Content-Length` values must agree,
-/// and a `Transfer-Encoding` beside it is refused: RFC 9112 §6.3 calls that
-/// pair a likely smuggling attempt "ought to be handled as an error".
+/// and a `Transfer-Encoding` beside it is refused ([`framed_twice`]).
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
-    if headers.contains_key(header::CONTENT_LENGTH)
-        && headers.contains_key(header::TRANSFER_ENCODING)
-    {
+    if framed_twice(headers) {
         return Err(ProxyError::BadRequest);
     }
     declared_length(headers).map_err(|_| ProxyError::BadRequest)

@@ -33,6 +33,15 @@ pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength
     Ok(found)
 }
 
+/// Whether a message is framed both by `Transfer-Encoding` and by
+/// `Content-Length`. RFC 9112 §6.3: such a message "might indicate an
+/// attempt to perform request smuggling or response splitting and ought to
+/// be handled as an error" — a client's request and an origin's answer are
+/// refused alike.
+pub fn framed_twice(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +75,20 @@ mod tests {
         ] {
             assert_eq!(length(bad), Err(InvalidLength), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_encoding_is_two_framings() {
+        let mut headers = HeaderMap::new();
+        assert!(!framed_twice(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        assert!(!framed_twice(&headers));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(framed_twice(&headers));
+        headers.remove(header::CONTENT_LENGTH);
+        assert!(!framed_twice(&headers));
     }
 }

@@ -58,7 +58,7 @@ pub use exchange::{early_error_response, Exchange};
 pub use hop::{connection_tokens, strip_hop_by_hop};
 pub use idle::{IdlePool, Swept};
 pub use json::{push_str as push_json_str, push_u64 as push_decimal};
-pub use length::{declared_length, InvalidLength};
+pub use length::{declared_length, framed_twice, InvalidLength};
 pub use listing::MAX_LISTING_BYTES;
 pub use model_gate::{with_usage, GateStep, ModelGate, Refusal, INCLUDE_USAGE};
 pub use origin::Origin;

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
-use ollama_proxy_core::{connection_tokens, declared_length};
+use ollama_proxy_core::{connection_tokens, declared_length, framed_twice};
 
 /// The most an answer's head may take (hyper's client allowed ≈ 400 KiB
 /// of buffer; Ollama's heads are a few hundred bytes).
@@ -69,7 +69,9 @@ pub(crate) fn write_head(
     // The core has refused requests whose length does not read.
     let declared = declared_length(headers).ok().flatten();
     let (sending, length) = match (body, declared) {
-        (BodyShape::Ended, declared) => (Sending::Nothing, declared),
+        (BodyShape::Ended, None | Some(0)) => (Sending::Nothing, declared),
+        // A declared length is held to, even by a body that has ended (it
+        // then falls short and the request is not sent).
         (_, Some(n)) | (BodyShape::Exact(n), None) => (Sending::Length(n), Some(n)),
         (BodyShape::Unknown, None) => (Sending::Chunked, None),
     };
@@ -148,11 +150,10 @@ pub(crate) fn read_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Op
         let status = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut parsed, buf, &mut lines)
             .map_err(|_| invalid("the origin's answer is not HTTP/1.x"))?;
-        let httparse::Status::Complete(len) = status else {
-            if buf.len() > MAX_HEAD {
-                return Err(invalid("the origin's answer head is too large"));
-            }
-            return Ok(None);
+        let len = match status {
+            httparse::Status::Complete(len) if len <= MAX_HEAD => len,
+            httparse::Status::Partial if buf.len() <= MAX_HEAD => return Ok(None),
+            _ => return Err(invalid("the origin's answer head is too large")),
         };
         let code = parsed.code.unwrap_or(0);
         let version = if parsed.version == Some(0) {
@@ -228,6 +229,11 @@ fn framing(
         if version == Version::HTTP_10 {
             return Err(invalid("Transfer-Encoding in an HTTP/1.0 answer"));
         }
+        // Refused as the core refuses such a request: passed on, the
+        // length would frame a body sent in chunks.
+        if framed_twice(headers) {
+            return Err(invalid("both Transfer-Encoding and Content-Length"));
+        }
         // Chunked only when it is the last coding; otherwise the body runs
         // to the connection's end.
         let last = headers
@@ -278,7 +284,8 @@ enum Kind {
 /// Where a chunked body is (RFC 9112 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a size: `digits` hex digits so far.
+    /// Reading a size: `digits` hex digits so far (leading zeros too,
+    /// counted up to 255).
     Size {
         size: u64,
         digits: u8,
@@ -405,13 +412,13 @@ impl Decoder {
             used += 1;
             state = match (state, byte) {
                 (Chunk::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
-                    if digits == 16 {
+                    if size >> 60 != 0 {
                         return Err(invalid("a chunk size past 64 bits"));
                     }
                     let digit = u64::from(char::from(b).to_digit(16).unwrap_or(0));
                     Chunk::Size {
                         size: size << 4 | digit,
-                        digits: digits + 1,
+                        digits: digits.saturating_add(1),
                     }
                 }
                 (Chunk::Size { digits: 0, .. }, _) => {

@@ -45,6 +45,11 @@ fn a_declared_length_is_written_back_once() {
     let (text, sending) = head_text(&Method::POST, &[("content-length", "0")], BodyShape::Ended);
     assert!(text.ends_with("\r\ncontent-length: 0\r\n\r\n"), "{text}");
     assert_eq!(sending, Sending::Nothing);
+    // A body that has ended is still held to a length it declared: it falls
+    // short, and the request is not sent (rather than sent with no body for
+    // the origin to wait on, or to take from the next request).
+    let (_, sending) = head_text(&Method::POST, &[("content-length", "5")], BodyShape::Ended);
+    assert_eq!(sending, Sending::Length(5));
 }
 
 #[test]
@@ -101,6 +106,9 @@ fn a_partial_head_waits_and_a_huge_one_is_refused() {
         .is_none());
     let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}", "a".repeat(MAX_HEAD + 1));
     assert!(read(&huge, false).is_err());
+    // Also when it arrived whole in one read.
+    let whole = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    assert!(read(&whole, false).is_err());
 }
 
 #[test]
@@ -162,6 +170,10 @@ fn how_long_a_body_is() {
         "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        // Two framings (RFC 9112 §6.3): passed on, the length would frame a
+        // body sent in chunks.
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
         "HTTP/2 200 OK\r\n\r\n",
         "NOT HTTP\r\n\r\n",
     ] {
@@ -271,6 +283,15 @@ fn broken_chunks_are_errors() {
     // The largest size that fits is read (and waits for its bytes).
     let (body, ended, _) = feed(Decoder::chunked(), b"ffffffffffffffff\r\nab", &[]).unwrap();
     assert_eq!((body, ended), (b"ab".to_vec(), false));
+    // Leading zeros do not count against it (RFC 9112 allows them).
+    let (body, ended, _) = feed(
+        Decoder::chunked(),
+        b"00000000000000000000005\r\nhello\r\n0\r\n\r\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!((body, ended), (b"hello".to_vec(), true));
+    assert!(feed(Decoder::chunked(), b"010000000000000000\r\n", &[]).is_err());
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! TCP, which can do what a well-behaved server does only by chance: close
 //! a kept connection between requests, or after reading a request and
 //! before answering it, answer with a body that runs to the connection's
-//! end, or send an interim `100 Continue` first.
+//! end, send an interim `100 Continue` first, answer before reading the
+//! body and close, send bytes past its answer, or frame an answer twice.
 
 use std::net::SocketAddr;
 
@@ -26,6 +27,9 @@ enum Reply {
     AnswerThenClose(Vec<u8>),
     /// Closes the connection without answering.
     Close,
+    /// Sends these bytes as soon as the request's head has come, and closes
+    /// the connection without reading the body.
+    AnswerEarlyThenClose(Vec<u8>),
 }
 
 fn small(text: &str) -> Vec<u8> {
@@ -74,13 +78,15 @@ async fn serve(
 ) {
     let mut buf = Vec::new();
     for k in 0.. {
-        let Some(line) = read_request(&mut stream, &mut buf).await else {
+        let reply = reply(n, k);
+        let early = matches!(reply, Reply::AnswerEarlyThenClose(_));
+        let Some(line) = read_request(&mut stream, &mut buf, !early).await else {
             return;
         };
         requests.send((n, line)).unwrap();
-        match reply(n, k) {
+        match reply {
             Reply::Answer(bytes) => stream.write_all(&bytes).await.unwrap(),
-            Reply::AnswerThenClose(bytes) => {
+            Reply::AnswerThenClose(bytes) | Reply::AnswerEarlyThenClose(bytes) => {
                 stream.write_all(&bytes).await.unwrap();
                 break;
             }
@@ -91,9 +97,9 @@ async fn serve(
     let _ = closed.send(n);
 }
 
-/// Reads one request (head, and a body of a declared length) off `stream`;
-/// its request line, or `None` at the connection's end.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+/// Reads one request (head, and with `body` a body of a declared length)
+/// off `stream`; its request line, or `None` at the connection's end.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, body: bool) -> Option<String> {
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
@@ -114,6 +120,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Strin
                 .then(|| value.trim().parse().unwrap())
         })
         .unwrap_or(0);
+    let length = if body { length } else { 0 };
     while buf.len() < end + length {
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).await.ok()?;
@@ -287,4 +294,83 @@ async fn interim_answers_are_skipped() {
             (StatusCode::OK, Bytes::from("final"))
         );
     }
+}
+
+#[tokio::test]
+async fn bytes_past_an_answer_keep_its_connection_from_being_used_again() {
+    // Junk after a small answer, then after a large one (read in reads
+    // that grew); "next" otherwise.
+    fn with_junk(n: usize, k: usize) -> Reply {
+        let size = match (n, k) {
+            (0, 0) => 10,
+            (1, 1) => 100_000,
+            _ => return Reply::Answer(small("next")),
+        };
+        let mut answer = small(&"a".repeat(size));
+        answer.extend_from_slice(b"JUNK");
+        Reply::Answer(answer)
+    }
+    let (origin, mut seen) = raw_origin(with_junk).await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    let mut sizes = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = ask(&mut send, "GET", "/api/version", "").await;
+        assert_eq!(status, StatusCode::OK);
+        sizes.push(if body == "next" { 0 } else { body.len() });
+    }
+    assert_eq!(sizes, [10, 0, 100_000, 0]);
+    // After each answer with junk the next request went on a new
+    // connection; after a clean one the connection was kept.
+    let seen = lines(&mut seen);
+    assert_eq!(
+        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1, 1, 2],
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_early_answer_stands_when_the_origin_closes_before_the_body() {
+    let (origin, _seen) = raw_origin(|_, _| {
+        Reply::AnswerEarlyThenClose(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlarge"
+                .to_vec(),
+        )
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    // Writing the rest of the body fails once the origin has closed; which
+    // comes first, that or reading the answer, is up to the scheduler, so
+    // several rounds.
+    for _ in 0..5 {
+        let mut send = client(proxy.addr).await;
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/generate")
+            .header("host", "proxy")
+            .header("cf-aig-authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(vec![b'x'; 20 << 20])))
+            .unwrap();
+        send.ready().await.unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "large");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_framed_twice_is_refused() {
+    let (origin, _seen) = raw_origin(|_, _| {
+        Reply::Answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    let (status, _) = ask(&mut send, "GET", "/api/version", "").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
 }

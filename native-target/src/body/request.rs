@@ -68,6 +68,18 @@ impl RequestBody {
         Self::new(VecDeque::new(), 0, None, None, Arc::default(), None)
     }
 
+    /// A body of these pieces, all ready at once.
+    #[cfg(test)]
+    pub(crate) fn of_pieces(pieces: impl IntoIterator<Item = Bytes>) -> Self {
+        let held: VecDeque<_> = pieces.into_iter().map(Frame::data).collect();
+        let bytes = held
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(Bytes::len)
+            .sum::<usize>();
+        Self::new(held, bytes as u64, None, None, Arc::default(), None)
+    }
+
     fn new(
         held: VecDeque<Frame<Bytes>>,
         held_bytes: u64,

@@ -37,6 +37,10 @@ pub(super) struct Conn {
     pub(super) read: BytesMut,
     // How much the next renewal of `read` asks for.
     read_size: usize,
+    // A renewal asked for more than `READ_SIZE` since `read` was last
+    // dropped (its allocation may be large whatever `capacity` says: that
+    // counts only the room after what was taken).
+    read_grew: bool,
     // A request's head and chunk framing on their way out.
     write: Vec<u8>,
 }
@@ -47,6 +51,7 @@ impl Conn {
             stream,
             read: BytesMut::new(),
             read_size: READ_SIZE,
+            read_grew: false,
             write: Vec::new(),
         })
     }
@@ -54,6 +59,7 @@ impl Conn {
     /// Reads what the origin sent: how many bytes, 0 at the connection's end.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < MIN_ROOM {
+            self.read_grew |= self.read_size > READ_SIZE;
             self.read.reserve(self.read_size);
         }
         let room = self.read.capacity() - self.read.len();
@@ -70,16 +76,22 @@ impl Conn {
         Poll::Ready(Ok(n))
     }
 
-    /// Readies a connection to be kept: no more than a usual answer's
-    /// buffers (a large download grew its reads); whether it can be (no
-    /// bytes past the answer's end: the origin would not be speaking HTTP).
+    /// Whether a connection can be kept (no bytes past the answer's end:
+    /// the origin would not be speaking HTTP), and if so readies it: no
+    /// more than a usual answer's buffers (a large download grew its reads).
     pub(super) fn keepable(&mut self) -> bool {
-        if self.read.capacity() > READ_SIZE || self.write.capacity() > MAX_KEPT_WRITE {
+        if !self.read.is_empty() {
+            return false;
+        }
+        if self.read_grew || self.read.capacity() > READ_SIZE {
             self.read = BytesMut::new();
-            self.read_size = READ_SIZE;
+            self.read_grew = false;
+        }
+        self.read_size = READ_SIZE;
+        if self.write.capacity() > MAX_KEPT_WRITE {
             self.write = Vec::new();
         }
-        self.read.is_empty()
+        true
     }
 
     /// Whether a kept connection can carry a request: the origin has not
@@ -129,6 +141,9 @@ pub(super) struct Outgoing {
     body_done: bool,
     // Everything has gone out (and been flushed).
     pub(super) sent: bool,
+    // Writing failed (the origin may have answered early and closed): the
+    // answer is still read; the connection is not kept.
+    pub(super) broken: Option<io::Error>,
     pub(super) body_polled: bool,
     pub(super) wrote_nothing: bool,
     pub(super) heard_nothing: bool,
@@ -154,6 +169,7 @@ impl Outgoing {
         Self {
             body_done: sending == Sending::Nothing,
             sent: false,
+            broken: None,
             body: Some(body),
             sending,
             head_request: method == Method::HEAD,
@@ -173,26 +189,34 @@ impl Outgoing {
 
     /// Writes what it can of the request, then reads the answer's head
     /// (even before the request has all gone out: an origin may answer
-    /// early).
+    /// early, and close before reading the rest — its answer still
+    /// stands).
     pub(super) fn poll(
         &mut self,
         conn: &mut Conn,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Head, Failure>> {
-        if !self.sent {
-            if let Poll::Ready(Err(failure)) = self.poll_write(conn, cx) {
-                return Poll::Ready(Err(failure));
+        if !self.sent && self.broken.is_none() {
+            match self.poll_write(conn, cx) {
+                Poll::Ready(Err(Failure::Io(error))) => self.broken = Some(error),
+                Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
             }
         }
         loop {
             if let Some(head) = h1::read_head(&mut conn.read, self.head_request)? {
                 return Poll::Ready(Ok(head));
             }
-            if ready!(conn.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(Failure::Io(io::Error::new(
+            let read = match ready!(conn.poll_fill(cx)) {
+                Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the origin closed the connection before answering",
-                ))));
+                )),
+                read => read,
+            };
+            if let Err(error) = read {
+                // Why writing stopped says more than what reading met then.
+                return Poll::Ready(Err(Failure::Io(self.broken.take().unwrap_or(error))));
             }
             self.heard_nothing = false;
         }
@@ -281,6 +305,7 @@ impl Outgoing {
                 )))
             }
             Sending::Chunked => {
+                self.reuse_write(conn);
                 h1::chunk_start(data.len(), &mut conn.write);
                 self.tail = h1::CHUNK_END;
             }
@@ -288,6 +313,15 @@ impl Outgoing {
         }
         self.data = data;
         Ok(())
+    }
+
+    /// Starts `write` afresh when all of it has gone out, so that an
+    /// upload's chunk-size lines do not pile up in it.
+    fn reuse_write(&mut self, conn: &mut Conn) {
+        if self.written == conn.write.len() {
+            conn.write.clear();
+            self.written = 0;
+        }
     }
 
     /// The body has ended.
@@ -299,7 +333,10 @@ impl Outgoing {
                     "the request body is shorter than its Content-Length",
                 )))
             }
-            Sending::Chunked => conn.write.extend_from_slice(h1::LAST_CHUNK),
+            Sending::Chunked => {
+                self.reuse_write(conn);
+                conn.write.extend_from_slice(h1::LAST_CHUNK);
+            }
             _ => {}
         }
         self.body_done = true;
@@ -371,3 +408,7 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -195,12 +195,14 @@ impl Upstream {
                 }) => {
                     // An answer may come before the whole request went out
                     // (an echo, an early error): the rest goes out while the
-                    // answer's body is read.
+                    // answer's body is read — unless writing failed already
+                    // (the origin closed after answering early).
+                    let broken = out.broken.is_some();
                     return Ok(response.map(|()| Driven {
                         conn: Some(conn),
                         body: decoder,
-                        writing: (!out.sent).then(|| Box::new(out)),
-                        reusable: keep_alive,
+                        writing: (!out.sent && !broken).then(|| Box::new(out)),
+                        reusable: keep_alive && !broken,
                         home: Some((Arc::clone(self), key)),
                     }));
                 }
