@@ -168,6 +168,8 @@ pub(crate) async fn handle(
                     .position(|&b| b == next)
                     .unwrap_or(*attempt + 1);
                 body = unsent;
+                // Kept again for the box after this one.
+                spare = Some(body.keep_if_unsent());
                 continue;
             }
         }

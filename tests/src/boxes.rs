@@ -261,4 +261,28 @@ pub async fn a_request_that_could_not_connect_goes_to_the_next_box<T: Target>(t:
     let got = chat(boxes.proxy, "qwen3:8b").await;
     assert_eq!(got.status, 200, "{:?}", got.body);
     assert_eq!(boxes.hits("/api/chat")[2], 1);
+
+    // Two boxes die before anyone notices: a request with a body is
+    // refused by both in turn and still reaches the third, whole, once.
+    let boxes = Boxes::start(t, 3, &[]).await;
+    let [a, b, c] = &boxes.origins[..] else {
+        unreachable!()
+    };
+    a.set_models(&["qwen3:8b"], &["qwen3:8b"]);
+    b.set_models(&["qwen3:8b"], &[]);
+    c.set_models(&["qwen3:8b"], &[]);
+    boxes.learn().await;
+    a.kill();
+    b.kill();
+    let got = chat(boxes.proxy, "qwen3:8b").await;
+    if t.quirks().cannot_tell_refused_from_lost {
+        assert_eq!(got.status, 502, "{:?}", got.body);
+        assert_eq!(boxes.hits("/api/chat"), [0, 0, 0]);
+    } else {
+        assert_eq!(got.status, 200, "{:?}", got.body);
+        assert_eq!(boxes.hits("/api/chat"), [0, 0, 1]);
+        let sent = c.requests();
+        let last = sent.last().expect("c saw the request");
+        assert_eq!(&last.body[..], chat_body("qwen3:8b").as_bytes(), "the body arrived whole");
+    }
 }
