@@ -305,16 +305,11 @@ fn body_failed(
     log: &RequestLog,
     error: &BodyError,
 ) -> Response<ResponseBody> {
-    let kind = match error {
-        BodyError::TooLarge => ProxyError::BodyTooLarge,
-        BodyError::Idle => ProxyError::RequestTimeout,
-        // Bad chunked framing, or the client left.
-        BodyError::Io(_) => ProxyError::BadRequest,
-        BodyError::Refused(refusal) => {
-            let response = exchange.refusal_response(refusal);
-            return local(response, exchange, log, None);
-        }
-    };
+    if let BodyError::Refused(refusal) = error {
+        let response = exchange.refusal_response(refusal);
+        return local(response, exchange, log, None);
+    }
+    let kind = error.kind();
     local(exchange.error_response(kind), exchange, log, Some(kind))
 }
 

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 mod common;
-use common::{start, TOKEN};
+use common::{start, wait_for_line, TOKEN};
 
 /// What the raw origin does with a request.
 enum Reply {
@@ -30,6 +30,9 @@ enum Reply {
     /// Sends these bytes as soon as the request's head has come, and closes
     /// the connection without reading the body.
     AnswerEarlyThenClose(Vec<u8>),
+    /// Sends these bytes as soon as the request's head has come, then reads
+    /// whatever comes until the connection closes.
+    AnswerEarly(Vec<u8>),
 }
 
 fn small(text: &str) -> Vec<u8> {
@@ -79,7 +82,10 @@ async fn serve(
     let mut buf = Vec::new();
     for k in 0.. {
         let reply = reply(n, k);
-        let early = matches!(reply, Reply::AnswerEarlyThenClose(_));
+        let early = matches!(
+            reply,
+            Reply::AnswerEarlyThenClose(_) | Reply::AnswerEarly(_)
+        );
         let Some(line) = read_request(&mut stream, &mut buf, !early).await else {
             return;
         };
@@ -88,6 +94,12 @@ async fn serve(
             Reply::Answer(bytes) => stream.write_all(&bytes).await.unwrap(),
             Reply::AnswerThenClose(bytes) | Reply::AnswerEarlyThenClose(bytes) => {
                 stream.write_all(&bytes).await.unwrap();
+                break;
+            }
+            Reply::AnswerEarly(bytes) => {
+                stream.write_all(&bytes).await.unwrap();
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                 break;
             }
             Reply::Close => break,
@@ -373,4 +385,54 @@ async fn an_answer_framed_twice_is_refused() {
     let mut send = client(proxy.addr).await;
     let (status, _) = ask(&mut send, "GET", "/api/version", "").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_body_that_fails_after_an_early_answer_is_not_the_origins_fault() {
+    // An origin that answers as soon as it has a request's head (Ollama
+    // stops reading at the end of the JSON value) and holds its answer open.
+    let (origin, _seen) = raw_origin(|_, _| {
+        Reply::AnswerEarly(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"response\":\"a\"}\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let json = r#"{"model":"m","prompt":"hi"}"#;
+    client.write_all(head.as_bytes()).await.unwrap();
+    client
+        .write_all(format!("{:x}\r\n{json}\r\n", json.len()).as_bytes())
+        .await
+        .unwrap();
+    // The answer is on its way; then the client's body breaks (a chunk
+    // size that is not hex).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer's head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    client.write_all(b"zz\r\n").await.unwrap();
+    while let Ok(n) = client.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // No record blaming the origin in the stream, and the log says whose it
+    // was.
+    assert!(!got.contains("broke off"), "{got}");
+    let line = tokio::task::block_in_place(|| wait_for_line(&proxy, "path=/api/generate"));
+    assert!(
+        line.contains("outcome=client_gone") && line.contains("error=bad_request"),
+        "{line}"
+    );
 }

@@ -283,6 +283,10 @@ pub async fn a_request_that_could_not_connect_goes_to_the_next_box<T: Target>(t:
         assert_eq!(boxes.hits("/api/chat"), [0, 0, 1]);
         let sent = c.requests();
         let last = sent.last().expect("c saw the request");
-        assert_eq!(&last.body[..], chat_body("qwen3:8b").as_bytes(), "the body arrived whole");
+        assert_eq!(
+            &last.body[..],
+            chat_body("qwen3:8b").as_bytes(),
+            "the body arrived whole"
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use ollama_proxy_core::Refusal;
+use ollama_proxy_core::{ProxyError, Refusal};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -57,6 +57,48 @@ impl StdError for BodyError {
             Self::Io(e) => Some(&**e),
             _ => None,
         }
+    }
+}
+
+impl BodyError {
+    /// What a failed request body is answered or logged as (a refusal by
+    /// its own error).
+    pub(crate) fn kind(&self) -> ProxyError {
+        match self {
+            Self::TooLarge => ProxyError::BodyTooLarge,
+            Self::Idle => ProxyError::RequestTimeout,
+            // Bad chunked framing, or the client left.
+            Self::Io(_) => ProxyError::BadRequest,
+            Self::Refused(refusal) => refusal.error(),
+        }
+    }
+
+    /// The client's request body failure behind an origin answer's error
+    /// (see [`ClientBodyFailed`]), if that is what it was.
+    pub(crate) fn client_failure(&self) -> Option<&BodyError> {
+        let Self::Io(inner) = self else {
+            return None;
+        };
+        find_body_error(&**inner)
+    }
+}
+
+/// The client's request body failed while the origin's answer was on its
+/// way (an origin may answer before the body ends: Ollama's JSON decoder
+/// stops at the value's end). Carried in the answer's error so that the
+/// failure is not taken for the origin's.
+#[derive(Debug)]
+pub(crate) struct ClientBodyFailed(pub(crate) BodyError);
+
+impl fmt::Display for ClientBodyFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the client's request body failed: {}", self.0)
+    }
+}
+
+impl StdError for ClientBodyFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
     }
 }
 

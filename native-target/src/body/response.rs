@@ -50,6 +50,7 @@ impl ResponseBody {
                 exchange,
                 status: with.status,
                 outcome: None,
+                client_error: None,
                 notice: with.notice,
                 failed: None,
                 meter: with.meter,
@@ -122,6 +123,8 @@ pin_project! {
         exchange: Exchange,
         status: StatusCode,
         outcome: Option<Outcome>,
+        // Why the client's request body failed, when that cut the answer.
+        client_error: Option<ProxyError>,
         notice: Option<Bytes>,
         // The origin's error, held back while the notice goes out.
         failed: Option<(BodyError, bool)>,
@@ -146,9 +149,13 @@ pin_project! {
                 None => Outcome::ClientGone,
             };
             // A stream that broke off carries the same code as the record
-            // written into it.
-            let error = matches!(outcome, Outcome::OriginError | Outcome::IdleTimeout)
-                .then_some(ProxyError::OriginStreamInterrupted);
+            // written into it; a client whose body failed, why it did.
+            let error = match outcome {
+                Outcome::OriginError | Outcome::IdleTimeout => {
+                    Some(ProxyError::OriginStreamInterrupted)
+                }
+                Outcome::Complete | Outcome::ClientGone => *this.client_error,
+            };
             if let (Outcome::OriginError, Some(backend)) = (outcome, this.backend.as_ref()) {
                 backend.broke();
             }
@@ -232,11 +239,18 @@ impl Body for Logged {
         match &polled {
             None => *this.outcome = Some(Outcome::Complete),
             Some(Err(BodyError::Idle)) => *this.outcome = Some(Outcome::IdleTimeout),
+            // The client's upload failed after the origin had answered: the
+            // client's doing, so no notice blaming the origin and no mark
+            // against its box.
+            Some(Err(error)) if error.client_failure().is_some() => {
+                *this.outcome = Some(Outcome::ClientGone);
+                *this.client_error = error.client_failure().map(BodyError::kind);
+            }
             Some(Err(_)) => *this.outcome = Some(Outcome::OriginError),
             Some(Ok(_)) => {}
         }
         match polled {
-            Some(Err(error)) if this.notice.is_some() => {
+            Some(Err(error)) if this.notice.is_some() && this.client_error.is_none() => {
                 *this.failed = Some((error, false));
                 let notice = this.notice.take().unwrap_or_default();
                 Poll::Ready(Some(Ok(Frame::data(notice))))

@@ -30,7 +30,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::RequestBody;
+use crate::body::{ClientBodyFailed, RequestBody};
 use crate::h1::{Decoded, Decoder, Head};
 use conn::{Conn, Failure, Outgoing, Stream};
 
@@ -368,10 +368,12 @@ impl Body for Driven {
                         this.reusable = false;
                     }
                     // The client's body failed: the exchange is cut, as the
-                    // origin sees a request that never ended.
+                    // origin sees a request that never ended — the client's
+                    // failure, told apart from the origin's.
                     Poll::Ready(Err(Failure::Body(error))) => {
                         this.conn = None;
-                        return Poll::Ready(Some(Err(io::Error::other(error))));
+                        let failed = ClientBodyFailed(error);
+                        return Poll::Ready(Some(Err(io::Error::other(failed))));
                     }
                     Poll::Pending => {}
                 }
