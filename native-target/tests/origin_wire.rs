@@ -436,3 +436,34 @@ async fn a_client_body_that_fails_after_an_early_answer_is_not_the_origins_fault
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn what_the_usage_filter_held_arrives_when_the_answer_had_a_length() {
+    // An OpenAI stream the proxy asked for its usage (the client did not),
+    // sent with a Content-Length and ending in an event without its blank
+    // line: the filter holds that event until the body's end.
+    const EVENTS: &str =
+        "data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n";
+    fn sse(_: usize, _: usize) -> Reply {
+        Reply::Answer(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{EVENTS}",
+                EVENTS.len()
+            )
+            .into_bytes(),
+        )
+    }
+    let (origin, mut seen) = raw_origin(sse).await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut send = client(proxy.addr).await;
+    let (status, body) = ask(
+        &mut send,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[],"stream":true}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(lines(&mut seen).len(), 1);
+    assert_eq!(body, EVENTS, "the whole stream, its last event too");
+}

@@ -98,8 +98,14 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Local { body } => body.is_end_stream(),
-            // Not over while an origin error waits to be reported.
-            Self::Upstream { body } => body.failed.is_none() && body.body.is_end_stream(),
+            // Not over while an origin error waits to be reported, nor
+            // while the usage filter may still hold the stream's last bytes
+            // (an answer of known length ends with its last frame).
+            Self::Upstream { body } => {
+                body.failed.is_none()
+                    && (body.filter.is_none() || body.ended)
+                    && body.body.is_end_stream()
+            }
         }
     }
 
