@@ -50,6 +50,7 @@ pub(crate) async fn handle(
         .load()
         .decide_at(parts, Some(crate::request_id::fresh()), now());
     let mut exchange = decision.exchange;
+    log.knows(&exchange);
     let head = match decision.action {
         Action::Respond(response) => return Ok(local(response, &exchange, &log, None)),
         Action::Forward(head) => head,

@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
-use ollama_proxy_core::{push_decimal as push_u64, Exchange, ProxyError, Usage};
+use http::{HeaderValue, Method, StatusCode};
+use ollama_proxy_core::{
+    push_decimal as push_u64, Exchange, KeyName, ProxyError, RouteFamily, Usage,
+};
 
 use crate::metrics::Metrics;
 
@@ -49,6 +51,10 @@ pub(crate) fn request_id(exchange: &Exchange) -> &str {
         .unwrap_or("-")
 }
 
+/// The status logged for a request whose client left before it was
+/// answered (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
 /// What is known of a request when it arrives.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
@@ -58,6 +64,19 @@ pub(crate) struct RequestLog {
     /// Time spent waiting for a turn on the GPU.
     queued: Duration,
     pub(crate) metrics: Arc<Metrics>,
+    /// Who asked and for what, once the core has decided: for the line
+    /// written if the request is dropped unanswered.
+    known: Option<Known>,
+    /// The request's line has been written.
+    written: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Known {
+    request_id: Option<HeaderValue>,
+    key: Option<KeyName>,
+    route: RouteFamily,
+    rejection: Option<ProxyError>,
 }
 
 impl RequestLog {
@@ -68,7 +87,20 @@ impl RequestLog {
             start: Instant::now(),
             queued: Duration::ZERO,
             metrics: Arc::clone(metrics),
+            known: None,
+            written: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps what the line needs of the core's decision, in case the
+    /// request is dropped before it is answered.
+    pub(crate) fn knows(&mut self, exchange: &Exchange) {
+        self.known = Some(Known {
+            request_id: exchange.request_id().cloned(),
+            key: exchange.key().cloned(),
+            route: exchange.route(),
+            rejection: exchange.rejection(),
+        });
     }
 
     /// The request waited this long for its turn.
@@ -111,6 +143,7 @@ impl RequestLog {
         error: Option<ProxyError>,
         usage: Option<&Usage>,
     ) {
+        self.written.store(true, Ordering::Relaxed);
         let elapsed = self.start.elapsed();
         self.metrics
             .finished(exchange, status, elapsed, outcome, bytes_out, error);
@@ -132,6 +165,55 @@ impl RequestLog {
             prompt_tokens: Count(usage.and_then(|u| u.prompt_tokens)),
             completion_tokens: Count(usage.and_then(|u| u.completion_tokens)),
             ttft_ms: Millis(usage.and_then(|u| u.first_token_us)),
+            queued: self.queued,
+        }
+        .write();
+    }
+}
+
+impl Drop for RequestLog {
+    /// A request dropped before its line was written — its client left
+    /// before the answer's head came (while it waited for a turn, for its
+    /// body to be read through the model gate, or for the origin) — is
+    /// logged and counted now, as `client_gone` with status 499.
+    fn drop(&mut self) {
+        if self.written.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(known) = self.known.take() else {
+            return;
+        };
+        let elapsed = self.start.elapsed();
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        self.metrics.finished_as(
+            known.route,
+            known.key.as_ref(),
+            known.rejection,
+            status,
+            elapsed,
+            Outcome::ClientGone,
+            0,
+            None,
+        );
+        Line {
+            request_id: known
+                .request_id
+                .as_ref()
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or("-"),
+            method: self.method.as_str(),
+            path: &self.path,
+            status: status.as_u16(),
+            duration: elapsed,
+            key: known.key.as_ref().map_or("-", KeyName::as_str),
+            route: known.route.as_str(),
+            outcome: Outcome::ClientGone.as_str(),
+            error: "-",
+            bytes_out: 0,
+            model: "-",
+            prompt_tokens: Count(None),
+            completion_tokens: Count(None),
+            ttft_ms: Millis(None),
             queued: self.queued,
         }
         .write();

@@ -424,17 +424,42 @@ impl Metrics {
         bytes_out: u64,
         error: Option<ProxyError>,
     ) {
-        let route = exchange.route().as_str();
+        self.finished_as(
+            exchange.route(),
+            exchange.key(),
+            exchange.rejection(),
+            status,
+            elapsed,
+            outcome,
+            bytes_out,
+            error,
+        );
+    }
+
+    /// [`Metrics::finished`] from what the log kept of an exchange.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finished_as(
+        &self,
+        route_family: RouteFamily,
+        key: Option<&KeyName>,
+        rejection: Option<ProxyError>,
+        status: StatusCode,
+        elapsed: Duration,
+        outcome: Outcome,
+        bytes_out: u64,
+        error: Option<ProxyError>,
+    ) {
+        let route = route_family.as_str();
         self.requests
             .get_or_create(&RequestLabels {
                 route,
                 status_class: status_class(status),
-                key: KeyLabel(exchange.key().cloned()),
+                key: KeyLabel(key.cloned()),
             })
             .inc();
-        self.duration[route_index(exchange.route())].observe(elapsed.as_secs_f64());
+        self.duration[route_index(route_family)].observe(elapsed.as_secs_f64());
         self.bytes_out.inc_by(bytes_out);
-        match exchange.rejection() {
+        match rejection {
             Some(ProxyError::MissingToken) => self.auth_failure("missing"),
             Some(ProxyError::InvalidToken) => self.auth_failure("invalid"),
             Some(ProxyError::ExpiredToken) => self.auth_failure("expired"),

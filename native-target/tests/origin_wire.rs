@@ -467,3 +467,29 @@ async fn what_the_usage_filter_held_arrives_when_the_answer_had_a_length() {
     assert_eq!(lines(&mut seen).len(), 1);
     assert_eq!(body, EVENTS, "the whole stream, its last event too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_its_answer_is_logged_and_cancels_it() {
+    // An origin that takes the request and does not answer (a model still
+    // loading).
+    let (origin, mut seen) = raw_origin(|_, _| Reply::AnswerEarly(Vec::new())).await;
+    let proxy = start(&format!("http://{origin}"));
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "GET /api/tags HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    // The origin has it; the client leaves.
+    assert!(seen.requests.recv().await.is_some());
+    drop(client);
+    assert_eq!(
+        seen.closed.recv().await,
+        Some(0),
+        "the origin request was cancelled"
+    );
+    let line = tokio::task::block_in_place(|| wait_for_line(&proxy, "path=/api/tags"));
+    assert!(
+        line.contains("status=499") && line.contains("outcome=client_gone"),
+        "{line}"
+    );
+}
