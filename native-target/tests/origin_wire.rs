@@ -6,6 +6,7 @@
 //! body and close, send bytes past its answer, or frame an answer twice.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 mod common;
-use common::{start, wait_for_line, TOKEN};
+use common::{start, start_with, wait_for_line, TOKEN};
 
 /// What the raw origin does with a request.
 enum Reply {
@@ -492,4 +493,29 @@ async fn a_client_that_leaves_before_its_answer_is_logged_and_cancels_it() {
         line.contains("status=499") && line.contains("outcome=client_gone"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
+    // The origin answers once it has read the whole body.
+    let (origin, _seen) = raw_origin(|_, _| Reply::Answer(small("got it"))).await;
+    let proxy = start_with(&format!("http://{origin}"), &[("RESPONSE_TIMEOUT", "1s")]);
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let body = format!(r#"{{"model":"m","prompt":"{}"}}"#, "x".repeat(8000));
+    let head = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    // A client on a slow link: the whole body takes 2.4 s, more than the
+    // response timeout, each piece well within the idle timeout.
+    for piece in body.as_bytes().chunks(body.len().div_ceil(8)) {
+        client.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap_or_default();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("got it"), "{got}");
 }

@@ -146,6 +146,8 @@ pub(super) struct Outgoing {
     pub(super) broken: Option<io::Error>,
     pub(super) body_polled: bool,
     pub(super) wrote_nothing: bool,
+    // Writes that took bytes, so far (the upload's progress).
+    pub(super) writes: u64,
     pub(super) heard_nothing: bool,
 }
 
@@ -179,6 +181,7 @@ impl Outgoing {
             taken: 0,
             body_polled: false,
             wrote_nothing: true,
+            writes: 0,
             heard_nothing: true,
         }
     }
@@ -281,6 +284,7 @@ impl Outgoing {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.wrote_nothing = false;
+            self.writes += 1;
             let head = n.min(conn.write.len() - self.written);
             self.written += head;
             n -= head;

@@ -140,7 +140,8 @@ impl Upstream {
     /// Sends a request (its URI absolute, as the core aims it) on a kept
     /// connection to its origin, or a new one; returns the answer once its
     /// head has arrived, or [`UpstreamError::TimedOut`] if that takes longer
-    /// than `timeout` (connecting included). A kept connection the origin
+    /// than `timeout` (connecting included; while a body is still going
+    /// out, counted from its last write). A kept connection the origin
     /// had closed meanwhile is noticed before anything is sent, and a new
     /// one is made; so is one that fails before any of the request went out
     /// or, for a request without a body that may be repeated (`GET`, `HEAD`,
@@ -179,9 +180,23 @@ impl Upstream {
             };
             let mut out = Outgoing::start(&mut conn, &parts.method, target, &parts.headers, body);
             let mut late = pin!(tokio::time::sleep_until(deadline));
-            let answer = poll_fn(|cx| match out.poll(&mut conn, cx) {
-                Poll::Ready(answer) => Poll::Ready(Some(answer)),
-                Poll::Pending => late.as_mut().poll(cx).map(|()| None),
+            let mut first = true;
+            let answer = poll_fn(|cx| {
+                let (uploading, writes) = (!out.sent, out.writes);
+                let polled = out.poll(&mut conn, cx);
+                // A body still going out that made progress: the wait for
+                // the answer counts from its last write, so a slow upload
+                // is not cut (the client's own pauses have the idle
+                // timeout). Not on the first poll: most requests go out
+                // whole in it, with no clock read or timer move for this.
+                if uploading && out.writes != writes && !first {
+                    late.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                first = false;
+                match polled {
+                    Poll::Ready(answer) => Poll::Ready(Some(answer)),
+                    Poll::Pending => late.as_mut().poll(cx).map(|()| None),
+                }
             })
             .await;
             let Some(answer) = answer else {
