@@ -99,6 +99,30 @@ pub const SECTIONS: &[Section] = &[
                 targets: Targets::Both,
                 test: "tests/src/scenarios.rs::origin_status_and_body_pass_through",
             },
+            Row {
+                input: "origin sends bytes past the end of its answer (after a small answer, and after a large one)",
+                result: "its connection is never used again; the next request goes on a new one",
+                targets: Targets::Native("workerd keeps its own connections to origins"),
+                test: "native-target/tests/origin_wire.rs::bytes_past_an_answer_keep_its_connection_from_being_used_again",
+            },
+            Row {
+                input: "origin answers early (413) and closes before reading a 20 MiB body",
+                result: "the client gets the 413 and its body, every time (writing the rest fails; the answer is still read)",
+                targets: Targets::Native("the Worker's subrequests go through workerd's own HTTP client"),
+                test: "native-target/tests/origin_wire.rs::an_early_answer_stands_when_the_origin_closes_before_the_body",
+            },
+            Row {
+                input: "origin's answer framed twice (`Content-Length` and `Transfer-Encoding: chunked`)",
+                result: "502, as such a request is refused (passed on, the length would cut the chunked body)",
+                targets: Targets::Native("the Worker's subrequests go through workerd's own HTTP client"),
+                test: "native-target/tests/origin_wire.rs::an_answer_framed_twice_is_refused",
+            },
+            Row {
+                input: "two of three boxes refuse connections before the proxy notices; a request with a body",
+                result: "tried on each in turn; the third gets the body whole, once",
+                targets: Targets::Native("at the edge workerd cannot tell a refused connection from a lost one, so a request with a body is not sent again"),
+                test: "tests/src/boxes.rs::a_request_that_could_not_connect_goes_to_the_next_box",
+            },
         ],
     },
     Section {
@@ -115,6 +139,24 @@ pub const SECTIONS: &[Section] = &[
                 result: "the origin request is cancelled",
                 targets: Targets::Native("workerd does not read the client socket then, so it cannot notice (a plain JS Worker behaves the same)"),
                 test: "tests/src/scenarios.rs::client_disconnect_before_response_reaches_origin",
+            },
+            Row {
+                input: "client leaves while the origin has not answered yet",
+                result: "the origin request is cancelled; logged with status 499, outcome `client_gone`, and counted",
+                targets: Targets::Native("workerd does not read the client socket then, so it cannot notice (a plain JS Worker behaves the same)"),
+                test: "native-target/tests/origin_wire.rs::a_client_that_leaves_before_its_answer_is_logged_and_cancels_it",
+            },
+            Row {
+                input: "client's chunked upload breaks after the origin began to answer",
+                result: "the answer is cut; logged `client_gone` with `bad_request`; no record blaming the origin in the stream, no mark against its box",
+                targets: Targets::Native("the Worker gets the client's body from workerd's own server"),
+                test: "native-target/tests/origin_wire.rs::a_client_body_that_fails_after_an_early_answer_is_not_the_origins_fault",
+            },
+            Row {
+                input: "upload that takes longer than `RESPONSE_TIMEOUT` (2.4 s against 1 s, each piece within `IDLE_TIMEOUT`)",
+                result: "goes through and is answered: the wait for the answer counts from the body's last write",
+                targets: Targets::Native(NO_WORKER_TIMEOUTS),
+                test: "native-target/tests/origin_wire.rs::a_slow_upload_is_not_cut_by_the_response_timeout",
             },
             Row {
                 input: "headers dribbled one line every 100 ms (slowloris)",
