@@ -181,3 +181,60 @@ pub async fn a_client_that_leaves_gives_its_slot_back<T: Target>(t: &T) {
     let got = until_served(&h, crate::target::TOKEN).await;
     assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
 }
+
+/// A request whose answer's head comes later than a turn's lease lives
+/// (30 s: a long generation not streamed) keeps its slot until its answer
+/// ends: the lease is renewed from the moment the turn is taken, not from
+/// the head.
+pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
+    // A lease's life without renewal (the core's `LEASE_TTL_US`).
+    let lease_life = Duration::from_secs(30);
+    let late = lease_life + Duration::from_secs(6);
+    let slow = {
+        let proxy = h.proxy;
+        let path = format!("/api/chat?head_delay_ms={}", late.as_millis());
+        tokio::spawn(async move {
+            let (name, value) = bearer(crate::target::TOKEN);
+            call(proxy, "POST", &path, &[(name, value.as_str())], full(CHAT)).await
+        })
+    };
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the slow request at the origin",
+            |seen, _| !seen.is_empty(),
+        )
+        .await;
+    // Past the lease's life (what this scenario is about), the slow answer
+    // still on its way.
+    tokio::time::sleep(lease_life + Duration::from_secs(3)).await;
+    assert!(!slow.is_finished());
+    if T::NAME == "native" {
+        // Queued behind it, not sent before it ends.
+        let waiting = tokio::spawn({
+            let proxy = h.proxy;
+            async move {
+                let (name, value) = bearer(crate::target::TOKEN);
+                call(
+                    proxy,
+                    "POST",
+                    "/api/chat",
+                    &[(name, value.as_str())],
+                    full(CHAT),
+                )
+                .await
+            }
+        });
+        let first = slow.await.unwrap();
+        assert_eq!(first.status, 200);
+        let got = waiting.await.unwrap();
+        assert_eq!(got.status, 200);
+    } else {
+        let got = chat(&h, crate::target::TOKEN, "/api/chat").await;
+        assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+        assert_eq!(got.json()["error"]["code"], "server_busy");
+        assert_eq!(slow.await.unwrap().status, 200);
+    }
+    assert_eq!(until_served(&h, crate::target::TOKEN).await.status, 200);
+}

@@ -406,6 +406,11 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             body_complete: complete,
         })
     });
+    // An answer whose head comes late (a model loading, a generation not
+    // streamed).
+    if let Some(ms) = param("head_delay_ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 
     let listed = shared.models.lock().unwrap().clone();
     // Under any base path, and before any script.

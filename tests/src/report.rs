@@ -282,6 +282,12 @@ pub const SECTIONS: &[Section] = &[
                 targets: Targets::Both,
                 test: "tests/tests/browser.rs::sdk_in_chromium",
             },
+            Row {
+                input: "`MAX_CONCURRENT=1`; a request whose answer's head comes after 36 s (longer than a turn's 30 s lease), then another",
+                result: "the first keeps its slot until its answer ends: natively the second waits for it, at the edge it gets 503 `server_busy` (the lease is renewed from the turn on, every 5 s)",
+                targets: Targets::Both,
+                test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
+            },
         ],
     },
     Section {

@@ -20,7 +20,7 @@ use crate::client::{
 };
 pub use crate::fair::{
     a_client_that_leaves_gives_its_slot_back, a_key_over_its_cap_is_refused_until_its_answer_ends,
-    a_keys_rate_is_enforced_with_openais_headers,
+    a_keys_rate_is_enforced_with_openais_headers, a_slow_answer_keeps_its_slot_until_it_ends,
     max_concurrent_queues_natively_and_refuses_at_the_edge,
 };
 use crate::origin::pattern;
@@ -90,6 +90,7 @@ macro_rules! scenario_tests {
             a_key_over_its_cap_is_refused_until_its_answer_ends,
             max_concurrent_queues_natively_and_refuses_at_the_edge,
             a_client_that_leaves_gives_its_slot_back,
+            a_slow_answer_keeps_its_slot_until_it_ends,
             a_model_goes_where_it_is_loaded,
             a_dead_box_is_left_and_nothing_is_sent_twice,
             a_request_that_could_not_connect_goes_to_the_next_box,
