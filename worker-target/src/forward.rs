@@ -228,7 +228,10 @@ impl Forward {
 /// The subrequest for `head` with `upload`'s body and signal: the fetch's
 /// promise.
 fn subrequest(head: &http::request::Parts, upload: &Upload) -> worker::Result<js_sys::Promise> {
-    let init = upstream_init(head, upload.body().as_ref(), &upload.signal)?;
+    // workerd's fetch refuses a GET or HEAD with a body (a TypeError, read
+    // as the box being unreachable): such a request goes on without it.
+    let body = if bodiless(head) { None } else { upload.body() };
+    let init = upstream_init(head, body.as_ref(), &upload.signal)?;
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     Ok(scope.fetch_with_str_and_init(&head.uri.to_string(), &init))
 }
