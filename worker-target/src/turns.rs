@@ -243,10 +243,12 @@ pub(crate) async fn hold(env: JsValue, lease: f64, done: Option<Promise>) {
             if woke.as_string().as_deref() != Some("timer") {
                 break;
             }
-            // A lease that expired meanwhile is gone: stop renewing.
-            let renewed = JsFuture::from(doorman_renew(&env, lease)).await;
-            if !renewed.is_ok_and(|v| v.is_truthy()) {
-                return;
+            // A lease that expired meanwhile is gone: stop renewing. A call
+            // that failed (the object briefly unreachable) is tried again
+            // at the next tick: the lease lives for several of them.
+            match JsFuture::from(doorman_renew(&env, lease)).await {
+                Ok(renewed) if !renewed.is_truthy() => return,
+                Ok(_) | Err(_) => {}
             }
         }
     }
