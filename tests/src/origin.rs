@@ -473,7 +473,20 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
                     chunks * 20_000_000,
                 ))
             });
-            paced(&shared, "application/x-ndjson", lines.collect(), delay)
+            if param("gzip") == Some(1) {
+                // Whole and encoded, with its length (as a compressing
+                // proxy in front of Ollama would send it).
+                let plain: Vec<u8> = lines.flat_map(|l| l.to_vec()).collect();
+                let encoded = gzip_stored(&plain);
+                Response::builder()
+                    .header("content-type", "application/x-ndjson")
+                    .header("content-encoding", "gzip")
+                    .header("content-length", encoded.len())
+                    .body(Full::new(Bytes::from(encoded)).boxed())
+                    .unwrap()
+            } else {
+                paced(&shared, "application/x-ndjson", lines.collect(), delay)
+            }
         }
         "/v1/chat/completions" if !streamed => json(StatusCode::OK, CHAT_COMPLETION),
         "/v1/completions" if !streamed => json(StatusCode::OK, COMPLETION),
@@ -605,6 +618,37 @@ pub fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i.wrapping_mul(31) ^ (i >> 12)) as u8)
         .collect()
+}
+
+/// `data` in the gzip format, as stored (uncompressed) deflate blocks.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let blocks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(0xffff).collect()
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    out.extend((!crc).to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    out
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {

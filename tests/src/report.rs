@@ -100,6 +100,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::origin_status_and_body_pass_through",
             },
             Row {
+                input: "an LLM answer sent gzip-encoded with its `Content-Length` (a compressing proxy in front of Ollama)",
+                result: "arrives whole (at the edge workerd decodes it for the meter and encodes it again; the encoded length no longer frames the stream)",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::an_encoded_answer_with_a_length_arrives_whole",
+            },
+            Row {
                 input: "origin sends bytes past the end of its answer (after a small answer, and after a large one)",
                 result: "its connection is never used again; the next request goes on a new one",
                 targets: Targets::Native("workerd keeps its own connections to origins"),
@@ -139,6 +145,12 @@ pub const SECTIONS: &[Section] = &[
                 result: "the origin request is cancelled",
                 targets: Targets::Native("workerd does not read the client socket then, so it cannot notice (a plain JS Worker behaves the same)"),
                 test: "tests/src/scenarios.rs::client_disconnect_before_response_reaches_origin",
+            },
+            Row {
+                input: "`GET` with a body",
+                result: "answered; natively the body goes on, at the edge the request goes without it (workerd cannot send one) — no box is marked failed",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::a_get_with_a_body_is_answered",
             },
             Row {
                 input: "client leaves while the origin has not answered yet",

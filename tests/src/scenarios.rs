@@ -66,6 +66,7 @@ macro_rules! scenario_tests {
             response_head_is_rewritten_for_the_client,
             origin_status_and_body_pass_through,
             a_get_with_a_body_is_answered,
+            an_encoded_answer_with_a_length_arrives_whole,
             ndjson_streams_chunk_by_chunk,
             sse_streams_chunk_by_chunk,
             openai_and_native_json_endpoints,
@@ -502,6 +503,33 @@ pub async fn a_get_with_a_body_is_answered<T: Target>(t: &T) {
         b""
     };
     assert_eq!(&seen[1].body[..], body);
+}
+
+/// An LLM's answer that a compressing proxy in front of Ollama sent encoded,
+/// with its length, arrives whole (the Worker reads it decoded as it
+/// meters it; the encoded length does not frame what it sends on).
+pub async fn an_encoded_answer_with_a_length_arrives_whole<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let body = r#"{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}]}"#;
+    let got = call(h.proxy, "POST", "/api/chat?gzip=1", &[AUTH], full(body)).await;
+    assert_eq!(got.status, 200);
+    let text = match got.header("content-encoding") {
+        Some("gzip") => {
+            use std::io::Write as _;
+            let mut gunzip = std::process::Command::new("gzip")
+                .arg("-dc")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("gzip");
+            gunzip.stdin.take().unwrap().write_all(&got.body).unwrap();
+            gunzip.wait_with_output().unwrap().stdout
+        }
+        _ => got.body.to_vec(),
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains(r#""done":true"#), "{text}");
 }
 
 /// Checks lines arrived spread out as the origin sent them, not all at the end.

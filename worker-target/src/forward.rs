@@ -396,9 +396,18 @@ impl Forward {
             (Some(body), Some(meter)) => {
                 let status = head.status;
                 let filter = self.exchange.usage_filter(asked, &mut head);
+                // The length the client is held to, when it is the one of
+                // the bytes passed on: workerd hands JS an encoded answer
+                // decoded (and encodes it again on the way out), so an
+                // encoded answer's length frames nothing here.
+                let encoded = head
+                    .headers
+                    .get(http::header::CONTENT_ENCODING)
+                    .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
                 let length = head
                     .headers
                     .get(http::header::CONTENT_LENGTH)
+                    .filter(|_| !encoded)
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                     .map(|n| n as f64);
                 let Self {
