@@ -147,6 +147,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::client_disconnect_before_response_reaches_origin",
             },
             Row {
+                input: "two boxes; a client's chunked upload cut mid-body (its write side closed)",
+                result: "400 `bad_request`; the box is not held responsible: the next request for the model goes to it again",
+                targets: Targets::Both,
+                test: "tests/src/boxes.rs::an_upload_its_client_breaks_is_not_the_boxs_failure",
+            },
+            Row {
                 input: "`GET` with a body",
                 result: "answered; natively the body goes on, at the edge the request goes without it (workerd cannot send one) — no box is marked failed",
                 targets: Targets::Both,

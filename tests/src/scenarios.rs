@@ -13,6 +13,7 @@ use bytes::Bytes;
 pub use crate::boxes::{
     a_dead_box_is_left_and_nothing_is_sent_twice, a_model_goes_where_it_is_loaded,
     a_request_that_could_not_connect_goes_to_the_next_box,
+    an_upload_its_client_breaks_is_not_the_boxs_failure,
 };
 use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
 use crate::client::{
@@ -96,6 +97,7 @@ macro_rules! scenario_tests {
             a_model_goes_where_it_is_loaded,
             a_dead_box_is_left_and_nothing_is_sent_twice,
             a_request_that_could_not_connect_goes_to_the_next_box,
+            an_upload_its_client_breaks_is_not_the_boxs_failure,
         );
     };
     (@each $target:expr, $enabled:expr; $($name:ident),* $(,)?) => {

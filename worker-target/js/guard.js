@@ -162,7 +162,8 @@ export function meterStream(body, notice, length, meter, clientSignal) {
 //   for; it is done then too); if it throws (it is only kept alive while the
 //   fetch runs), the upload is refused too, never passed unchecked.
 // The client's own abort signal is followed. Returns `{ stream, signal,
-// exceeded }`; `exceeded` turns true when the limit was the cause.
+// exceeded, clientFailed }`; `exceeded` turns true when the limit was the
+// cause, `clientFailed` when reading the client's body failed.
 const PASS = 0;
 const DONE = 1;
 const REFUSE = 2;
@@ -176,7 +177,7 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
       once: true,
     });
   }
-  const result = { stream: null, signal: controller.signal, exceeded: false };
+  const result = { stream: null, signal: controller.signal, exceeded: false, clientFailed: false };
   let seen = 0;
   for (const chunk of held) {
     seen += chunk.byteLength;
@@ -213,7 +214,18 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
           stream.enqueue(chunk);
           return;
         }
-        const step = reader == null ? { done: true } : await reader.read();
+        let step = { done: true };
+        if (reader != null) {
+          try {
+            step = await reader.read();
+          } catch (error) {
+            // The client's body broke (its connection lost mid-body): the
+            // client's failure, not the origin's.
+            result.clientFailed = true;
+            stop(stream, error);
+            return;
+          }
+        }
         if (step.done) {
           if (ask(null) === REFUSE) {
             stop(stream, new Error("request body refused"));

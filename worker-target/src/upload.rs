@@ -85,10 +85,17 @@ impl Upload {
         if let Some(refusal) = self.refusal.borrow().clone() {
             return Some(Stopped::Refused(refusal));
         }
-        let exceeded = self.upload.as_ref().is_some_and(|upload| {
-            Reflect::get(upload, &"exceeded".into()).is_ok_and(|v| v.is_truthy())
-        });
-        exceeded.then_some(Stopped::Error(ProxyError::BodyTooLarge))
+        let flag = |name: &str| {
+            self.upload.as_ref().is_some_and(|upload| {
+                Reflect::get(upload, &name.into()).is_ok_and(|v| v.is_truthy())
+            })
+        };
+        if flag("exceeded") {
+            return Some(Stopped::Error(ProxyError::BodyTooLarge));
+        }
+        // The client's body broke: answered (and logged) as natively, and
+        // not held against the box.
+        flag("clientFailed").then_some(Stopped::Error(ProxyError::BadRequest))
     }
 
     fn from_js(
