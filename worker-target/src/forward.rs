@@ -201,15 +201,16 @@ impl Forward {
         // is not streamed sends nothing until it is done, longer than a
         // lease lives). `until` settles as the answer's end does, once
         // that is known.
-        let mut settle: Option<js_sys::Function> = None;
-        let until = js_sys::Promise::new(&mut |resolve, _| settle = Some(resolve));
-        if let Some(lease) = lease {
+        let settle = lease.map(|lease| {
+            let mut settle = None;
+            let until = js_sys::Promise::new(&mut |resolve, _| settle = Some(resolve));
             let hold = turns::hold(self.env.clone().into(), lease, Some(until));
             let _ = ctx.wait_until(&wasm_bindgen_futures::future_to_promise(async move {
                 hold.await;
                 Ok(JsValue::UNDEFINED)
             }));
-        }
+            settle
+        });
         let forwarded = self.forward(&request, &ctx).await;
         let done = forwarded.as_ref().ok().and_then(|(_, done)| done.clone());
         if let Some(done) = &done {
@@ -217,7 +218,7 @@ impl Forward {
         }
         // Resolved with the answer's end (a promise it then follows), or at
         // once when the answer has already ended.
-        if let Some(settle) = settle {
+        if let Some(settle) = settle.flatten() {
             let end = done.map_or(JsValue::UNDEFINED, JsValue::from);
             let _ = settle.call1(&JsValue::UNDEFINED, &end);
         }
