@@ -231,18 +231,26 @@ pub async fn a_dead_box_is_left_and_nothing_is_sent_twice<T: Target>(t: &T) {
     assert_eq!(names(&tags, "models", "name"), ["qwen3:8b"]);
 }
 
+/// Three boxes that all have qwen3, loaded on the first; the proxy has
+/// learnt so.
+async fn three_with_qwen<T: Target>(t: &T) -> Boxes {
+    let boxes = Boxes::start(t, 3, &[]).await;
+    for (i, origin) in boxes.origins.iter().enumerate() {
+        let loaded: &[&str] = if i == 0 { &["qwen3:8b"] } else { &[] };
+        origin.set_models(&["qwen3:8b"], loaded);
+    }
+    boxes.learn().await;
+    boxes
+}
+
 /// A box found dead when connecting, before any byte of the request went
 /// out: the request goes to the next box that has the model, once. (At the
 /// edge only a `GET` or `HEAD` is: see the quirk.)
 pub async fn a_request_that_could_not_connect_goes_to_the_next_box<T: Target>(t: &T) {
-    let boxes = Boxes::start(t, 3, &[]).await;
-    let [a, b, c] = &boxes.origins[..] else {
+    let boxes = three_with_qwen(t).await;
+    let [a, b, _] = &boxes.origins[..] else {
         unreachable!()
     };
-    a.set_models(&["qwen3:8b"], &["qwen3:8b"]);
-    b.set_models(&["qwen3:8b"], &[]);
-    c.set_models(&["qwen3:8b"], &[]);
-    boxes.learn().await;
     a.kill();
     let got = chat(boxes.proxy, "qwen3:8b").await;
     if t.quirks().cannot_tell_refused_from_lost {
@@ -264,14 +272,10 @@ pub async fn a_request_that_could_not_connect_goes_to_the_next_box<T: Target>(t:
 
     // Two boxes die before anyone notices: a request with a body is
     // refused by both in turn and still reaches the third, whole, once.
-    let boxes = Boxes::start(t, 3, &[]).await;
+    let boxes = three_with_qwen(t).await;
     let [a, b, c] = &boxes.origins[..] else {
         unreachable!()
     };
-    a.set_models(&["qwen3:8b"], &["qwen3:8b"]);
-    b.set_models(&["qwen3:8b"], &[]);
-    c.set_models(&["qwen3:8b"], &[]);
-    boxes.learn().await;
     a.kill();
     b.kill();
     let got = chat(boxes.proxy, "qwen3:8b").await;
