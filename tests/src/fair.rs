@@ -30,6 +30,15 @@ async fn chat(h: &Harness, token: &str, path: &str) -> Got {
     call(h.proxy, "POST", path, &[(name, value.as_str())], full(CHAT)).await
 }
 
+/// A chat request on `path` with the bench token, in its own task.
+fn spawn_chat(h: &Harness, path: String) -> tokio::task::JoinHandle<Got> {
+    let proxy = h.proxy;
+    tokio::spawn(async move {
+        let (name, value) = bearer(crate::target::TOKEN);
+        call(proxy, "POST", &path, &[(name, value.as_str())], full(CHAT)).await
+    })
+}
+
 /// Starts a long stream as `token` and returns its body once the first
 /// chunk is in (the request holds its slot from then on).
 async fn hold_a_slot(h: &Harness, token: &str) -> hyper::body::Incoming {
@@ -131,20 +140,7 @@ pub async fn max_concurrent_queues_natively_and_refuses_at_the_edge<T: Target>(t
     let h = Harness::start(t, &[("AIG_KEYS", &keys()), ("MAX_CONCURRENT", "1")]).await;
     let running = hold_a_slot(&h, "other-token-0005").await;
     if T::NAME == "native" {
-        let waiting = {
-            let proxy = h.proxy;
-            let (name, value) = bearer(crate::target::TOKEN);
-            tokio::spawn(async move {
-                call(
-                    proxy,
-                    "POST",
-                    "/api/chat",
-                    &[(name, value.as_str())],
-                    full(CHAT),
-                )
-                .await
-            })
-        };
+        let waiting = spawn_chat(&h, "/api/chat".to_owned());
         let rest = running.collect().await.expect("the stream").to_bytes();
         assert!(!rest.is_empty());
         let got = tokio::time::timeout(Duration::from_secs(10), waiting)
@@ -191,14 +187,7 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     // A lease's life without renewal (the core's `LEASE_TTL_US`).
     let lease_life = Duration::from_secs(30);
     let late = lease_life + Duration::from_secs(6);
-    let slow = {
-        let proxy = h.proxy;
-        let path = format!("/api/chat?head_delay_ms={}", late.as_millis());
-        tokio::spawn(async move {
-            let (name, value) = bearer(crate::target::TOKEN);
-            call(proxy, "POST", &path, &[(name, value.as_str())], full(CHAT)).await
-        })
-    };
+    let slow = spawn_chat(&h, format!("/api/chat?head_delay_ms={}", late.as_millis()));
     h.origin
         .wait_until(
             Duration::from_secs(10),
@@ -211,21 +200,9 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     tokio::time::sleep(lease_life + Duration::from_secs(3)).await;
     assert!(!slow.is_finished());
     if T::NAME == "native" {
-        // Queued behind it, not sent before it ends.
-        let waiting = tokio::spawn({
-            let proxy = h.proxy;
-            async move {
-                let (name, value) = bearer(crate::target::TOKEN);
-                call(
-                    proxy,
-                    "POST",
-                    "/api/chat",
-                    &[(name, value.as_str())],
-                    full(CHAT),
-                )
-                .await
-            }
-        });
+        // Natively a slot has no lease to lapse: the next request waits for
+        // the slow one and is served once it has ended.
+        let waiting = spawn_chat(&h, "/api/chat".to_owned());
         let first = slow.await.unwrap();
         assert_eq!(first.status, 200);
         let got = waiting.await.unwrap();
