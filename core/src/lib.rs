@@ -37,6 +37,7 @@ mod request_id;
 mod route;
 #[cfg(test)]
 mod routing_tests;
+mod shared_turns;
 #[cfg(test)]
 mod test_cases;
 mod time;
@@ -65,10 +66,11 @@ pub use origin::Origin;
 pub use rate::{RateRefusal, RateState};
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
+pub use shared_turns::{Changes, LeaseTable, SharedAdmission, SharedDoorman, LEASE_TTL_US};
 pub use time::UnixTime;
 pub use turns::{
-    Admission, Doorman, Grant, Lease, LeaseTable, Ticket, Turn, TurnLimits, TurnRefusal,
-    DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT_SECS, LEASE_TTL_US,
+    Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT_SECS,
 };
 pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};
 pub use usage_chunk::UsageChunkFilter;

@@ -23,6 +23,19 @@ pub(crate) struct Bucket {
     tat_ns: u64,
 }
 
+impl Bucket {
+    /// A bucket as it was kept: its theoretical arrival time, in
+    /// nanoseconds of the caller's clock.
+    pub(crate) fn from_tat_ns(tat_ns: u64) -> Self {
+        Self { tat_ns }
+    }
+
+    /// Its theoretical arrival time, to keep.
+    pub(crate) fn tat_ns(self) -> u64 {
+        self.tat_ns
+    }
+}
+
 /// Where a key stands after a request was let through, for the
 /// `x-ratelimit-*-requests` headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -298,6 +298,23 @@ impl Doorman {
         });
     }
 
+    /// `key`'s bucket, if the doorman holds one (see
+    /// [`crate::shared_turns`]).
+    pub(crate) fn bucket(&self, key: &KeyName) -> Option<Bucket> {
+        self.keys.get(key).map(|s| s.bucket)
+    }
+
+    /// Puts back `key`'s bucket as it was kept.
+    pub(crate) fn restore_bucket(&mut self, key: &KeyName, bucket: Bucket) {
+        self.keys.entry(key.clone()).or_default().bucket = bucket;
+    }
+
+    /// Puts back a slot `key` held when the state was kept: it counts as in
+    /// flight again, whatever the limits now are (it was granted).
+    pub(crate) fn restore_slot(&mut self, key: &KeyName) -> Lease {
+        self.start(key)
+    }
+
     fn start(&mut self, key: &KeyName) -> Lease {
         self.served += 1;
         self.in_flight += 1;
@@ -473,78 +490,6 @@ fn duration_text(us: u64) -> String {
     push_u64(&mut text, secs % 60);
     text.push('s');
     text
-}
-
-/// How long a lease held across isolates (the Worker's Durable Object)
-/// lasts unless renewed: an isolate that dies mid-answer leaks its slot
-/// for this long at most.
-pub const LEASE_TTL_US: u64 = 30_000_000;
-
-/// Leases held by id for holders elsewhere (the Worker's isolates, which
-/// renew them while their answer streams): a lease not renewed within its
-/// time to live is taken back. Sans-IO, like the doorman.
-#[derive(Debug)]
-pub struct LeaseTable {
-    ttl_us: u64,
-    held: HashMap<u64, (Lease, u64)>,
-    next_id: u64,
-}
-
-impl LeaseTable {
-    /// Leases that live `ttl_us` unless renewed.
-    pub fn new(ttl_us: u64) -> Self {
-        Self {
-            ttl_us,
-            held: HashMap::new(),
-            next_id: 0,
-        }
-    }
-
-    /// Holds `lease` from `now_us`; the id its holder renews and returns it by.
-    pub fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
-        self.next_id += 1;
-        self.held
-            .insert(self.next_id, (lease, now_us.saturating_add(self.ttl_us)));
-        self.next_id
-    }
-
-    /// Extends lease `id` from `now_us`: false when it is not held (it was
-    /// returned, or expired and was taken back).
-    pub fn renew(&mut self, id: u64, now_us: u64) -> bool {
-        match self.held.get_mut(&id) {
-            Some((_, expires)) => {
-                *expires = now_us.saturating_add(self.ttl_us);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Lease `id` returned by its holder (to give back to the doorman).
-    pub fn take(&mut self, id: u64) -> Option<Lease> {
-        self.held.remove(&id).map(|(lease, _)| lease)
-    }
-
-    /// The leases not renewed in time at `now_us` (to give back).
-    pub fn expired(&mut self, now_us: u64) -> Vec<Lease> {
-        let ids: Vec<u64> = self
-            .held
-            .iter()
-            .filter(|(_, (_, expires))| *expires <= now_us)
-            .map(|(&id, _)| id)
-            .collect();
-        ids.into_iter().filter_map(|id| self.take(id)).collect()
-    }
-
-    /// Leases held.
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
 }
 
 impl Turn {

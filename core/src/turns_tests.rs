@@ -364,29 +364,6 @@ proptest! {
 }
 
 #[test]
-fn leases_not_renewed_are_taken_back() {
-    let mut d = Doorman::new(limits(1, 0));
-    let mut table = LeaseTable::new(30 * SECOND);
-    let id = table.hold(lease(d.admit(&turn("a", None), 0)), 0);
-    assert!(table.renew(id, 20 * SECOND));
-    assert!(table.expired(49 * SECOND).is_empty());
-    // Its holder went quiet: the slot comes back, and the holder's late
-    // renewal or return finds nothing.
-    let expired = table.expired(50 * SECOND);
-    assert_eq!(expired.len(), 1);
-    for l in expired {
-        d.release(l);
-    }
-    assert!(!table.renew(id, 51 * SECOND));
-    assert!(table.take(id).is_none());
-    assert!(table.is_empty());
-    assert!(matches!(
-        d.admit(&turn("b", None), 51 * SECOND),
-        Admission::Go { lease: Some(_), .. }
-    ));
-}
-
-#[test]
 fn a_turn_crosses_to_the_object_whole() {
     let t = Turn::from_parts("alice", true, Some(2), Some(60));
     assert_eq!(

@@ -11,6 +11,8 @@ pub enum Targets {
     Both,
     /// Native only, with the reason the Worker is not checked.
     Native(&'static str),
+    /// The Worker only, with the reason there is nothing to check natively.
+    Worker(&'static str),
     /// The core, so both targets.
     Core,
 }
@@ -306,6 +308,12 @@ pub const SECTIONS: &[Section] = &[
                 targets: Targets::Both,
                 test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
             },
+            Row {
+                input: "a key limited to 2 requests a minute uses them up; the doorman's Durable Object starts again (workerd restarted on the same storage, as a deployment does; an object evicted after ~10 s idle reads its storage back the same way)",
+                result: "the key's next request is still refused with 429 and `Retry-After` (its bucket was read back, not started full); the core's model of it decides as an object never evicted, whatever the order of admissions, renewals, releases and evictions",
+                targets: Targets::Worker("natively the doorman is the process's own memory"),
+                test: "tests/tests/worker.rs::a_keys_rate_holds_across_a_doorman_restart",
+            },
         ],
     },
     Section {
@@ -390,6 +398,7 @@ pub fn render() -> String {
                 Targets::Both => "native + Worker".to_owned(),
                 Targets::Core => "core (both)".to_owned(),
                 Targets::Native(why) => format!("native ({why})"),
+                Targets::Worker(why) => format!("Worker ({why})"),
             };
             out.push_str(&format!(
                 "| {} | {} | {targets} | `{}` |\n",

@@ -110,6 +110,14 @@ pub const ANALYTICS: &str = "ANALYTICS";
 /// Object binding out, as a deployment that forgot it would.
 pub const NO_DOORMAN: &str = "NO_DOORMAN";
 
+/// A variable with this name keeps the Durable Objects' storage in the
+/// directory it names, so a second workerd started with it finds what the
+/// first wrote (a restart, as a deployment does to the object). Without it
+/// each workerd keeps its own, in its temporary directory. Storage is on
+/// disk either way, as it is in production (workerd's in-memory storage is
+/// lost when an idle object is evicted; Cloudflare's is not).
+pub const DOORMAN_STORE: &str = "DOORMAN_STORE";
+
 const FAKE_ANALYTICS: &str = r#"// A stand-in for a Workers Analytics Engine dataset binding.
 export default function dataset() {
   return {
@@ -120,11 +128,11 @@ export default function dataset() {
 }
 "#;
 
-fn config(port: u16, vars: &Vars) -> String {
+fn config(port: u16, vars: &Vars, store: &Path) -> String {
     let doorman = !vars.iter().any(|(name, _)| name == NO_DOORMAN);
     let bindings: Vec<String> = vars
         .iter()
-        .filter(|(name, _)| name != NO_DOORMAN)
+        .filter(|(name, _)| name != NO_DOORMAN && name != DOORMAN_STORE)
         .map(|(name, value)| {
             if name == ANALYTICS {
                 // Not a variable: bind the fake Analytics Engine dataset.
@@ -140,12 +148,14 @@ fn config(port: u16, vars: &Vars) -> String {
             )
         })
         .collect();
+    let store = capnp_string(&store.to_string_lossy());
     format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "main", worker = .proxy),
     (name = "loopback", network = (allow = ["local"])),
+    (name = "doorman-store", disk = (path = {store}, writable = true)),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:{port}", http = (), service = "main") ],
   extensions = [ (modules = [
@@ -164,7 +174,7 @@ const proxy :Workerd.Worker = (
 {}
   ],
   durableObjectNamespaces = [ (className = "Doorman", uniqueKey = "ollama-proxy-doorman") ],
-  durableObjectStorage = (inMemory = void),
+  durableObjectStorage = (localDisk = "doorman-store"),
   globalOutbound = "loopback",
 );
 "#,
@@ -207,7 +217,12 @@ impl Workerd {
             }
             std::fs::write(dir.0.join("fake-analytics.js"), FAKE_ANALYTICS).unwrap();
             let port = free_port(n);
-            std::fs::write(dir.0.join("config.capnp"), config(port, vars)).unwrap();
+            let store = vars
+                .iter()
+                .find(|(name, _)| name == DOORMAN_STORE)
+                .map_or_else(|| dir.0.join("store"), |(_, path)| PathBuf::from(path));
+            std::fs::create_dir_all(&store).unwrap();
+            std::fs::write(dir.0.join("config.capnp"), config(port, vars, &store)).unwrap();
             let log = std::fs::File::create(dir.0.join("workerd.log")).unwrap();
             let child = Command::new(&self.binary)
                 .args(["serve", "config.capnp"])

@@ -446,3 +446,45 @@ async fn limits_without_the_doorman_binding_fail_closed() {
         "{log}"
     );
 }
+
+/// The doorman object started again — as a deployment does, and as an idle
+/// object evicted after a few seconds is — reads every key's bucket back
+/// from its storage: a key that used up its `requests_per_minute` is still
+/// refused, not handed a full bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_rate_holds_across_a_doorman_restart() {
+    let Some(workerd) = WORKER.as_ref() else {
+        return;
+    };
+    let origin = MockOrigin::start().await;
+    let store =
+        std::env::temp_dir().join(format!("ollama-proxy-doorman-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    // Two a minute: the bucket is empty after two, and one more takes 30 s.
+    let keys =
+        "[[keys]]\nname = \"paced\"\ntoken = \"paced-token-0007\"\nrequests_per_minute = 2\n";
+    let vars = vec![
+        ("OLLAMA_ORIGIN".to_owned(), origin.url()),
+        ("AIG_KEYS".to_owned(), keys.to_owned()),
+        (
+            ollama_proxy_tests::workerd::DOORMAN_STORE.to_owned(),
+            store.to_string_lossy().into_owned(),
+        ),
+    ];
+    let auth = [("cf-aig-authorization", "Bearer paced-token-0007")];
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    for expected in [200, 200, 429] {
+        let got = call(addr, "GET", "/api/tags", &auth, empty()).await;
+        assert_eq!(got.status, expected, "{}", running.log());
+    }
+    drop(running);
+    let (addr, running) = tokio::task::block_in_place(|| workerd.start(&vars));
+    let got = call(addr, "GET", "/api/tags", &auth, empty()).await;
+    assert_eq!(got.status, 429, "a full bucket after the restart");
+    assert_eq!(got.json()["error"]["code"], "rate_limit_exceeded");
+    let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "retry after {retry} s");
+    assert_eq!(origin.requests().len(), 2);
+    drop(running);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -39,22 +39,45 @@ async function send(forward, request, ctx) {
 
 // One object holds every key's rate bucket and every slot (bound as
 // DOORMAN). Its methods are called over RPC by the Worker's isolates; each
-// runs to completion without awaiting, so calls never interleave.
+// runs to completion without awaiting, so calls never interleave. What the
+// core's doorman says changed is written to the object's storage after each
+// call (not awaited: the runtime holds the call's answer until the write is
+// done); a new instance — after an eviction or a deployment — reads it all
+// back before its first call.
 export class Doorman extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
-    this.doorman = new EdgeDoorman(env);
+    ctx.blockConcurrencyWhile(async () => {
+      const stored = await ctx.storage.list();
+      this.doorman = new EdgeDoorman(env, stored, Date.now());
+      this.save();
+    });
   }
 
   admit(key, slot, cap, perMinute) {
-    return this.doorman.admit(key, slot, cap, perMinute, Date.now());
+    const answer = this.doorman.admit(key, slot, cap, perMinute, Date.now());
+    this.save();
+    return answer;
   }
 
   renew(lease) {
-    return this.doorman.renew(lease, Date.now());
+    const renewed = this.doorman.renew(lease, Date.now());
+    this.save();
+    return renewed;
   }
 
   release(lease) {
     this.doorman.release(lease, Date.now());
+    this.save();
+  }
+
+  save() {
+    for (const [op, records] of this.doorman.changes()) {
+      if (op === "put") {
+        this.ctx.storage.put(records);
+      } else {
+        this.ctx.storage.delete(records);
+      }
+    }
   }
 }

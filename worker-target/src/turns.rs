@@ -1,20 +1,19 @@
 //! Fair turns at the edge. An isolate's memory is not global, so the
 //! doorman lives in one Durable Object (`DOORMAN`, class `Doorman` in
 //! js/index.js) that every isolate asks, over RPC, before a limited request
-//! goes on: the same core [`Doorman`] as natively, holding every key's rate
-//! bucket and slots, plus a [`LeaseTable`]: a slot is held by lease, renewed
-//! by its isolate while the answer streams, and taken back if it is not
-//! (an isolate that dies cannot keep a slot).
-//!
-//! There is no queue at the edge: a request that finds every slot taken is
-//! refused with 503 `server_busy` and `Retry-After` rather than held in an
-//! object that may be evicted. The object keeps its state in memory: if it
-//! is evicted (idle, or a new deployment), buckets start full again and no
-//! slot is held.
+//! goes on: the core's [`SharedDoorman`] — the same doorman as natively,
+//! holding every key's rate bucket and slots, with slots held by lease
+//! (renewed by its isolate while the answer streams, taken back if it is
+//! not: an isolate that dies cannot keep a slot), no queue (a request that
+//! finds every slot taken is refused with 503 `server_busy` and
+//! `Retry-After` rather than held in an object that may be evicted), and
+//! its state kept in the object's storage: an object evicted (idle) or
+//! restarted (a new deployment) picks up every bucket and lease where it
+//! was.
 
-use js_sys::{Object, Promise, Reflect};
+use js_sys::{Array, Map, Object, Promise, Reflect};
 use ollama_proxy_core::{
-    Admission, Config, ConfigVar, Doorman, LeaseTable, RateRefusal, RateState, Turn, TurnRefusal,
+    Config, ConfigVar, RateRefusal, RateState, SharedAdmission, SharedDoorman, Turn, TurnRefusal,
     LEASE_TTL_US,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -56,19 +55,24 @@ fn now_us(now_ms: f64) -> u64 {
     (now_ms.max(0.0) * 1000.0) as u64
 }
 
-/// The doorman's state inside the Durable Object. See the module docs.
+/// Most keys one storage call takes.
+const STORAGE_BATCH: usize = 128;
+
+/// The doorman's state inside the Durable Object: the core's
+/// [`SharedDoorman`], picked up from the object's storage when the object
+/// starts, its changes written back after every call. See the module docs.
 #[wasm_bindgen]
 pub struct EdgeDoorman {
-    doorman: Doorman,
-    leases: LeaseTable,
+    doorman: SharedDoorman,
 }
 
 #[wasm_bindgen]
 impl EdgeDoorman {
-    /// From the object's bindings (the Worker's own vars): `MAX_CONCURRENT`,
-    /// with no queue.
+    /// From the object's bindings (the Worker's own vars: `MAX_CONCURRENT`,
+    /// with no queue) and `stored`, everything its storage holds (a `Map`
+    /// of text records, as `storage.list()` gives it), at `now_ms`.
     #[wasm_bindgen(constructor)]
-    pub fn new(env: &JsValue) -> EdgeDoorman {
+    pub fn new(env: &JsValue, stored: &Map, now_ms: f64) -> EdgeDoorman {
         let lookup = |var: ConfigVar| {
             edge_var(var, || {
                 Reflect::get(env, &var.name().into())
@@ -80,10 +84,21 @@ impl EdgeDoorman {
         let limits = Config::from_lookup(lookup)
             .map(|c| c.turn_limits())
             .unwrap_or_default();
-        EdgeDoorman {
-            doorman: Doorman::new(limits),
-            leases: LeaseTable::new(LEASE_TTL_US),
-        }
+        let mut records = Vec::with_capacity(stored.size() as usize);
+        stored.for_each(&mut |value, name| {
+            // A record that is not text is not one of ours: read as empty
+            // (and deleted as unreadable).
+            records.push((
+                name.as_string().unwrap_or_default(),
+                value.as_string().unwrap_or_default(),
+            ));
+        });
+        let doorman = SharedDoorman::restore(
+            limits,
+            records.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            now_us(now_ms),
+        );
+        EdgeDoorman { doorman }
     }
 
     /// A request asks for its turn: `{ go, lease?, limit?, remaining?,
@@ -97,18 +112,16 @@ impl EdgeDoorman {
         per_minute: Option<u32>,
         now_ms: f64,
     ) -> Object {
-        let now = now_us(now_ms);
-        self.take_back(now);
         let turn = Turn::from_parts(key, slot, cap, per_minute);
         let answer = Object::new();
         let set = |name: &str, value: JsValue| {
             let _ = Reflect::set(&answer, &name.into(), &value);
         };
-        match self.doorman.admit(&turn, now) {
-            Admission::Go { lease, rate } => {
+        match self.doorman.admit(&turn, now_us(now_ms)) {
+            SharedAdmission::Go { lease, rate } => {
                 set("go", true.into());
                 if let Some(lease) = lease {
-                    set("lease", (self.leases.hold(lease, now) as f64).into());
+                    set("lease", (lease as f64).into());
                 }
                 if let Some(rate) = rate {
                     set("limit", rate.limit.into());
@@ -116,14 +129,7 @@ impl EdgeDoorman {
                     set("reset_us", (rate.reset_us as f64).into());
                 }
             }
-            // Without a queue nobody waits; should one, it is told the
-            // server is busy and leaves the queue again.
-            Admission::Wait { ticket, .. } => {
-                self.doorman.cancel(ticket);
-                set("go", false.into());
-                set("refuse", "queue_full".into());
-            }
-            Admission::Refuse(refusal) => {
+            SharedAdmission::Refused(refusal) => {
                 set("go", false.into());
                 match refusal {
                     TurnRefusal::RateLimited(rate) => {
@@ -147,26 +153,37 @@ impl EdgeDoorman {
 
     /// The isolate's answer still streams: false if the lease had expired.
     pub fn renew(&mut self, lease: f64, now_ms: f64) -> bool {
-        let now = now_us(now_ms);
-        self.take_back(now);
-        self.leases.renew(lease as u64, now)
+        self.doorman.renew(lease as u64, now_us(now_ms))
     }
 
     /// The isolate's answer ended.
     pub fn release(&mut self, lease: f64, now_ms: f64) {
-        let now = now_us(now_ms);
-        if let Some(lease) = self.leases.take(lease as u64) {
-            let _ = self.doorman.release(lease);
-        }
-        self.take_back(now);
-        self.doorman.forget_idle(now);
+        self.doorman.release(lease as u64, now_us(now_ms));
     }
 
-    /// Leases whose isolates went quiet go back to the doorman.
-    fn take_back(&mut self, now: u64) {
-        for lease in self.leases.expired(now) {
-            let _ = self.doorman.release(lease);
+    /// What to write to the object's storage since the last call: an array
+    /// of `["put", { name: value, … }]` and `["delete", [name, …]]`, each
+    /// within what one storage call takes.
+    pub fn changes(&mut self) -> Array {
+        let changes = self.doorman.take_changes();
+        let ops = Array::new();
+        if changes.is_empty() {
+            return ops;
         }
+        let puts: Vec<(&str, &str)> = changes.puts().collect();
+        for batch in puts.chunks(STORAGE_BATCH) {
+            let entries = Object::new();
+            for (name, value) in batch {
+                let _ = Reflect::set(&entries, &(*name).into(), &(*value).into());
+            }
+            ops.push(&Array::of2(&"put".into(), &entries));
+        }
+        let deletes: Vec<&str> = changes.deletes().collect();
+        for batch in deletes.chunks(STORAGE_BATCH) {
+            let names: Array = batch.iter().map(|name| JsValue::from(*name)).collect();
+            ops.push(&Array::of2(&"delete".into(), &names));
+        }
+        ops
     }
 }
 
@@ -232,8 +249,9 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
 /// Holds `lease` until `done` settles (the answer ended; `None`: it has
 /// already), renewing it a sixth of its life at a time, then gives it back.
 /// That often, the Durable Object is never quiet long enough to be evicted
-/// while a slot is held (its state is in memory; workerd evicts an idle
-/// object after about 10 s).
+/// while a slot is held (workerd evicts an idle object after about 10 s; its
+/// state is kept in storage, so an eviction would lose nothing, but a busy
+/// object answers without reading it back).
 pub(crate) async fn hold(env: JsValue, lease: f64, done: Option<Promise>) {
     if let Some(done) = done {
         let every = (LEASE_TTL_US / 6_000) as f64;

@@ -1,0 +1,367 @@
+//! The doorman kept for holders elsewhere: the Worker's Durable Object,
+//! which every isolate asks over RPC before a limited request goes on. It
+//! decides as the native [`Doorman`] does, with three differences:
+//!
+//! - **No queue.** A request that finds every slot taken is refused
+//!   ([`TurnRefusal::QueueFull`]) rather than held open in an object that
+//!   may be evicted.
+//! - **Leases.** A slot is held by id for its holder ([`LeaseTable`]), which
+//!   renews it while its answer streams; one not renewed within
+//!   [`LEASE_TTL_US`] is taken back, so a holder that dies cannot keep it.
+//! - **Kept state.** The object can be evicted (idle a few seconds) or
+//!   restarted (a new deployment) at any moment, and its memory goes with
+//!   it. Every change to what must outlive it — each key's rate bucket, each
+//!   lease and its expiry, the last lease id — comes out as [`Changes`] for
+//!   the object to write to its storage, and [`SharedDoorman::restore`]
+//!   picks up from what was written: a key's `requests_per_minute` holds
+//!   across evictions, and a holder still streaming through a redeploy keeps
+//!   its slot.
+//!
+//! Sans-IO: the caller passes the time — microseconds of the wall clock, the
+//! one clock every instance of the object shares — and stores the records.
+//! Records are text pairs: `rate:<key>` → the bucket's theoretical arrival
+//! time in nanoseconds; `lease:<id>` → `<expires_us> <key>`; `lease-next` →
+//! the last lease id handed out (ids are never reused, so a late renewal
+//! from a holder whose lease was taken back cannot renew someone else's).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::auth::KeyName;
+use crate::rate::{Bucket, Rate, RateState};
+use crate::turns::{Admission, Doorman, Lease, Turn, TurnLimits, TurnRefusal};
+
+/// How long a lease held across isolates (the Worker's Durable Object)
+/// lasts unless renewed: an isolate that dies mid-answer leaks its slot
+/// for this long at most.
+pub const LEASE_TTL_US: u64 = 30_000_000;
+
+const RATE: &str = "rate:";
+const LEASE: &str = "lease:";
+const NEXT_LEASE: &str = "lease-next";
+
+/// Leases held by id for holders elsewhere (the Worker's isolates, which
+/// renew them while their answer streams): a lease not renewed within its
+/// time to live is taken back. Sans-IO, like the doorman.
+#[derive(Debug)]
+pub struct LeaseTable {
+    ttl_us: u64,
+    held: HashMap<u64, (Lease, u64)>,
+    next_id: u64,
+}
+
+impl LeaseTable {
+    /// Leases that live `ttl_us` unless renewed.
+    pub fn new(ttl_us: u64) -> Self {
+        Self {
+            ttl_us,
+            held: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Holds `lease` from `now_us`; the id its holder renews and returns it by.
+    pub fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
+        self.next_id += 1;
+        self.held
+            .insert(self.next_id, (lease, now_us.saturating_add(self.ttl_us)));
+        self.next_id
+    }
+
+    /// Extends lease `id` from `now_us`: false when it is not held (it was
+    /// returned, or expired and was taken back).
+    pub fn renew(&mut self, id: u64, now_us: u64) -> bool {
+        match self.held.get_mut(&id) {
+            Some((_, expires)) => {
+                *expires = now_us.saturating_add(self.ttl_us);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lease `id` returned by its holder (to give back to the doorman).
+    pub fn take(&mut self, id: u64) -> Option<Lease> {
+        self.held.remove(&id).map(|(lease, _)| lease)
+    }
+
+    /// The leases not renewed in time at `now_us`, with their ids (to give
+    /// back).
+    pub fn expired(&mut self, now_us: u64) -> Vec<(u64, Lease)> {
+        let ids: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, (_, expires))| *expires <= now_us)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| Some((id, self.take(id)?)))
+            .collect()
+    }
+
+    /// Leases held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Lease `id`'s key and expiry.
+    fn get(&self, id: u64) -> Option<(&KeyName, u64)> {
+        self.held
+            .get(&id)
+            .map(|(lease, expires)| (lease.key(), *expires))
+    }
+
+    /// Puts back lease `id` as it was kept.
+    fn restore(&mut self, id: u64, lease: Lease, expires_us: u64) {
+        self.held.insert(id, (lease, expires_us));
+        self.resume_after(id);
+    }
+
+    /// The next lease handed out gets an id above `id`.
+    fn resume_after(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id);
+    }
+}
+
+/// Records to write to the object's storage: by name, the value to put, or
+/// `None` to delete it. The last change to a name wins.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes(BTreeMap<String, Option<String>>);
+
+impl Changes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Records to put: name and value.
+    pub fn puts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.as_deref()?)))
+    }
+
+    /// Records to delete.
+    pub fn deletes(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.as_str())
+    }
+
+    fn put(&mut self, name: String, value: String) {
+        self.0.insert(name, Some(value));
+    }
+
+    fn delete(&mut self, name: String) {
+        self.0.insert(name, None);
+    }
+}
+
+/// The answer to [`SharedDoorman::admit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedAdmission {
+    /// Go on; hold `lease` (by id) while the answer streams, if it took a
+    /// slot; `rate` is the key's bucket for the rate headers.
+    Go {
+        /// The lease's id.
+        lease: Option<u64>,
+        /// Where the key's rate stands.
+        rate: Option<RateState>,
+    },
+    /// No turn.
+    Refused(TurnRefusal),
+}
+
+/// The doorman, its leases and the changes to keep. See the module docs.
+#[derive(Debug)]
+pub struct SharedDoorman {
+    doorman: Doorman,
+    leases: LeaseTable,
+    /// Keys whose bucket has a record.
+    rated: HashSet<KeyName>,
+    changes: Changes,
+}
+
+impl SharedDoorman {
+    /// Picks up from `records` (every record the object's storage holds) at
+    /// `now_us`, under `limits` (with no queue, whatever they say). Records
+    /// with nothing left to keep — a bucket full again, a lease expired —
+    /// and any it cannot read come out as deletions in the first
+    /// [`Changes`].
+    pub fn restore<'a>(
+        limits: TurnLimits,
+        records: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now_us: u64,
+    ) -> Self {
+        let mut kept = Self {
+            doorman: Doorman::new(TurnLimits {
+                max_queue: 0,
+                ..limits
+            }),
+            leases: LeaseTable::new(LEASE_TTL_US),
+            rated: HashSet::new(),
+            changes: Changes::default(),
+        };
+        for (name, value) in records {
+            if !kept.restore_record(name, value, now_us) {
+                kept.changes.delete(name.to_owned());
+            }
+        }
+        kept
+    }
+
+    /// A request asks for its turn at `now_us`.
+    pub fn admit(&mut self, turn: &Turn, now_us: u64) -> SharedAdmission {
+        self.take_back(now_us);
+        match self.doorman.admit(turn, now_us) {
+            Admission::Go { lease, rate } => {
+                if rate.is_some() {
+                    self.keep_bucket(turn.key());
+                }
+                let lease = lease.map(|lease| {
+                    let id = self.leases.hold(lease, now_us);
+                    self.keep_lease(id);
+                    self.changes.put(NEXT_LEASE.to_owned(), id.to_string());
+                    id
+                });
+                SharedAdmission::Go { lease, rate }
+            }
+            // With no queue nobody waits; should one, it leaves the queue
+            // again and is told the server is busy.
+            Admission::Wait { ticket, rate, .. } => {
+                self.doorman.cancel(ticket);
+                if rate.is_some() {
+                    self.keep_bucket(turn.key());
+                }
+                SharedAdmission::Refused(TurnRefusal::QueueFull)
+            }
+            Admission::Refuse(refusal) => SharedAdmission::Refused(refusal),
+        }
+    }
+
+    /// Lease `id`'s answer still streams at `now_us`: false if the lease had
+    /// expired (and was taken back) or is unknown.
+    pub fn renew(&mut self, id: u64, now_us: u64) -> bool {
+        self.take_back(now_us);
+        let renewed = self.leases.renew(id, now_us);
+        if renewed {
+            self.keep_lease(id);
+        }
+        renewed
+    }
+
+    /// Lease `id`'s answer ended: its slot comes back.
+    pub fn release(&mut self, id: u64, now_us: u64) {
+        if let Some(lease) = self.leases.take(id) {
+            self.changes.delete(lease_name(id));
+            let _ = self.doorman.release(lease);
+        }
+        self.take_back(now_us);
+        self.doorman.forget_idle(now_us);
+        let Self {
+            doorman,
+            rated,
+            changes,
+            ..
+        } = self;
+        rated.retain(|key| {
+            let held = doorman.bucket(key).is_some();
+            if !held {
+                changes.delete(rate_name(key));
+            }
+            held
+        });
+    }
+
+    /// What changed since the last call, to write to storage before the
+    /// answer goes out.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Slots in use.
+    pub fn in_flight(&self) -> u32 {
+        self.doorman.in_flight()
+    }
+
+    /// Leases whose holders went quiet go back to the doorman.
+    fn take_back(&mut self, now_us: u64) {
+        for (id, lease) in self.leases.expired(now_us) {
+            self.changes.delete(lease_name(id));
+            let _ = self.doorman.release(lease);
+        }
+    }
+
+    fn keep_bucket(&mut self, key: &KeyName) {
+        if let Some(bucket) = self.doorman.bucket(key) {
+            self.changes
+                .put(rate_name(key), bucket.tat_ns().to_string());
+            self.rated.insert(key.clone());
+        }
+    }
+
+    fn keep_lease(&mut self, id: u64) {
+        if let Some((key, expires_us)) = self.leases.get(id) {
+            let value = format!("{expires_us} {}", key.as_str());
+            self.changes.put(lease_name(id), value);
+        }
+    }
+
+    /// Takes one record back in; false if there is nothing to keep of it.
+    fn restore_record(&mut self, name: &str, value: &str, now_us: u64) -> bool {
+        if let Some(key) = name.strip_prefix(RATE) {
+            let Ok(tat_ns) = value.parse::<u64>() else {
+                return false;
+            };
+            let bucket = Bucket::from_tat_ns(tat_ns);
+            if key.is_empty() || Rate::is_full(bucket, now_us) {
+                return false;
+            }
+            let key = KeyName::new(key);
+            self.doorman.restore_bucket(&key, bucket);
+            self.rated.insert(key);
+            return true;
+        }
+        if let Some(id) = name.strip_prefix(LEASE) {
+            let lease = value
+                .split_once(' ')
+                .and_then(|(expires, key)| Some((expires.parse::<u64>().ok()?, key)));
+            let (Ok(id), Some((expires_us, key))) = (id.parse::<u64>(), lease) else {
+                return false;
+            };
+            if key.is_empty() || expires_us <= now_us {
+                // Expired: its holder went quiet, but the id stays used.
+                self.leases.resume_after(id);
+                return false;
+            }
+            let lease = self.doorman.restore_slot(&KeyName::new(key));
+            self.leases.restore(id, lease, expires_us);
+            return true;
+        }
+        if name == NEXT_LEASE {
+            let Ok(id) = value.parse::<u64>() else {
+                return false;
+            };
+            self.leases.resume_after(id);
+            return true;
+        }
+        false
+    }
+}
+
+fn rate_name(key: &KeyName) -> String {
+    format!("{RATE}{}", key.as_str())
+}
+
+fn lease_name(id: u64) -> String {
+    format!("{LEASE}{id}")
+}
+
+#[cfg(test)]
+#[path = "shared_turns_tests.rs"]
+mod tests;
