@@ -119,7 +119,8 @@ pub struct Args {
     #[arg(long, env = "RESPONSE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub response_timeout: Duration,
 
-    /// Longest pause allowed between body chunks, in either direction.
+    /// Longest pause allowed between body chunks, in either direction (a
+    /// client that takes none of its answer for this long is cut).
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 

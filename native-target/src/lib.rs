@@ -22,6 +22,7 @@ mod metrics;
 pub mod reload;
 mod request_id;
 mod server;
+mod stall;
 pub mod tls;
 mod turns;
 mod upstream;

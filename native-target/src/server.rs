@@ -18,6 +18,7 @@ use crate::client;
 use crate::handler::{handle, Shared};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::stall::WriteStall;
 use crate::upstream::{self, Upstream};
 
 /// The largest request head (request line and headers) hyper reads, in
@@ -326,6 +327,9 @@ async fn serve_thread(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Under TLS too: a client that stops taking its answer is
+                // cut after IDLE_TIMEOUT (see stall.rs).
+                let stream = WriteStall::new(stream, settings.idle_timeout);
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |req| handle(Arc::clone(&shared), req));
                 let Some(tls) = &settings.tls else {

@@ -96,6 +96,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/tests/native.rs::stalled_origin_stream_is_cut_after_idle_timeout",
             },
             Row {
+                input: "a client reads its answer's head and then nothing more (64 MiB answer, its socket full)",
+                result: "after `IDLE_TIMEOUT` with nothing taken the connection is closed, the origin's request cancelled (and a slot it held given back); logged `client_gone`. A slow reader that takes something within each `IDLE_TIMEOUT` is not cut (virtual-time test)",
+                targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
+                test: "native-target/tests/origin_wire.rs::a_client_that_stops_reading_is_cut_after_idle_timeout",
+            },
+            Row {
                 input: "origin answers 400, 404, 418, 500, 503",
                 result: "passed through as is, status and body",
                 targets: Targets::Both,
