@@ -109,7 +109,7 @@ impl Proxy {
             body_limit: cfg.max_body_bytes,
             rejection: None,
             request_id: request_id::pick(&request.headers, fresh),
-            length_declared: request.headers.contains_key(header::CONTENT_LENGTH),
+            declared_length: None,
             llm: false,
             ask_usage: false,
             turn: None,
@@ -150,8 +150,9 @@ impl Proxy {
             Cow::Owned(path) => Some(path),
         };
         let endpoint = endpoint::classify(resolved.as_deref().unwrap_or(request.uri.path()));
-        if let Err(error) = self.check(&request, &key, &endpoint) {
-            return exchange.reject(error);
+        match self.check(&request, &key, &endpoint) {
+            Ok(length) => exchange.declared_length = length,
+            Err(error) => return exchange.reject(error),
         }
         exchange.llm = endpoint.llm;
         exchange.ask_usage = endpoint.ask_usage;
@@ -225,13 +226,14 @@ impl Proxy {
         parts
     }
 
-    /// Checks an authenticated request against policy and framing rules.
+    /// Checks an authenticated request against policy and framing rules;
+    /// its declared body length, if it has one.
     fn check(
         &self,
         request: &request::Parts,
         key: &Key,
         endpoint: &Endpoint,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Option<u64>, ProxyError> {
         if request.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
@@ -269,7 +271,7 @@ impl Proxy {
         }
         match content_length(&request.headers)? {
             Some(len) if len > self.config.max_body_bytes => Err(ProxyError::BodyTooLarge),
-            _ => Ok(()),
+            length => Ok(length),
         }
     }
 

@@ -42,7 +42,8 @@ pub struct Exchange {
     pub(crate) body_limit: u64,
     pub(crate) rejection: Option<ProxyError>,
     pub(crate) request_id: Option<HeaderValue>,
-    pub(crate) length_declared: bool,
+    /// The body length the request declared (checked against the limit).
+    pub(crate) declared_length: Option<u64>,
     /// The answer is an LLM's: its usage is read.
     pub(crate) llm: bool,
     /// A stream that does not ask for its usage is asked (the body goes
@@ -394,7 +395,13 @@ impl Exchange {
     /// and the runtime holds the body to it). `None` when there is nothing
     /// left to count.
     pub fn streamed_body_limit(&self) -> Option<u64> {
-        (!self.length_declared).then_some(self.body_limit)
+        self.declared_length.is_none().then_some(self.body_limit)
+    }
+
+    /// The body length the request declared, within the limit: an adapter
+    /// that passes the body through a stream of its own keeps this length.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.declared_length
     }
 
     /// Why the proxy answered the request itself with an error, if it did.

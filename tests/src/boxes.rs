@@ -307,21 +307,34 @@ pub async fn an_upload_its_client_breaks_is_not_the_boxs_failure<T: Target>(t: &
     a.set_models(&["qwen3:8b"], &["qwen3:8b"]);
     b.set_models(&["qwen3:8b"], &[]);
     boxes.learn().await;
-    let mut client = tokio::net::TcpStream::connect(boxes.proxy).await.unwrap();
     let start = r#"{"model":"qwen3:8b","messages":[{"role":"user","content":"#;
-    // A chunk announced longer than what is sent, then the end of input.
-    let head = format!(
-        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
-        start.len() + 100
-    );
-    client.write_all(head.as_bytes()).await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut answer = Vec::new();
-    let _ = client.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("bad_request"), "{answer}");
-    let got = chat(boxes.proxy, "qwen3:8b").await;
-    assert_eq!(got.status, 200, "{:?}", got.body);
-    assert_eq!(boxes.hits("/api/chat")[1], 0, "the box was not taken out");
+    // Announced longer than what is sent, then the end of input: a chunk,
+    // and a declared length.
+    let framings = [
+        format!(
+            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
+            start.len() + 100
+        ),
+        format!("Content-Length: {}\r\n\r\n{start}", start.len() + 100),
+    ];
+    for framing in framings {
+        let mut client = tokio::net::TcpStream::connect(boxes.proxy).await.unwrap();
+        let head = format!(
+            "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n{framing}"
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+        assert!(answer.contains("bad_request"), "{framing:?}: {answer}");
+        let got = chat(boxes.proxy, "qwen3:8b").await;
+        assert_eq!(got.status, 200, "{:?}", got.body);
+        assert_eq!(
+            boxes.hits("/api/chat")[1],
+            0,
+            "{framing:?}: the box was taken out"
+        );
+    }
 }

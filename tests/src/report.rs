@@ -167,6 +167,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::a_get_with_a_body_is_answered",
             },
             Row {
+                input: "a client announces a longer body than it sends (a declared length, or a chunk), then ends its input",
+                result: "400 `bad_request`, not 502: the client's failure, not the origin's; nothing complete reaches the origin. At the edge a body of declared length is read through a stream of the Worker's own (a `FixedLengthStream`, so the origin still gets its `Content-Length`) — passed to `fetch` as it came, workerd reported its break as the origin's",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::a_body_its_client_breaks_gets_400",
+            },
+            Row {
                 input: "client leaves while the origin has not answered yet",
                 result: "the origin request is cancelled; logged with status 499, outcome `client_gone`, and counted",
                 targets: Targets::Native("workerd does not read the client socket then, so it cannot notice (a plain JS Worker behaves the same)"),

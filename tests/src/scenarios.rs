@@ -67,6 +67,7 @@ macro_rules! scenario_tests {
             response_head_is_rewritten_for_the_client,
             origin_status_and_body_pass_through,
             a_get_with_a_body_is_answered,
+            a_body_its_client_breaks_gets_400,
             an_encoded_answer_with_a_length_arrives_whole,
             ndjson_streams_chunk_by_chunk,
             sse_streams_chunk_by_chunk,
@@ -505,6 +506,41 @@ pub async fn a_get_with_a_body_is_answered<T: Target>(t: &T) {
         b""
     };
     assert_eq!(&seen[1].body[..], body);
+}
+
+/// A body its client announces longer than it sends, then ends its input
+/// (a client gone mid-upload): the client's failure — 400 `bad_request` if
+/// anyone is left to read it — never the origin's (not 502, and nothing
+/// complete is forwarded), with a declared length as with chunks.
+pub async fn a_body_its_client_breaks_gets_400<T: Target>(t: &T) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(t, &[]).await;
+    let start = r#"{"model":"qwen3:8b","messages":[{"role":"user","content":"#;
+    let framings = [
+        format!("Content-Length: {}\r\n\r\n{start}", start.len() + 100),
+        format!(
+            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
+            start.len() + 100
+        ),
+    ];
+    for framing in framings {
+        let mut client = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        let head = format!(
+            "POST /api/chat HTTP/1.1\r\nHost: proxy\r\n{}: {}\r\nContent-Type: application/json\r\n{framing}",
+            AUTH.0, AUTH.1
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+        assert!(answer.contains("bad_request"), "{framing:?}: {answer}");
+    }
+    assert!(
+        h.origin.requests().iter().all(|r| !r.body_complete),
+        "a broken body reached the origin complete"
+    );
 }
 
 /// An LLM's answer that a compressing proxy in front of Ollama sent encoded,

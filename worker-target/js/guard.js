@@ -161,14 +161,17 @@ export function meterStream(body, notice, length, meter, clientSignal) {
 //   Uint8Array: the chunk to send instead, with the stream's usage asked
 //   for; it is done then too); if it throws (it is only kept alive while the
 //   fetch runs), the upload is refused too, never passed unchecked.
-// The client's own abort signal is followed. Returns `{ stream, signal,
-// exceeded, clientFailed }`; `exceeded` turns true when the limit was the
-// cause, `clientFailed` when reading the client's body failed.
+// The client's own abort signal is followed. `length` (or null) is the
+// body's declared length: the stream then goes on through a
+// FixedLengthStream, so the origin still gets that Content-Length. Returns
+// `{ stream, signal, exceeded, clientFailed }`; `exceeded` turns true when
+// the limit was the cause, `clientFailed` when reading the client's body
+// failed.
 const PASS = 0;
 const DONE = 1;
 const REFUSE = 2;
 
-export function forwardUpload(held, reader, check, limit, clientSignal) {
+export function forwardUpload(held, reader, check, limit, length, clientSignal) {
   const controller = new AbortController();
   if (clientSignal.aborted) {
     controller.abort(clientSignal.reason);
@@ -253,5 +256,12 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
     },
     { highWaterMark: 0 },
   );
+  if (length != null) {
+    // A failed pipe is the upload stopping (above) or the subrequest
+    // ending: both are answered from the fetch's outcome.
+    const fixed = new FixedLengthStream(length);
+    result.stream.pipeTo(fixed.writable).catch(() => {});
+    result.stream = fixed.readable;
+  }
   return result;
 }

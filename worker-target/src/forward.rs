@@ -101,8 +101,9 @@ impl Forward {
     /// throws and answers with [`Forward::failed`].
     pub fn send(&mut self, request: &web_sys::Request) -> Result<js_sys::Promise, JsValue> {
         let limit = self.exchange.streamed_body_limit();
+        let length = self.exchange.declared_length();
         let upload = match self.exchange.model_gate() {
-            None => upload::plain(request.body(), limit, request.signal())?,
+            None => upload::plain(body(&self.head, request), limit, length, request.signal())?,
             Some(gate) => match upload::without_body(gate, request.signal()) {
                 Ok(upload) => upload,
                 Err(stopped) => {
@@ -228,11 +229,22 @@ impl Forward {
 
 /// The subrequest for `head` with `upload`'s body and signal: the fetch's
 /// promise.
+/// The client's body to send on. workerd's fetch refuses a GET or HEAD
+/// with a body (a TypeError, read as the box being unreachable): such a
+/// request goes on without it, and its body is not read.
+fn body(
+    head: &http::request::Parts,
+    request: &web_sys::Request,
+) -> Option<web_sys::ReadableStream> {
+    if bodiless(head) {
+        None
+    } else {
+        request.body()
+    }
+}
+
 fn subrequest(head: &http::request::Parts, upload: &Upload) -> worker::Result<js_sys::Promise> {
-    // workerd's fetch refuses a GET or HEAD with a body (a TypeError, read
-    // as the box being unreachable): such a request goes on without it.
-    let body = if bodiless(head) { None } else { upload.body() };
-    let init = upstream_init(head, body.as_ref(), &upload.signal)?;
+    let init = upstream_init(head, upload.body().as_ref(), &upload.signal)?;
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     Ok(scope.fetch_with_str_and_init(&head.uri.to_string(), &init))
 }
@@ -256,10 +268,11 @@ impl Forward {
         let count = proxy.config().origins().len();
         // Body and abort signal ride along: the client going away cancels
         // the subrequest, and the body stays a JS stream (see upload.rs).
-        let body = request.body();
+        let body = body(&self.head, request);
         let limit = self.exchange.streamed_body_limit();
+        let length = self.exchange.declared_length();
         let upload = match self.exchange.model_gate() {
-            None => upload::plain(body, limit, request.signal())?,
+            None => upload::plain(body, limit, length, request.signal())?,
             Some(gate) => match upload::through_gate(body, gate, limit, request.signal()).await {
                 Ok(upload) => upload,
                 Err(stopped) => return done_none(self.stopped_response(stopped)),

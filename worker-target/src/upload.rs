@@ -1,8 +1,10 @@
 //! The request body on its way to the origin.
 //!
-//! Without a model gate it stays a JS stream: handed over as is, or through
-//! a JS pull-stream that counts it against the body limit when no length was
-//! declared. With a gate (a key limited to some models), the chunks are read
+//! Without a model gate it stays a JS stream, passed through a JS
+//! pull-stream that tells a client breaking its body (400, the box not held
+//! responsible) from an origin failing (502), and counts it against the
+//! body limit when no length was declared; a declared length goes on to the
+//! origin (a FixedLengthStream). With a gate (a key limited to some models), the chunks are read
 //! here until the core's gate decides, each copied into WASM only to be
 //! scanned (the chunk itself stays a JS object), and held; then a JS
 //! pull-stream sends the held chunks and the rest on, asking the gate about
@@ -22,15 +24,17 @@ use web_sys::{AbortSignal, ReadableStream, ReadableStreamDefaultReader};
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/js/guard.js")]
 extern "C" {
-    /// `{ stream, signal, exceeded }`: the held chunks, then what `reader`
-    /// still has, with `check` asked about each later chunk and the end
-    /// (see js/guard.js).
+    /// `{ stream, signal, exceeded, clientFailed }`: the held chunks, then
+    /// what `reader` still has, with `check` asked about each later chunk
+    /// and the end, at the declared `length` if there is one (see
+    /// js/guard.js).
     #[wasm_bindgen(js_name = forwardUpload)]
     fn forward_upload(
         held: &Array,
         reader: Option<&ReadableStreamDefaultReader>,
         check: Option<&js_sys::Function>,
         limit: f64,
+        length: Option<f64>,
         client_signal: &AbortSignal,
     ) -> Object;
 }
@@ -117,27 +121,32 @@ impl Upload {
     }
 }
 
-/// The body as it is (`limit`: count it, when no length was declared).
+/// The body as it is, read through a JS pull-stream that tells a client
+/// that breaks it from an origin that fails (`limit`: count it, when no
+/// length was declared; `length`: the one declared, which the origin still
+/// gets).
 pub(crate) fn plain(
     body: Option<ReadableStream>,
     limit: Option<u64>,
+    length: Option<u64>,
     client_signal: AbortSignal,
 ) -> Result<Upload, JsValue> {
     let refusal = Rc::default();
-    match (body, limit) {
+    match body {
         // u64 → f64 is exact up to 2^53 bytes, far above any body limit.
-        (Some(body), Some(limit)) => {
+        Some(body) => {
             let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
             let upload = forward_upload(
                 &Array::new(),
                 Some(&reader),
                 None,
-                limit as f64,
+                limit.map_or(f64::INFINITY, |limit| limit as f64),
+                length.map(|length| length as f64),
                 &client_signal,
             );
             Upload::from_js(upload, refusal, Rc::default(), None)
         }
-        (stream, _) => Ok(Upload {
+        stream => Ok(Upload {
             stream,
             signal: client_signal,
             upload: None,
@@ -218,6 +227,7 @@ pub(crate) async fn through_gate(
                 } else {
                     limit as f64
                 },
+                None,
                 &client_signal,
             );
             let mut upload = Upload::from_js(upload, refusal, asked, check)
