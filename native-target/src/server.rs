@@ -295,17 +295,19 @@ async fn serve_thread(
         idle_timeout: settings.idle_timeout,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // An answer's head and body go out as one slice, copied together into
+    // hyper's write buffer (at most MAX_HEAD_BYTES of it), not as a list of
+    // slices: one `write` costs the kernel less than a `writev` of two or
+    // three (CPU per small request −3 %, 12 alternating rounds; large
+    // downloads no slower), and over TLS rustls copies them into a record
+    // anyway and would gather a list into an allocation per write.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES)
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
-    // Over TLS an answer's head and body go to rustls as one slice (copied
-    // together here, as rustls copies them into a record anyway): a list of
-    // slices is gathered into an allocation per write there.
-    let mut tls_builder = builder.clone();
-    tls_builder.http1().writev(false);
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -346,7 +348,7 @@ async fn serve_thread(
                 // like a request head; a failed one just closes it.
                 let acceptor = tls.acceptor().clone();
                 let watcher = graceful.watcher();
-                let builder = tls_builder.clone();
+                let builder = builder.clone();
                 let limit = settings.header_timeout;
                 let metrics = Arc::clone(&settings.metrics);
                 connections.spawn(async move {

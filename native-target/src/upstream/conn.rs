@@ -278,8 +278,11 @@ impl Outgoing {
                 slices[count] = IoSlice::new(part);
                 count += 1;
             }
-            let mut n =
-                ready!(Pin::new(&mut conn.stream).poll_write_vectored(cx, &slices[..count]))?;
+            let mut n = if count == 1 {
+                ready!(Pin::new(&mut conn.stream).poll_write(cx, &slices[0]))?
+            } else {
+                ready!(Pin::new(&mut conn.stream).poll_write_vectored(cx, &slices[..count]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
