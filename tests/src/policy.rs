@@ -831,3 +831,46 @@ pub async fn a_later_second_model_aborts_the_upload<T: Target>(t: &T) {
     h.origin.expect_one_aborted_upload().await;
     drop(tx);
 }
+
+/// An origin that answers while the body is still coming (here it echoes
+/// the body as it arrives): the model gate goes on reading the rest, and
+/// the answer streams on whole — the gate is not dropped with the answer's
+/// head (at the edge, a gate gone made the next chunk a refusal that cut
+/// the answer).
+pub async fn an_answer_before_the_whole_body_streams_on<T: Target>(t: &T) {
+    let h = harness(t).await;
+    let (tx, stream) = channel_body();
+    let auth = bearer(ALICE);
+    let first = r#"{"model":"llama3.2:1b","messages":[],"note":""#;
+    let rest = r#"the rest"}"#;
+    tx.send(Bytes::from_static(first.as_bytes())).await.unwrap();
+    let req = request(
+        h.proxy,
+        "POST",
+        "/echo",
+        &[("cf-aig-authorization", &auth)],
+        stream,
+    );
+    let response = tokio::time::timeout(Duration::from_secs(10), send(req))
+        .await
+        .expect("the echo's head while the body is still open");
+    assert_eq!(response.status(), 200);
+    tx.send(Bytes::from_static(rest.as_bytes())).await.unwrap();
+    drop(tx);
+    let got = tokio::time::timeout(Duration::from_secs(10), collect(response))
+        .await
+        .expect("the whole echo");
+    assert_eq!(
+        String::from_utf8_lossy(&got.body),
+        format!("{first}{rest}"),
+        "the answer was cut"
+    );
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the upload to be recorded",
+            |r, _| r.len() == 1,
+        )
+        .await;
+    assert!(h.origin.requests()[0].body_complete);
+}

@@ -297,6 +297,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/policy.rs::allowed_bodies_stream_on_intact",
             },
             Row {
+                input: "a key limited to some models sends a body in pieces; the origin answers (echoes) before the last piece",
+                result: "the gate reads on to the body's end and the answer streams on whole; at the edge the gate was dropped with the answer's head and the next piece, taken for a refusal, cut the answer",
+                targets: Targets::Both,
+                test: "tests/src/policy.rs::an_answer_before_the_whole_body_streams_on",
+            },
+            Row {
                 input: "`/api/tags`, `/api/ps`, `/v1/models` for keys with and without lists",
                 result: "only the key's models listed; the rest of the answer byte for byte; a listing that cannot be read is 502 `origin_listing_unreadable`, never passed on",
                 targets: Targets::Both,

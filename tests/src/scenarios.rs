@@ -27,7 +27,8 @@ pub use crate::fair::{
 use crate::origin::pattern;
 pub use crate::policy::{
     a_later_second_model_aborts_the_upload, allowed_bodies_stream_on_intact,
-    keys_document_tokens_and_their_states, listings_show_only_the_keys_models,
+    an_answer_before_the_whole_body_streams_on, keys_document_tokens_and_their_states,
+    listings_show_only_the_keys_models,
 };
 use crate::target::{closed_port, Harness, Target, AUTH, TOKEN};
 pub use crate::usage::openai_streams_are_asked_for_their_usage;
@@ -89,6 +90,7 @@ macro_rules! scenario_tests {
             listings_show_only_the_keys_models,
             allowed_bodies_stream_on_intact,
             a_later_second_model_aborts_the_upload,
+            an_answer_before_the_whole_body_streams_on,
             openai_streams_are_asked_for_their_usage,
             a_keys_rate_is_enforced_with_openais_headers,
             a_key_over_its_cap_is_refused_until_its_answer_ends,

@@ -164,9 +164,11 @@ export function meterStream(body, notice, length, meter, clientSignal) {
 // The client's own abort signal is followed. `length` (or null) is the
 // body's declared length: the stream then goes on through a
 // FixedLengthStream, so the origin still gets that Content-Length. Returns
-// `{ stream, signal, exceeded, clientFailed }`; `exceeded` turns true when
-// the limit was the cause, `clientFailed` when reading the client's body
-// failed.
+// `{ stream, signal, exceeded, clientFailed, ended }`; `exceeded` turns true
+// when the limit was the cause, `clientFailed` when reading the client's
+// body failed; `ended` settles once the upload has ended, whichever way (the
+// gate behind `check` is kept until then: an origin may answer before it
+// has the whole body).
 const PASS = 0;
 const DONE = 1;
 const REFUSE = 2;
@@ -180,7 +182,16 @@ export function forwardUpload(held, reader, check, limit, length, clientSignal) 
       once: true,
     });
   }
-  const result = { stream: null, signal: controller.signal, exceeded: false, clientFailed: false };
+  let ended;
+  const result = {
+    stream: null,
+    signal: controller.signal,
+    exceeded: false,
+    clientFailed: false,
+    ended: new Promise((resolve) => {
+      ended = resolve;
+    }),
+  };
   let seen = 0;
   for (const chunk of held) {
     seen += chunk.byteLength;
@@ -207,6 +218,7 @@ export function forwardUpload(held, reader, check, limit, length, clientSignal) 
     if (reader != null) {
       reader.cancel(error).catch(() => {});
     }
+    ended();
   };
   result.stream = new ReadableStream(
     {
@@ -234,6 +246,7 @@ export function forwardUpload(held, reader, check, limit, length, clientSignal) 
             stop(stream, new Error("request body refused"));
           } else {
             stream.close();
+            ended();
           }
           return;
         }
@@ -251,6 +264,7 @@ export function forwardUpload(held, reader, check, limit, length, clientSignal) 
         stream.enqueue(verdict instanceof Uint8Array ? verdict : step.value);
       },
       cancel(reason) {
+        ended();
         return reader == null ? undefined : reader.cancel(reason);
       },
     },

@@ -360,7 +360,7 @@ impl Forward {
             });
         }
         let asked = upload.asked_for_usage();
-        drop(upload);
+        upload.release_when_ended();
         let head = self.upstream_head(&upstream)?;
         if self.exchange.filters_listing(head.status) {
             return done_none(self.listing(head, &upstream).await);

@@ -84,6 +84,27 @@ impl Upload {
         self.asked.get()
     }
 
+    /// Lets the upload go once it has ended. The gate behind it is asked
+    /// about every later chunk until then, and an origin may answer — its
+    /// head arriving here — before it has the whole body: a gate dropped
+    /// with the head made the next chunk a refusal that cut the answer.
+    pub(crate) fn release_when_ended(self) {
+        if self._check.is_none() {
+            return;
+        }
+        let ended = self
+            .upload
+            .as_ref()
+            .and_then(|upload| Reflect::get(upload, &"ended".into()).ok())
+            .and_then(|ended| ended.dyn_into::<js_sys::Promise>().ok());
+        if let Some(ended) = ended {
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = JsFuture::from(ended).await;
+                drop(self);
+            });
+        }
+    }
+
     /// Why a fetch that failed did, when the upload was the cause.
     pub(crate) fn stopped(&self) -> Option<Stopped> {
         if let Some(refusal) = self.refusal.borrow().clone() {
