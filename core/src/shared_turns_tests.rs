@@ -253,3 +253,65 @@ proptest! {
         prop_assert!(store.0.keys().all(|name| name == "lease-next"), "{:?}", store.0);
     }
 }
+
+proptest! {
+    /// The edge's doorman decides as the native one does with no queue
+    /// (`MAX_QUEUE=0`): the same admissions and refusals, the same rate
+    /// headers, whatever the keys, caps, rates and order.
+    #[test]
+    fn the_edge_decides_as_natively_without_a_queue(
+        max in prop::option::of(1..4u32),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        const KEYS: [&str; 3] = ["alice", "bob", "carol"];
+        let limits = TurnLimits { max_queue: 0, ..limits(max) };
+        let mut native = Doorman::new(limits);
+        let mut edge = SharedDoorman::restore(limits, [], T0);
+        let mut now = T0;
+        let mut held: Vec<(Lease, u64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Admit { key, slot, cap, per_minute } => {
+                    let turn = Turn::from_parts(KEYS[key], slot, cap, per_minute);
+                    match (native.admit(&turn, now), edge.admit(&turn, now)) {
+                        (
+                            Admission::Go { lease, rate },
+                            SharedAdmission::Go { lease: id, rate: edge_rate },
+                        ) => {
+                            prop_assert_eq!(rate, edge_rate);
+                            prop_assert_eq!(lease.is_some(), id.is_some());
+                            if let (Some(lease), Some(id)) = (lease, id) {
+                                held.push((lease, id));
+                            }
+                        }
+                        (Admission::Refuse(refusal), SharedAdmission::Refused(edge_refusal)) => {
+                            prop_assert_eq!(refusal, edge_refusal);
+                        }
+                        (native, edge) => {
+                            prop_assert!(false, "native {:?}, edge {:?}", native, edge);
+                        }
+                    }
+                }
+                Op::Release(i) if i < held.len() => {
+                    let (lease, id) = held.swap_remove(i);
+                    prop_assert!(native.release(lease).is_empty());
+                    edge.release(id, now);
+                }
+                // Time passes with every holder renewing as an isolate does
+                // (natively a slot needs no renewal).
+                Op::Wait(us) => {
+                    let end = now + us;
+                    while now < end {
+                        now = end.min(now + 5 * SECOND);
+                        for &(_, id) in &held {
+                            prop_assert!(edge.renew(id, now));
+                        }
+                    }
+                }
+                Op::Renew(_) | Op::Release(_) | Op::Restart => {}
+            }
+            let _ = edge.take_changes();
+        }
+        prop_assert_eq!(native.in_flight(), edge.in_flight());
+    }
+}
