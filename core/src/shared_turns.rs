@@ -21,8 +21,12 @@
 //! one clock every instance of the object shares — and stores the records.
 //! Records are text pairs: `rate:<key>` → the bucket's theoretical arrival
 //! time in nanoseconds; `lease:<id>` → `<expires_us> <key>`; `lease-next` →
-//! the last lease id handed out (ids are never reused, so a late renewal
-//! from a holder whose lease was taken back cannot renew someone else's).
+//! the end of the block of lease ids in use (ids are never reused, so a late
+//! renewal from a holder whose lease was taken back cannot renew someone
+//! else's). Writes are what storage bills: a request with a rate writes its
+//! bucket; one with a slot its lease too (and `lease-next` once per 1,024),
+//! then once every four renewals while it streams, and deletes it at the
+//! end.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -182,17 +186,27 @@ pub enum SharedAdmission {
 pub struct SharedDoorman {
     doorman: Doorman,
     leases: LeaseTable,
+    /// Each held lease's expiry as written (see [`SharedDoorman::renew`]).
+    kept_expiry: HashMap<u64, u64>,
+    /// Lease ids up to this are reserved by the `lease-next` record.
+    kept_ids: u64,
     /// Keys whose bucket has a record.
     rated: HashSet<KeyName>,
     changes: Changes,
 }
+
+/// Lease ids are reserved this many at a time: `lease-next` is written once
+/// per block, not per lease.
+const ID_BLOCK: u64 = 1024;
 
 impl SharedDoorman {
     /// Picks up from `records` (every record the object's storage holds) at
     /// `now_us`, under `limits` (with no queue, whatever they say). Records
     /// with nothing left to keep — a bucket full again, a lease expired —
     /// and any it cannot read come out as deletions in the first
-    /// [`Changes`].
+    /// [`Changes`]. With no `lease-next` (storage new, or wiped) lease ids
+    /// start at `now_us`, above any a previous object's isolates may still
+    /// hold.
     pub fn restore<'a>(
         limits: TurnLimits,
         records: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -204,13 +218,20 @@ impl SharedDoorman {
                 ..limits
             }),
             leases: LeaseTable::new(LEASE_TTL_US),
+            kept_expiry: HashMap::new(),
+            kept_ids: 0,
             rated: HashSet::new(),
             changes: Changes::default(),
         };
+        let mut ids_kept = false;
         for (name, value) in records {
+            ids_kept |= name == NEXT_LEASE;
             if !kept.restore_record(name, value, now_us) {
                 kept.changes.delete(name.to_owned());
             }
+        }
+        if !ids_kept {
+            kept.leases.resume_after(now_us);
         }
         kept
     }
@@ -218,7 +239,7 @@ impl SharedDoorman {
     /// A request asks for its turn at `now_us`.
     pub fn admit(&mut self, turn: &Turn, now_us: u64) -> SharedAdmission {
         self.take_back(now_us);
-        match self.doorman.admit(turn, now_us) {
+        let admission = match self.doorman.admit(turn, now_us) {
             Admission::Go { lease, rate } => {
                 if rate.is_some() {
                     self.keep_bucket(turn.key());
@@ -226,7 +247,11 @@ impl SharedDoorman {
                 let lease = lease.map(|lease| {
                     let id = self.leases.hold(lease, now_us);
                     self.keep_lease(id);
-                    self.changes.put(NEXT_LEASE.to_owned(), id.to_string());
+                    if id > self.kept_ids {
+                        self.kept_ids = id.div_ceil(ID_BLOCK) * ID_BLOCK;
+                        self.changes
+                            .put(NEXT_LEASE.to_owned(), self.kept_ids.to_string());
+                    }
                     id
                 });
                 SharedAdmission::Go { lease, rate }
@@ -241,15 +266,24 @@ impl SharedDoorman {
                 SharedAdmission::Refused(TurnRefusal::QueueFull)
             }
             Admission::Refuse(refusal) => SharedAdmission::Refused(refusal),
-        }
+        };
+        self.forget(now_us);
+        admission
     }
 
     /// Lease `id`'s answer still streams at `now_us`: false if the lease had
-    /// expired (and was taken back) or is unknown.
+    /// expired (and was taken back) or is unknown. The new expiry is written
+    /// only once the one written has less than half a lease's life left: a
+    /// holder renewing every sixth of it (as the Worker's isolates do) has
+    /// its written expiry at least a third of a life ahead at any moment, so
+    /// it keeps its lease through a restart, with a write every four
+    /// renewals instead of each; a holder gone is taken back sooner after a
+    /// restart, never later.
     pub fn renew(&mut self, id: u64, now_us: u64) -> bool {
         self.take_back(now_us);
         let renewed = self.leases.renew(id, now_us);
-        if renewed {
+        let kept = self.kept_expiry.get(&id).copied().unwrap_or(0);
+        if renewed && kept.saturating_sub(now_us) < LEASE_TTL_US / 2 {
             self.keep_lease(id);
         }
         renewed
@@ -258,24 +292,11 @@ impl SharedDoorman {
     /// Lease `id`'s answer ended: its slot comes back.
     pub fn release(&mut self, id: u64, now_us: u64) {
         if let Some(lease) = self.leases.take(id) {
-            self.changes.delete(lease_name(id));
+            self.drop_lease(id);
             let _ = self.doorman.release(lease);
         }
         self.take_back(now_us);
-        self.doorman.forget_idle(now_us);
-        let Self {
-            doorman,
-            rated,
-            changes,
-            ..
-        } = self;
-        rated.retain(|key| {
-            let held = doorman.bucket(key).is_some();
-            if !held {
-                changes.delete(rate_name(key));
-            }
-            held
-        });
+        self.forget(now_us);
     }
 
     /// What changed since the last call, to write to storage before the
@@ -292,9 +313,28 @@ impl SharedDoorman {
     /// Leases whose holders went quiet go back to the doorman.
     fn take_back(&mut self, now_us: u64) {
         for (id, lease) in self.leases.expired(now_us) {
-            self.changes.delete(lease_name(id));
+            self.drop_lease(id);
             let _ = self.doorman.release(lease);
         }
+    }
+
+    /// Keys with nothing held and a full bucket are forgotten, with their
+    /// records (storage holds the keys in use only).
+    fn forget(&mut self, now_us: u64) {
+        self.doorman.forget_idle(now_us);
+        let Self {
+            doorman,
+            rated,
+            changes,
+            ..
+        } = self;
+        rated.retain(|key| {
+            let held = doorman.bucket(key).is_some();
+            if !held {
+                changes.delete(rate_name(key));
+            }
+            held
+        });
     }
 
     fn keep_bucket(&mut self, key: &KeyName) {
@@ -309,7 +349,13 @@ impl SharedDoorman {
         if let Some((key, expires_us)) = self.leases.get(id) {
             let value = format!("{expires_us} {}", key.as_str());
             self.changes.put(lease_name(id), value);
+            self.kept_expiry.insert(id, expires_us);
         }
+    }
+
+    fn drop_lease(&mut self, id: u64) {
+        self.changes.delete(lease_name(id));
+        self.kept_expiry.remove(&id);
     }
 
     /// Takes one record back in; false if there is nothing to keep of it.
@@ -334,13 +380,14 @@ impl SharedDoorman {
             let (Ok(id), Some((expires_us, key))) = (id.parse::<u64>(), lease) else {
                 return false;
             };
+            // Even expired, its id stays used.
+            self.leases.resume_after(id);
             if key.is_empty() || expires_us <= now_us {
-                // Expired: its holder went quiet, but the id stays used.
-                self.leases.resume_after(id);
                 return false;
             }
             let lease = self.doorman.restore_slot(&KeyName::new(key));
             self.leases.restore(id, lease, expires_us);
+            self.kept_expiry.insert(id, expires_us);
             return true;
         }
         if name == NEXT_LEASE {
@@ -348,6 +395,7 @@ impl SharedDoorman {
                 return false;
             };
             self.leases.resume_after(id);
+            self.kept_ids = self.kept_ids.max(id);
             return true;
         }
         false

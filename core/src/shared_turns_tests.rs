@@ -149,13 +149,18 @@ fn what_is_kept_is_only_what_is_still_needed() {
     let mut d = store.restart(limits(Some(2)), T0);
     let a = lease_of(d.admit(&Turn::from_parts("alice", true, None, Some(60)), T0));
     let b = lease_of(d.admit(&slot("bob"), T0));
+    // A fresh store: ids start at the clock, above any an earlier object's
+    // isolates may hold, and are reserved a block at a time.
+    assert_eq!((a, b), (T0 + 1, T0 + 2));
     store.write(d.take_changes());
     let names: Vec<&str> = store.0.keys().map(String::as_str).collect();
-    assert_eq!(names, ["lease-next", "lease:1", "lease:2", "rate:alice"]);
-    assert_eq!(store.0["lease:1"], format!("{} alice", T0 + LEASE_TTL_US));
-    assert_eq!(store.0["lease-next"], "2");
+    let (la, lb) = (format!("lease:{a}"), format!("lease:{b}"));
+    assert_eq!(names, ["lease-next", &la, &lb, "rate:alice"]);
+    assert_eq!(store.0[&la], format!("{} alice", T0 + LEASE_TTL_US));
+    let block: u64 = store.0["lease-next"].parse().unwrap();
+    assert!(block >= b && block % ID_BLOCK == 0, "{block}");
     // Both answers end once alice's bucket is full again: nothing is left
-    // but the last id.
+    // but the block.
     d.release(a, T0 + 5 * SECOND);
     d.release(b, T0 + 5 * SECOND);
     store.write(d.take_changes());
@@ -163,7 +168,10 @@ fn what_is_kept_is_only_what_is_still_needed() {
     drop(d);
     // Records a restart finds stale or cannot read are deleted, and ids
     // stay above any seen.
-    store.0.insert("lease:7".into(), format!("{T0} carol"));
+    let stale = block + 7;
+    store
+        .0
+        .insert(format!("lease:{stale}"), format!("{T0} carol"));
     store.0.insert("rate:dave".into(), T0.to_string());
     store.0.insert("rate:erin".into(), "not a number".into());
     store.0.insert("lease:x".into(), "1 frank".into());
@@ -171,7 +179,58 @@ fn what_is_kept_is_only_what_is_still_needed() {
     let mut d = store.restart(limits(Some(2)), T0 + 6 * SECOND);
     assert_eq!(store.0.keys().collect::<Vec<_>>(), ["lease-next"]);
     assert_eq!(d.in_flight(), 0);
-    assert_eq!(lease_of(d.admit(&slot("bob"), T0 + 6 * SECOND)), 8);
+    assert_eq!(lease_of(d.admit(&slot("bob"), T0 + 6 * SECOND)), stale + 1);
+}
+
+/// A key with a rate and no slot never releases anything: its record goes
+/// once its bucket is full again all the same.
+#[test]
+fn rate_records_go_without_any_release() {
+    let mut store = Store::default();
+    let mut d = store.restart(limits(None), T0);
+    for key in ["a", "b", "c"] {
+        assert!(matches!(
+            d.admit(&rated(key, 60), T0),
+            SharedAdmission::Go { .. }
+        ));
+    }
+    store.write(d.take_changes());
+    assert_eq!(store.0.len(), 3);
+    assert!(matches!(
+        d.admit(&rated("a", 60), T0 + 60 * SECOND),
+        SharedAdmission::Go { .. }
+    ));
+    store.write(d.take_changes());
+    assert_eq!(store.0.keys().collect::<Vec<_>>(), ["rate:a"]);
+}
+
+/// A holder renewing every 5 s writes its lease once every four renewals,
+/// and keeps it through a restart at any moment.
+#[test]
+fn renewals_are_written_a_quarter_of_the_time_and_still_hold() {
+    let mut store = Store::default();
+    let mut d = store.restart(limits(Some(1)), T0);
+    let id = lease_of(d.admit(&slot("alice"), T0));
+    store.write(d.take_changes());
+    let mut writes = 0;
+    for i in 1..=24u64 {
+        let now = T0 + i * 5 * SECOND;
+        // Evicted at any moment, the object still knows the lease.
+        d = store.restart(limits(Some(1)), now);
+        assert!(d.renew(id, now), "lost at {i}");
+        let changes = d.take_changes();
+        writes += usize::from(!changes.is_empty());
+        store.write(changes);
+    }
+    assert_eq!(writes, 6, "two minutes of renewals");
+    // The holder gone, its slot comes back no later than a lease's life
+    // after its last renewal.
+    let last = T0 + 120 * SECOND;
+    let mut d = store.restart(limits(Some(1)), last + LEASE_TTL_US);
+    assert!(matches!(
+        d.admit(&slot("bob"), last + LEASE_TTL_US),
+        SharedAdmission::Go { lease: Some(_), .. }
+    ));
 }
 
 #[derive(Clone, Debug)]
@@ -182,9 +241,11 @@ enum Op {
         cap: Option<u32>,
         per_minute: Option<u32>,
     },
-    Renew(usize),
     Release(usize),
+    /// Time passes; every holder renews every 5 s, as isolates do.
     Wait(u64),
+    /// A holder stops renewing (its isolate died); a lease's life passes.
+    Die(usize),
     /// The object evicted and started again from its storage.
     Restart,
 }
@@ -193,16 +254,36 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..3usize, any::<bool>(), prop::option::of(1..3u32), prop::option::of(1..10u32))
             .prop_map(|(key, slot, cap, per_minute)| Op::Admit { key, slot, cap, per_minute }),
-        2 => (0..8usize).prop_map(Op::Renew),
         2 => (0..8usize).prop_map(Op::Release),
         2 => (0..40 * SECOND).prop_map(Op::Wait),
+        1 => (0..8usize).prop_map(Op::Die),
         1 => Just(Op::Restart),
     ]
 }
 
+/// Both objects' holders renew, in steps of at most 5 s up to `until`.
+fn pass_time(
+    now: &mut u64,
+    until: u64,
+    held: &[(u64, u64)],
+    kept: &mut SharedDoorman,
+    never: &mut SharedDoorman,
+) -> Result<(), TestCaseError> {
+    while *now < until {
+        *now = until.min(*now + 5 * SECOND);
+        for &(k, n) in held {
+            prop_assert!(kept.renew(k, *now), "a live lease lost");
+            prop_assert!(never.renew(n, *now));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
-    /// Whatever happens and whenever the object is evicted, it decides
-    /// exactly as one that never was: every admission, renewal and lease id.
+    /// Whatever happens and whenever the object is evicted, it decides as
+    /// one that never was — every admission, refusal and rate header, every
+    /// live holder's renewal — and never reuses a lease id; a holder that
+    /// died is taken back by both within a lease's life.
     #[test]
     fn an_evicted_object_decides_as_one_that_never_was(
         max in prop::option::of(1..4u32),
@@ -214,41 +295,56 @@ proptest! {
         let mut kept = store.restart(limits, T0);
         let mut never = SharedDoorman::restore(limits, [], T0);
         let mut now = T0;
-        let mut leases: Vec<u64> = Vec::new();
+        // Live leases: (the evicted object's id, the other's).
+        let mut held: Vec<(u64, u64)> = Vec::new();
+        let mut issued = std::collections::HashSet::new();
         for op in ops {
             match op {
                 Op::Admit { key, slot, cap, per_minute } => {
                     let turn = Turn::from_parts(KEYS[key], slot, cap, per_minute);
-                    let answer = kept.admit(&turn, now);
-                    prop_assert_eq!(answer, never.admit(&turn, now));
-                    if let SharedAdmission::Go { lease: Some(id), .. } = answer {
-                        leases.push(id);
+                    match (kept.admit(&turn, now), never.admit(&turn, now)) {
+                        (
+                            SharedAdmission::Go { lease: k, rate },
+                            SharedAdmission::Go { lease: n, rate: never_rate },
+                        ) => {
+                            prop_assert_eq!(rate, never_rate);
+                            prop_assert_eq!(k.is_some(), n.is_some());
+                            if let (Some(k), Some(n)) = (k, n) {
+                                prop_assert!(issued.insert(k), "id {} reused", k);
+                                held.push((k, n));
+                            }
+                        }
+                        (k, n) => prop_assert_eq!(k, n),
                     }
                 }
-                Op::Renew(i) => {
-                    if let Some(&id) = leases.get(i) {
-                        prop_assert_eq!(kept.renew(id, now), never.renew(id, now));
-                    }
+                Op::Release(i) if i < held.len() => {
+                    let (k, n) = held.swap_remove(i);
+                    kept.release(k, now);
+                    never.release(n, now);
                 }
-                Op::Release(i) => {
-                    if i < leases.len() {
-                        let id = leases.swap_remove(i);
-                        kept.release(id, now);
-                        never.release(id, now);
-                    }
+                Op::Wait(us) => {
+                    let until = now + us;
+                    pass_time(&mut now, until, &held, &mut kept, &mut never)?;
                 }
-                Op::Wait(us) => now += us,
+                Op::Die(i) if i < held.len() => {
+                    let (k, n) = held.swap_remove(i);
+                    let until = now + LEASE_TTL_US;
+                    pass_time(&mut now, until, &held, &mut kept, &mut never)?;
+                    prop_assert!(!kept.renew(k, now), "a dead holder's lease outlived its life");
+                    prop_assert!(!never.renew(n, now));
+                }
+                Op::Release(_) | Op::Die(_) => {}
                 Op::Restart => kept = store.restart(limits, now),
             }
             store.write(kept.take_changes());
             let _ = never.take_changes();
         }
         // Every answer ended and every bucket refilled: nothing is kept
-        // but the last id.
-        for id in leases {
-            kept.release(id, now);
+        // but the block of ids.
+        for (k, _) in held {
+            kept.release(k, now);
         }
-        kept.release(0, now + 60 * SECOND);
+        let _ = kept.admit(&Turn::from_parts("zed", false, None, None), now + 60 * SECOND);
         store.write(kept.take_changes());
         prop_assert!(store.0.keys().all(|name| name == "lease-next"), "{:?}", store.0);
     }
@@ -308,7 +404,7 @@ proptest! {
                         }
                     }
                 }
-                Op::Renew(_) | Op::Release(_) | Op::Restart => {}
+                Op::Die(_) | Op::Release(_) | Op::Restart => {}
             }
             let _ = edge.take_changes();
         }

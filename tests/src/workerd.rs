@@ -114,8 +114,9 @@ pub const NO_DOORMAN: &str = "NO_DOORMAN";
 /// directory it names, so a second workerd started with it finds what the
 /// first wrote (a restart, as a deployment does to the object). Without it
 /// each workerd keeps its own, in its temporary directory. Storage is on
-/// disk either way, as it is in production (workerd's in-memory storage is
-/// lost when an idle object is evicted; Cloudflare's is not).
+/// disk and SQLite-backed either way, as it is in production
+/// (`new_sqlite_classes`; workerd's in-memory storage is lost when an idle
+/// object is evicted, Cloudflare's is not).
 pub const DOORMAN_STORE: &str = "DOORMAN_STORE";
 
 const FAKE_ANALYTICS: &str = r#"// A stand-in for a Workers Analytics Engine dataset binding.
@@ -173,7 +174,9 @@ const proxy :Workerd.Worker = (
 {}
 {}
   ],
-  durableObjectNamespaces = [ (className = "Doorman", uniqueKey = "ollama-proxy-doorman") ],
+  durableObjectNamespaces = [
+    (className = "Doorman", uniqueKey = "ollama-proxy-doorman", enableSql = true),
+  ],
   durableObjectStorage = (localDisk = "doorman-store"),
   globalOutbound = "loopback",
 );

@@ -72,12 +72,19 @@ export class Doorman extends DurableObject {
   }
 
   save() {
-    for (const [op, records] of this.doorman.changes()) {
-      if (op === "put") {
-        this.ctx.storage.put(records);
-      } else {
-        this.ctx.storage.delete(records);
+    try {
+      for (const [op, records] of this.doorman.changes()) {
+        if (op === "put") {
+          this.ctx.storage.put(records);
+        } else {
+          this.ctx.storage.delete(records);
+        }
       }
+    } catch (error) {
+      // Memory and storage would part ways: start again from storage (a
+      // write that fails later, once queued, resets the object likewise).
+      this.ctx.abort(error);
+      throw error;
     }
   }
 }
