@@ -186,10 +186,15 @@ impl Forward {
                     self.finish_line(response.status(), None);
                     return Ok(answered(local_response(response)));
                 }
-                Err(turns::NoTurn::Unavailable) => {
-                    worker::console_error!(
-                        "ollama-proxy: config error: limits are configured (MAX_CONCURRENT, or a key's max_concurrent or requests_per_minute) but the DOORMAN Durable Object binding is missing or failed; see README \"Fair share\""
-                    );
+                Err(unavailable) => {
+                    match unavailable {
+                        turns::NoTurn::Failed(why) => worker::console_error!(
+                            "ollama-proxy: the DOORMAN Durable Object could not be asked for a turn ({why}); limited requests are refused until it can"
+                        ),
+                        _ => worker::console_error!(
+                            "ollama-proxy: config error: limits are configured (MAX_CONCURRENT, or a key's max_concurrent or requests_per_minute) but the DOORMAN Durable Object binding is missing; see README \"Fair share\""
+                        ),
+                    }
                     let error = ProxyError::Misconfigured;
                     let response = self.exchange.error_response(error);
                     self.finish_line(response.status(), Some(error));

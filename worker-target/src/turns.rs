@@ -17,7 +17,7 @@ use ollama_proxy_core::{
     LEASE_TTL_US,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen(module = "/js/turns.js")]
@@ -191,9 +191,12 @@ impl EdgeDoorman {
 pub(crate) enum NoTurn {
     /// The doorman's refusal.
     Refused(TurnRefusal),
-    /// No `DOORMAN` binding (or it failed): limits are configured but
-    /// cannot be kept, so the request is refused rather than let through.
-    Unavailable,
+    /// No `DOORMAN` binding: limits are configured but cannot be kept, so
+    /// the request is refused rather than let through.
+    Missing,
+    /// The object could not be asked (its storage failing, say — past the
+    /// Free plan's daily writes): refused likewise; why, for the log.
+    Failed(String),
 }
 
 /// A turn taken: the lease to hold while the answer streams, and the key's
@@ -206,7 +209,7 @@ pub(crate) struct Taken {
 /// Asks the doorman object for `turn`.
 pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
     if !has_doorman(env) {
-        return Err(NoTurn::Unavailable);
+        return Err(NoTurn::Missing);
     }
     let answer = JsFuture::from(doorman_admit(
         env,
@@ -216,7 +219,7 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
         turn.per_minute(),
     ))
     .await
-    .map_err(|_| NoTurn::Unavailable)?;
+    .map_err(|error| NoTurn::Failed(why(&error)))?;
     let field = |name: &str| Reflect::get(&answer, &name.into()).ok();
     let number = |name: &str| field(name).and_then(|v| v.as_f64());
     let limit = number("limit").map(|n| n as u32);
@@ -241,9 +244,18 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
             cap: number("cap").unwrap_or(0.0) as u32,
         },
         Some("queue_full") => TurnRefusal::QueueFull,
-        _ => return Err(NoTurn::Unavailable),
+        _ => return Err(NoTurn::Failed("an answer it could not read".to_owned())),
     };
     Err(NoTurn::Refused(refusal))
+}
+
+/// A failed call's reason: the error's message.
+fn why(error: &JsValue) -> String {
+    error
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| "an error without a message".to_owned())
 }
 
 /// Holds `lease` until `done` settles (the answer ended; `None`: it has
