@@ -2,9 +2,12 @@
 //! which every isolate asks over RPC before a limited request goes on. It
 //! decides as the native [`Doorman`] does, with three differences:
 //!
-//! - **No queue.** A request that finds every slot taken is refused
-//!   ([`TurnRefusal::QueueFull`]) rather than held open in an object that
-//!   may be evicted.
+//! - **Waiting elsewhere.** A request that finds every slot taken waits in
+//!   the same fair queue, as a call to the object held open: it gets a
+//!   ticket ([`SharedAdmission::Wait`]), and the object answers the call
+//!   when [`SharedDoorman::take_grants`] names it or
+//!   [`SharedDoorman::expire`] times it out. Tickets are not kept: a new
+//!   object has nobody waiting (the calls waiting on the old one failed).
 //! - **Leases.** A slot is held by id for its holder ([`LeaseTable`]), which
 //!   renews it while its answer streams; one not renewed within
 //!   [`LEASE_TTL_US`] is taken back, so a holder that dies cannot keep it.
@@ -102,6 +105,11 @@ impl LeaseTable {
             .collect()
     }
 
+    /// The earliest expiry of a lease held.
+    fn next_expiry(&self) -> Option<u64> {
+        self.held.values().map(|&(_, expires)| expires).min()
+    }
+
     /// Leases held.
     pub fn len(&self) -> usize {
         self.held.len()
@@ -177,6 +185,15 @@ pub enum SharedAdmission {
         /// Where the key's rate stands.
         rate: Option<RateState>,
     },
+    /// Every slot is taken: wait, as `ticket`, for a grant (see
+    /// [`SharedDoorman::take_grants`]) or the deadline
+    /// ([`SharedDoorman::expire`]); `rate` as for `Go`.
+    Wait {
+        /// The waiting request's number.
+        ticket: u64,
+        /// Where the key's rate stands.
+        rate: Option<RateState>,
+    },
     /// No turn.
     Refused(TurnRefusal),
 }
@@ -193,6 +210,8 @@ pub struct SharedDoorman {
     /// Keys whose bucket has a record.
     rated: HashSet<KeyName>,
     changes: Changes,
+    /// Slots that went to waiting requests: (ticket, lease id).
+    granted: Vec<(u64, u64)>,
 }
 
 /// Lease ids are reserved this many at a time: `lease-next` is written once
@@ -201,7 +220,8 @@ const ID_BLOCK: u64 = 1024;
 
 impl SharedDoorman {
     /// Picks up from `records` (every record the object's storage holds) at
-    /// `now_us`, under `limits` (with no queue, whatever they say). Records
+    /// `now_us`, under `limits`. Nobody waits in a new object (waiting
+    /// requests are calls to the old one, which failed with it). Records
     /// with nothing left to keep — a bucket full again, a lease expired —
     /// and any it cannot read come out as deletions in the first
     /// [`Changes`]. With no `lease-next` (storage new, or wiped) lease ids
@@ -213,15 +233,13 @@ impl SharedDoorman {
         now_us: u64,
     ) -> Self {
         let mut kept = Self {
-            doorman: Doorman::new(TurnLimits {
-                max_queue: 0,
-                ..limits
-            }),
+            doorman: Doorman::new(limits),
             leases: LeaseTable::new(LEASE_TTL_US),
             kept_expiry: HashMap::new(),
             kept_ids: 0,
             rated: HashSet::new(),
             changes: Changes::default(),
+            granted: Vec::new(),
         };
         let mut ids_kept = false;
         for (name, value) in records {
@@ -244,31 +262,62 @@ impl SharedDoorman {
                 if rate.is_some() {
                     self.keep_bucket(turn.key());
                 }
-                let lease = lease.map(|lease| {
-                    let id = self.leases.hold(lease, now_us);
-                    self.keep_lease(id);
-                    if id > self.kept_ids {
-                        self.kept_ids = id.div_ceil(ID_BLOCK) * ID_BLOCK;
-                        self.changes
-                            .put(NEXT_LEASE.to_owned(), self.kept_ids.to_string());
-                    }
-                    id
-                });
+                let lease = lease.map(|lease| self.hold(lease, now_us));
                 SharedAdmission::Go { lease, rate }
             }
-            // With no queue nobody waits; should one, it leaves the queue
-            // again and is told the server is busy.
             Admission::Wait { ticket, rate, .. } => {
-                self.doorman.cancel(ticket);
                 if rate.is_some() {
                     self.keep_bucket(turn.key());
                 }
-                SharedAdmission::Refused(TurnRefusal::QueueFull)
+                SharedAdmission::Wait {
+                    ticket: ticket.id(),
+                    rate,
+                }
             }
             Admission::Refuse(refusal) => SharedAdmission::Refused(refusal),
         };
         self.forget(now_us);
         admission
+    }
+
+    /// The waiting requests whose `QUEUE_TIMEOUT` has passed at `now_us`
+    /// (answer them with [`TurnRefusal::QueueTimeout`]); slots of holders
+    /// gone quiet are taken back first (and may go to waiting requests).
+    pub fn expire(&mut self, now_us: u64) -> Vec<u64> {
+        self.take_back(now_us);
+        let expired = self.doorman.expire(now_us);
+        expired.into_iter().map(|ticket| ticket.id()).collect()
+    }
+
+    /// A waiting request gave up (its client left): true if it was still
+    /// waiting; false if it was granted meanwhile (release that lease) or
+    /// had expired.
+    pub fn cancel(&mut self, ticket: u64) -> bool {
+        self.doorman.cancel(crate::turns::Ticket::from_id(ticket))
+    }
+
+    /// Slots that went to waiting requests since the last call: (ticket,
+    /// lease id). Each holder renews and releases its lease as one that
+    /// went at once.
+    pub fn take_grants(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.granted)
+    }
+
+    /// When to call [`SharedDoorman::expire`] next: the earliest deadline of
+    /// a waiting request, or, while any waits, the earliest expiry of a
+    /// lease (a holder gone quiet frees its slot for them then).
+    pub fn next_wake(&self) -> Option<u64> {
+        let deadline = self.doorman.next_deadline()?;
+        Some(
+            self.leases
+                .next_expiry()
+                .map_or(deadline, |e| e.min(deadline)),
+        )
+    }
+
+    /// Requests waiting.
+    pub fn queued(&self) -> usize {
+        self.doorman.queued()
     }
 
     /// Lease `id`'s answer still streams at `now_us`: false if the lease had
@@ -293,7 +342,8 @@ impl SharedDoorman {
     pub fn release(&mut self, id: u64, now_us: u64) {
         if let Some(lease) = self.leases.take(id) {
             self.drop_lease(id);
-            let _ = self.doorman.release(lease);
+            let grants = self.doorman.release(lease);
+            self.grant(grants, now_us);
         }
         self.take_back(now_us);
         self.forget(now_us);
@@ -314,7 +364,27 @@ impl SharedDoorman {
     fn take_back(&mut self, now_us: u64) {
         for (id, lease) in self.leases.expired(now_us) {
             self.drop_lease(id);
-            let _ = self.doorman.release(lease);
+            let grants = self.doorman.release(lease);
+            self.grant(grants, now_us);
+        }
+    }
+
+    /// Holds a lease from `now_us`: its id, kept with its block.
+    fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
+        let id = self.leases.hold(lease, now_us);
+        self.keep_lease(id);
+        if id > self.kept_ids {
+            self.kept_ids = id.div_ceil(ID_BLOCK) * ID_BLOCK;
+            self.changes
+                .put(NEXT_LEASE.to_owned(), self.kept_ids.to_string());
+        }
+        id
+    }
+
+    fn grant(&mut self, grants: Vec<crate::turns::Grant>, now_us: u64) {
+        for grant in grants {
+            let id = self.hold(grant.lease, now_us);
+            self.granted.push((grant.ticket.id(), id));
         }
     }
 

@@ -1,8 +1,9 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::turns::{Grant, Ticket};
 
 const SECOND: u64 = 1_000_000;
 /// A wall clock well past zero, as `Date.now()` gives.
@@ -125,11 +126,12 @@ fn a_keys_rate_holds_across_a_restart() {
 #[test]
 fn a_lease_holds_across_a_restart_and_ids_are_not_reused() {
     let mut store = Store::default();
-    let mut d = store.restart(limits(Some(1)), T0);
+    let limits = queue_limits(Some(1), 0);
+    let mut d = store.restart(limits, T0);
     let id = lease_of(d.admit(&slot("alice"), T0));
     store.write(d.take_changes());
     drop(d);
-    let mut d = store.restart(limits(Some(1)), T0 + 10 * SECOND);
+    let mut d = store.restart(limits, T0 + 10 * SECOND);
     assert_eq!(d.in_flight(), 1);
     assert_eq!(
         d.admit(&slot("bob"), T0 + 10 * SECOND),
@@ -246,168 +248,390 @@ enum Op {
     Wait(u64),
     /// A holder stops renewing (its isolate died); a lease's life passes.
     Die(usize),
+    /// A waiting request's client leaves.
+    Cancel(usize),
     /// The object evicted and started again from its storage.
     Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize, any::<bool>(), prop::option::of(1..3u32), prop::option::of(1..10u32))
+        4 => (0..3usize, any::<bool>(), prop::option::of(1..4u32), prop::option::of(1..10u32))
             .prop_map(|(key, slot, cap, per_minute)| Op::Admit { key, slot, cap, per_minute }),
         2 => (0..8usize).prop_map(Op::Release),
         2 => (0..40 * SECOND).prop_map(Op::Wait),
         1 => (0..8usize).prop_map(Op::Die),
+        1 => (0..8usize).prop_map(Op::Cancel),
         1 => Just(Op::Restart),
     ]
 }
 
-/// Both objects' holders renew, in steps of at most 5 s up to `until`.
+fn queue_limits(max: Option<u32>, queue: u32) -> TurnLimits {
+    TurnLimits {
+        max_concurrent: max,
+        max_queue: queue,
+        queue_timeout_us: 20 * SECOND,
+    }
+}
+
+/// Two doormen run side by side: the one under test (`a`) and the one it
+/// must decide as (`b`), through this interface.
+trait Side {
+    /// Go: the lease (if a slot); Wait: the ticket; or the refusal.
+    fn admit(
+        &mut self,
+        turn: &Turn,
+        now: u64,
+    ) -> Result<(Option<u64>, Option<RateState>, bool), TurnRefusal>;
+    fn release(&mut self, lease: u64, now: u64);
+    fn renew(&mut self, lease: u64, now: u64) -> bool;
+    fn expire(&mut self, now: u64) -> Vec<u64>;
+    fn cancel(&mut self, ticket: u64) -> bool;
+    /// Slots granted to waiting requests since the last call.
+    fn grants(&mut self) -> Vec<(u64, u64)>;
+    /// The holder of `lease` died: it renews no more.
+    fn die(&mut self, lease: u64, now: u64);
+    /// Drops what the side has to write.
+    fn settle(&mut self) {}
+}
+
+impl Side for SharedDoorman {
+    fn admit(
+        &mut self,
+        turn: &Turn,
+        now: u64,
+    ) -> Result<(Option<u64>, Option<RateState>, bool), TurnRefusal> {
+        match SharedDoorman::admit(self, turn, now) {
+            SharedAdmission::Go { lease, rate } => Ok((lease, rate, false)),
+            SharedAdmission::Wait { ticket, rate } => Ok((Some(ticket), rate, true)),
+            SharedAdmission::Refused(r) => Err(r),
+        }
+    }
+    fn release(&mut self, lease: u64, now: u64) {
+        SharedDoorman::release(self, lease, now);
+    }
+    fn renew(&mut self, lease: u64, now: u64) -> bool {
+        SharedDoorman::renew(self, lease, now)
+    }
+    fn expire(&mut self, now: u64) -> Vec<u64> {
+        SharedDoorman::expire(self, now)
+    }
+    fn cancel(&mut self, ticket: u64) -> bool {
+        SharedDoorman::cancel(self, ticket)
+    }
+    fn grants(&mut self) -> Vec<(u64, u64)> {
+        self.take_grants()
+    }
+    fn die(&mut self, _lease: u64, _now: u64) {}
+    fn settle(&mut self) {
+        let _ = self.take_changes();
+    }
+}
+
+/// The native doorman, its leases numbered here (it needs no renewal).
+struct Native {
+    doorman: Doorman,
+    leases: std::collections::HashMap<u64, Lease>,
+    next: u64,
+    granted: Vec<(u64, u64)>,
+}
+
+impl Native {
+    fn number(&mut self, lease: Lease) -> u64 {
+        self.next += 1;
+        self.leases.insert(self.next, lease);
+        self.next
+    }
+    fn take(&mut self, grants: Vec<Grant>) {
+        for grant in grants {
+            let id = self.number(grant.lease);
+            self.granted.push((grant.ticket.id(), id));
+        }
+    }
+}
+
+impl Side for Native {
+    fn admit(
+        &mut self,
+        turn: &Turn,
+        now: u64,
+    ) -> Result<(Option<u64>, Option<RateState>, bool), TurnRefusal> {
+        match self.doorman.admit(turn, now) {
+            Admission::Go { lease, rate } => Ok((lease.map(|l| self.number(l)), rate, false)),
+            Admission::Wait { ticket, rate, .. } => Ok((Some(ticket.id()), rate, true)),
+            Admission::Refuse(r) => Err(r),
+        }
+    }
+    fn release(&mut self, lease: u64, _now: u64) {
+        if let Some(lease) = self.leases.remove(&lease) {
+            let grants = self.doorman.release(lease);
+            self.take(grants);
+        }
+    }
+    fn renew(&mut self, lease: u64, _now: u64) -> bool {
+        self.leases.contains_key(&lease)
+    }
+    fn expire(&mut self, now: u64) -> Vec<u64> {
+        self.doorman
+            .expire(now)
+            .into_iter()
+            .map(Ticket::id)
+            .collect()
+    }
+    fn cancel(&mut self, ticket: u64) -> bool {
+        self.doorman.cancel(Ticket::from_id(ticket))
+    }
+    fn grants(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.granted)
+    }
+    /// Natively a request's end always gives its slot back.
+    fn die(&mut self, lease: u64, now: u64) {
+        Side::release(self, lease, now);
+    }
+}
+
+/// What both sides hold: leases and waiting tickets, as (a's, b's).
+#[derive(Default)]
+struct Pairs {
+    leases: Vec<(u64, u64)>,
+    waiting: Vec<(u64, u64)>,
+}
+
+impl Pairs {
+    /// Both sides' grants must name the same waiting requests, in order.
+    fn granted(
+        &mut self,
+        a: &mut impl Side,
+        b: &mut impl Side,
+        issued: &mut HashSet<u64>,
+    ) -> Result<(), TestCaseError> {
+        let (ga, gb) = (a.grants(), b.grants());
+        prop_assert_eq!(ga.len(), gb.len());
+        for ((ta, la), (tb, lb)) in ga.into_iter().zip(gb) {
+            let at = self.waiting.iter().position(|&(x, _)| x == ta);
+            prop_assert!(at.is_some(), "a grant for no waiting request");
+            let (_, want) = self.waiting.remove(at.unwrap());
+            prop_assert_eq!(want, tb, "granted to another request");
+            prop_assert!(issued.insert(la), "lease id {} reused", la);
+            self.leases.push((la, lb));
+        }
+        Ok(())
+    }
+
+    fn expired(&mut self, ea: Vec<u64>, eb: Vec<u64>) -> Result<(), TestCaseError> {
+        let mut mapped: Vec<u64> = Vec::new();
+        for t in &ea {
+            let at = self.waiting.iter().position(|&(x, _)| x == *t);
+            prop_assert!(at.is_some(), "an expiry for no waiting request");
+            mapped.push(self.waiting.remove(at.unwrap()).1);
+        }
+        mapped.sort_unstable();
+        let mut eb = eb;
+        eb.sort_unstable();
+        prop_assert_eq!(mapped, eb);
+        Ok(())
+    }
+}
+
+/// Time passes to `until` in steps of at most 5 s: holders renew, both
+/// sides expire waiting requests and hand out slots alike.
 fn pass_time(
     now: &mut u64,
     until: u64,
-    held: &[(u64, u64)],
-    kept: &mut SharedDoorman,
-    never: &mut SharedDoorman,
+    pairs: &mut Pairs,
+    a: &mut impl Side,
+    b: &mut impl Side,
+    issued: &mut HashSet<u64>,
 ) -> Result<(), TestCaseError> {
     while *now < until {
         *now = until.min(*now + 5 * SECOND);
-        for &(k, n) in held {
-            prop_assert!(kept.renew(k, *now), "a live lease lost");
-            prop_assert!(never.renew(n, *now));
+        for &(la, lb) in &pairs.leases {
+            prop_assert!(a.renew(la, *now), "a live lease lost");
+            prop_assert!(b.renew(lb, *now));
         }
+        let (ea, eb) = (a.expire(*now), b.expire(*now));
+        pairs.expired(ea, eb)?;
+        pairs.granted(a, b, issued)?;
     }
     Ok(())
 }
 
+/// Runs `ops` on both sides and checks they decide alike: side `a` keeps
+/// its records in `store` and is started again from them at each
+/// `Restart` (side b's waiting requests then fail too, as the calls waiting
+/// on the old object do).
+fn run_both(
+    ops: Vec<Op>,
+    limits: TurnLimits,
+    store: &mut Store,
+    a: &mut SharedDoorman,
+    b: &mut impl Side,
+    now: &mut u64,
+) -> Result<Pairs, TestCaseError> {
+    const KEYS: [&str; 3] = ["alice", "bob", "carol"];
+    let mut pairs = Pairs::default();
+    let mut issued = HashSet::new();
+    for op in ops {
+        match op {
+            Op::Admit {
+                key,
+                slot,
+                cap,
+                per_minute,
+            } => {
+                let turn = Turn::from_parts(KEYS[key], slot, cap, per_minute);
+                match (Side::admit(a, &turn, *now), b.admit(&turn, *now)) {
+                    (Ok((ia, ra, wa)), Ok((ib, rb, wb))) => {
+                        prop_assert_eq!(ra, rb);
+                        prop_assert_eq!(wa, wb);
+                        prop_assert_eq!(ia.is_some(), ib.is_some());
+                        if let (Some(ia), Some(ib)) = (ia, ib) {
+                            if wa {
+                                pairs.waiting.push((ia, ib));
+                            } else {
+                                prop_assert!(issued.insert(ia), "lease id {} reused", ia);
+                                pairs.leases.push((ia, ib));
+                            }
+                        }
+                    }
+                    (x, y) => prop_assert_eq!(x, y),
+                }
+            }
+            Op::Release(i) if i < pairs.leases.len() => {
+                let (la, lb) = pairs.leases.swap_remove(i);
+                Side::release(a, la, *now);
+                b.release(lb, *now);
+            }
+            Op::Wait(us) => {
+                let until = *now + us;
+                pass_time(now, until, &mut pairs, a, b, &mut issued)?;
+            }
+            // With nobody waiting, so that a slot freed at any moment of the
+            // lease's last life goes to nobody (see
+            // `a_dead_holders_slot_goes_to_a_waiting_request`).
+            Op::Die(i) if i < pairs.leases.len() && pairs.waiting.is_empty() => {
+                let (la, lb) = pairs.leases.swap_remove(i);
+                b.die(lb, *now);
+                let until = *now + LEASE_TTL_US;
+                pass_time(now, until, &mut pairs, a, b, &mut issued)?;
+                prop_assert!(
+                    !Side::renew(a, la, *now),
+                    "a dead holder's lease outlived its life"
+                );
+                prop_assert!(!b.renew(lb, *now));
+            }
+            Op::Cancel(i) if i < pairs.waiting.len() => {
+                let (ta, tb) = pairs.waiting.swap_remove(i);
+                prop_assert_eq!(Side::cancel(a, ta), b.cancel(tb));
+            }
+            Op::Restart => {
+                for (_, tb) in pairs.waiting.drain(..) {
+                    prop_assert!(b.cancel(tb));
+                }
+                *a = store.restart(limits, *now);
+            }
+            Op::Release(_) | Op::Die(_) | Op::Cancel(_) => {}
+        }
+        pairs.granted(a, b, &mut issued)?;
+        store.write(a.take_changes());
+        b.settle();
+    }
+    Ok(pairs)
+}
+
+fn limits_strategy() -> impl Strategy<Value = TurnLimits> {
+    (prop::option::of(1..4u32), 0..3u32).prop_map(|(max, queue)| queue_limits(max, queue))
+}
+
 proptest! {
     /// Whatever happens and whenever the object is evicted, it decides as
-    /// one that never was — every admission, refusal and rate header, every
-    /// live holder's renewal — and never reuses a lease id; a holder that
-    /// died is taken back by both within a lease's life.
+    /// one that never was — every admission, wait, grant, time-out and
+    /// refusal, every rate header, every live holder's renewal — and never
+    /// reuses a lease id; a holder that died is taken back within a
+    /// lease's life; at the end, nothing is kept but the block of ids.
     #[test]
     fn an_evicted_object_decides_as_one_that_never_was(
-        max in prop::option::of(1..4u32),
+        limits in limits_strategy(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        const KEYS: [&str; 3] = ["alice", "bob", "carol"];
-        let limits = limits(max);
         let mut store = Store::default();
         let mut kept = store.restart(limits, T0);
         let mut never = SharedDoorman::restore(limits, [], T0);
         let mut now = T0;
-        // Live leases: (the evicted object's id, the other's).
-        let mut held: Vec<(u64, u64)> = Vec::new();
-        let mut issued = std::collections::HashSet::new();
-        for op in ops {
-            match op {
-                Op::Admit { key, slot, cap, per_minute } => {
-                    let turn = Turn::from_parts(KEYS[key], slot, cap, per_minute);
-                    match (kept.admit(&turn, now), never.admit(&turn, now)) {
-                        (
-                            SharedAdmission::Go { lease: k, rate },
-                            SharedAdmission::Go { lease: n, rate: never_rate },
-                        ) => {
-                            prop_assert_eq!(rate, never_rate);
-                            prop_assert_eq!(k.is_some(), n.is_some());
-                            if let (Some(k), Some(n)) = (k, n) {
-                                prop_assert!(issued.insert(k), "id {} reused", k);
-                                held.push((k, n));
-                            }
-                        }
-                        (k, n) => prop_assert_eq!(k, n),
-                    }
-                }
-                Op::Release(i) if i < held.len() => {
-                    let (k, n) = held.swap_remove(i);
-                    kept.release(k, now);
-                    never.release(n, now);
-                }
-                Op::Wait(us) => {
-                    let until = now + us;
-                    pass_time(&mut now, until, &held, &mut kept, &mut never)?;
-                }
-                Op::Die(i) if i < held.len() => {
-                    let (k, n) = held.swap_remove(i);
-                    let until = now + LEASE_TTL_US;
-                    pass_time(&mut now, until, &held, &mut kept, &mut never)?;
-                    prop_assert!(!kept.renew(k, now), "a dead holder's lease outlived its life");
-                    prop_assert!(!never.renew(n, now));
-                }
-                Op::Release(_) | Op::Die(_) => {}
-                Op::Restart => kept = store.restart(limits, now),
-            }
-            store.write(kept.take_changes());
-            let _ = never.take_changes();
+        let pairs = run_both(ops, limits, &mut store, &mut kept, &mut never, &mut now)?;
+        for (ta, _) in pairs.waiting {
+            kept.cancel(ta);
         }
-        // Every answer ended and every bucket refilled: nothing is kept
-        // but the block of ids.
-        for (k, _) in held {
-            kept.release(k, now);
+        for (la, _) in pairs.leases {
+            kept.release(la, now);
         }
         let _ = kept.admit(&Turn::from_parts("zed", false, None, None), now + 60 * SECOND);
         store.write(kept.take_changes());
         prop_assert!(store.0.keys().all(|name| name == "lease-next"), "{:?}", store.0);
     }
-}
 
-proptest! {
-    /// The edge's doorman decides as the native one does with no queue
-    /// (`MAX_QUEUE=0`): the same admissions and refusals, the same rate
-    /// headers, whatever the keys, caps, rates and order.
+    /// The edge's doorman decides as the native one: the same admissions,
+    /// waits, grants (the same fair order), time-outs and refusals, the same
+    /// rate headers, holders renewing as isolates do — evicted or not.
     #[test]
-    fn the_edge_decides_as_natively_without_a_queue(
-        max in prop::option::of(1..4u32),
+    fn the_edge_decides_as_natively(
+        limits in limits_strategy(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        const KEYS: [&str; 3] = ["alice", "bob", "carol"];
-        let limits = TurnLimits { max_queue: 0, ..limits(max) };
-        let mut native = Doorman::new(limits);
-        let mut edge = SharedDoorman::restore(limits, [], T0);
+        let mut store = Store::default();
+        let mut edge = store.restart(limits, T0);
+        let mut native = Native {
+            doorman: Doorman::new(limits),
+            leases: std::collections::HashMap::new(),
+            next: 0,
+            granted: Vec::new(),
+        };
         let mut now = T0;
-        let mut held: Vec<(Lease, u64)> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Admit { key, slot, cap, per_minute } => {
-                    let turn = Turn::from_parts(KEYS[key], slot, cap, per_minute);
-                    match (native.admit(&turn, now), edge.admit(&turn, now)) {
-                        (
-                            Admission::Go { lease, rate },
-                            SharedAdmission::Go { lease: id, rate: edge_rate },
-                        ) => {
-                            prop_assert_eq!(rate, edge_rate);
-                            prop_assert_eq!(lease.is_some(), id.is_some());
-                            if let (Some(lease), Some(id)) = (lease, id) {
-                                held.push((lease, id));
-                            }
-                        }
-                        (Admission::Refuse(refusal), SharedAdmission::Refused(edge_refusal)) => {
-                            prop_assert_eq!(refusal, edge_refusal);
-                        }
-                        (native, edge) => {
-                            prop_assert!(false, "native {:?}, edge {:?}", native, edge);
-                        }
-                    }
-                }
-                Op::Release(i) if i < held.len() => {
-                    let (lease, id) = held.swap_remove(i);
-                    prop_assert!(native.release(lease).is_empty());
-                    edge.release(id, now);
-                }
-                // Time passes with every holder renewing as an isolate does
-                // (natively a slot needs no renewal).
-                Op::Wait(us) => {
-                    let end = now + us;
-                    while now < end {
-                        now = end.min(now + 5 * SECOND);
-                        for &(_, id) in &held {
-                            prop_assert!(edge.renew(id, now));
-                        }
-                    }
-                }
-                Op::Die(_) | Op::Release(_) | Op::Restart => {}
-            }
-            let _ = edge.take_changes();
-        }
-        prop_assert_eq!(native.in_flight(), edge.in_flight());
+        run_both(ops, limits, &mut store, &mut edge, &mut native, &mut now)?;
+        prop_assert_eq!(edge.in_flight(), native.doorman.in_flight());
     }
+}
+
+/// A holder that died leaves its slot to the request waiting for one once
+/// its lease lapses, and `next_wake` says when to look.
+#[test]
+fn a_dead_holders_slot_goes_to_a_waiting_request() {
+    let limits = TurnLimits {
+        queue_timeout_us: 60 * SECOND,
+        ..queue_limits(Some(1), 5)
+    };
+    let mut d = SharedDoorman::restore(limits, [], T0);
+    let dead = lease_of(d.admit(&slot("alice"), T0));
+    let SharedAdmission::Wait { ticket, .. } = d.admit(&slot("bob"), T0 + SECOND) else {
+        panic!("expected to wait")
+    };
+    // The lease lapses before the waiting request's deadline.
+    assert_eq!(d.next_wake(), Some(T0 + LEASE_TTL_US));
+    assert!(d.expire(T0 + LEASE_TTL_US - 1).is_empty());
+    assert!(d.take_grants().is_empty());
+    assert!(d.expire(T0 + LEASE_TTL_US).is_empty());
+    let grants = d.take_grants();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].0, ticket);
+    assert!(grants[0].1 > dead);
+    assert!(!d.renew(dead, T0 + LEASE_TTL_US));
+    assert!(d.renew(grants[0].1, T0 + LEASE_TTL_US));
+    // Nobody waits: nothing to wake for.
+    assert_eq!(d.next_wake(), None);
+}
+
+/// A waiting request that is neither granted nor cancelled times out at
+/// its deadline.
+#[test]
+fn a_waiting_request_times_out() {
+    let mut d = SharedDoorman::restore(queue_limits(Some(1), 5), [], T0);
+    let held = lease_of(d.admit(&slot("alice"), T0));
+    let SharedAdmission::Wait { ticket, .. } = d.admit(&slot("bob"), T0) else {
+        panic!("expected to wait")
+    };
+    assert_eq!(d.next_wake(), Some(T0 + 20 * SECOND));
+    assert!(d.renew(held, T0 + 19 * SECOND));
+    assert_eq!(d.expire(T0 + 20 * SECOND), [ticket]);
+    assert_eq!(d.queued(), 0);
+    assert!(!d.cancel(ticket));
 }

@@ -114,6 +114,18 @@ pub enum TurnRefusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+impl Ticket {
+    /// Its number, for a waiter elsewhere (see [`crate::SharedDoorman`]).
+    pub(crate) fn id(self) -> u64 {
+        self.0
+    }
+
+    /// The ticket numbered `id`.
+    pub(crate) fn from_id(id: u64) -> Self {
+        Self(id)
+    }
+}
+
 /// A slot held by a request in flight. Give it back with
 /// [`Doorman::release`] once the answer has ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Fair turns on both targets: a key's rate with OpenAI's headers, a key's
-//! cap, `MAX_CONCURRENT` (natively a queue, at the edge a 503), and slots
-//! coming back when an answer ends or its client leaves.
+//! cap, `MAX_CONCURRENT` with its queue (natively in the process, at the
+//! edge in the doorman's Durable Object), and slots coming back when an
+//! answer ends or its client leaves.
 
 use std::time::Duration;
 
@@ -134,33 +135,80 @@ pub async fn a_key_over_its_cap_is_refused_until_its_answer_ends<T: Target>(t: &
     assert_eq!(until_served(&h, "capped-token-0004").await.status, 200);
 }
 
-/// Natively a request above `MAX_CONCURRENT` waits for its turn; at the
-/// edge there is no queue, and it is refused with 503 and `Retry-After`.
-pub async fn max_concurrent_queues_natively_and_refuses_at_the_edge<T: Target>(t: &T) {
-    let h = Harness::start(t, &[("AIG_KEYS", &keys()), ("MAX_CONCURRENT", "1")]).await;
+/// A request above `MAX_CONCURRENT` waits for its turn and is served once
+/// the slot is free; with the queue full (`MAX_QUEUE=1`) one more is
+/// refused with 503 and `Retry-After`. Two are sent at once: whichever
+/// comes second finds the queue full.
+pub async fn max_concurrent_queues_and_refuses_past_max_queue<T: Target>(t: &T) {
+    let h = Harness::start(
+        t,
+        &[
+            ("AIG_KEYS", &keys()),
+            ("MAX_CONCURRENT", "1"),
+            ("MAX_QUEUE", "1"),
+        ],
+    )
+    .await;
     let running = hold_a_slot(&h, "other-token-0005").await;
-    if T::NAME == "native" {
-        let waiting = spawn_chat(&h, "/api/chat".to_owned());
-        let rest = running.collect().await.expect("the stream").to_bytes();
-        assert!(!rest.is_empty());
-        let got = tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("served once the slot is free")
-            .unwrap();
-        assert_eq!(got.status, 200);
-    } else {
-        let got = chat(&h, crate::target::TOKEN, "/api/chat").await;
-        assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
-        assert_eq!(got.json()["error"]["code"], "server_busy");
-        assert_eq!(got.header("retry-after"), Some("1"));
-        let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(
-            message.contains("all 1 of its slots are in use"),
-            "{message}"
-        );
-        drop(running.collect().await);
-        assert_eq!(until_served(&h, crate::target::TOKEN).await.status, 200);
-    }
+    let mut first = spawn_chat(&h, "/api/chat".to_owned());
+    let mut second = spawn_chat(&h, "/api/chat".to_owned());
+    // One finds the queue full at once, while the slot is still held.
+    let (refused, waiting) = tokio::select! {
+        got = &mut first => (got.unwrap(), second),
+        got = &mut second => (got.unwrap(), first),
+    };
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    assert_eq!(refused.json()["error"]["code"], "server_busy");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("already waiting for a turn"), "{message}");
+    assert!(!waiting.is_finished(), "served while the slot was held");
+    // The other is served once the stream has ended.
+    let rest = running.collect().await.expect("the stream").to_bytes();
+    assert!(!rest.is_empty());
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once the slot is free")
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+}
+
+/// A request that waits `QUEUE_TIMEOUT` for its turn gets 503 with
+/// `Retry-After` (at the edge the doorman's own timer answers it).
+pub async fn a_request_that_waits_too_long_gets_503<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_CONCURRENT", "1"), ("QUEUE_TIMEOUT", "1s")]).await;
+    // A stream of 5 s holds the slot well past the wait.
+    let (name, value) = bearer(crate::target::TOKEN);
+    let response = send(request(
+        h.proxy,
+        "POST",
+        "/api/chat?chunks=50&delay_ms=100",
+        &[(name, value.as_str())],
+        full(CHAT),
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    let running = response.into_body();
+    let got = tokio::time::timeout(
+        Duration::from_secs(4),
+        chat(&h, crate::target::TOKEN, "/api/chat"),
+    )
+    .await
+    .expect("answered at its deadline, before the slot was free");
+    assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["error"]["code"], "server_busy");
+    assert!(got.header("retry-after").is_some());
+    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("waited 1s for a turn"), "{message}");
+    drop(running);
 }
 
 pub async fn a_client_that_leaves_gives_its_slot_back<T: Target>(t: &T) {
@@ -187,7 +235,7 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     // A lease's life without renewal (the core's `LEASE_TTL_US`).
     let lease_life = Duration::from_secs(30);
     let late = lease_life + Duration::from_secs(6);
-    let slow = spawn_chat(&h, format!("/api/chat?head_delay_ms={}", late.as_millis()));
+    let mut slow = spawn_chat(&h, format!("/api/chat?head_delay_ms={}", late.as_millis()));
     h.origin
         .wait_until(
             Duration::from_secs(10),
@@ -199,19 +247,16 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     // still on its way.
     tokio::time::sleep(lease_life + Duration::from_secs(3)).await;
     assert!(!slow.is_finished());
-    if T::NAME == "native" {
-        // Natively a slot has no lease to lapse: the next request waits for
-        // the slow one and is served once it has ended.
-        let waiting = spawn_chat(&h, "/api/chat".to_owned());
-        let first = slow.await.unwrap();
-        assert_eq!(first.status, 200);
-        let got = waiting.await.unwrap();
-        assert_eq!(got.status, 200);
-    } else {
-        let got = chat(&h, crate::target::TOKEN, "/api/chat").await;
-        assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
-        assert_eq!(got.json()["error"]["code"], "server_busy");
-        assert_eq!(slow.await.unwrap().status, 200);
-    }
-    assert_eq!(until_served(&h, crate::target::TOKEN).await.status, 200);
+    // The next request waits for the slow one: had its slot lapsed (at the
+    // edge, a lease not renewed), the next would be served first.
+    let mut waiting = spawn_chat(&h, "/api/chat".to_owned());
+    // Biased: both may be ready by the time this task runs again.
+    let first = tokio::select! {
+        biased;
+        first = &mut slow => first.unwrap(),
+        got = &mut waiting => panic!("served while the slot was held: {}", got.unwrap().status),
+    };
+    assert_eq!(first.status, 200);
+    let got = waiting.await.unwrap();
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
 }

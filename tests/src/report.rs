@@ -322,9 +322,21 @@ pub const SECTIONS: &[Section] = &[
             },
             Row {
                 input: "`MAX_CONCURRENT=1`; a request whose answer's head comes after 36 s (longer than a turn's 30 s lease), then another",
-                result: "the first keeps its slot until its answer ends: natively the second waits for it, at the edge it gets 503 `server_busy` (the lease is renewed from the turn on, every 5 s)",
+                result: "the first keeps its slot until its answer ends and the second waits for it (at the edge the lease is renewed from the turn on, every 5 s)",
                 targets: Targets::Both,
                 test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
+            },
+            Row {
+                input: "`MAX_CONCURRENT=1`, `MAX_QUEUE=1`; a long stream holds the slot, two more requests at once",
+                result: "one waits in the queue and is served once the stream ends; the other finds the queue full: 503 `server_busy` with `Retry-After` (at the edge the queue is the doorman object's, the waiting call held open)",
+                targets: Targets::Both,
+                test: "tests/src/fair.rs::max_concurrent_queues_and_refuses_past_max_queue",
+            },
+            Row {
+                input: "`MAX_CONCURRENT=1`, `QUEUE_TIMEOUT=1s`; a 5 s stream holds the slot, another request waits",
+                result: "503 `server_busy` with `Retry-After` at its deadline, before the slot is free (at the edge the object's own timer answers it)",
+                targets: Targets::Both,
+                test: "tests/src/fair.rs::a_request_that_waits_too_long_gets_503",
             },
             Row {
                 input: "a key limited to 2 requests a minute uses them up; the doorman's Durable Object starts again (workerd restarted on the same storage, as a deployment does; an object evicted after ~10 s idle reads its storage back the same way)",

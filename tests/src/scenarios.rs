@@ -21,8 +21,8 @@ use crate::client::{
 };
 pub use crate::fair::{
     a_client_that_leaves_gives_its_slot_back, a_key_over_its_cap_is_refused_until_its_answer_ends,
-    a_keys_rate_is_enforced_with_openais_headers, a_slow_answer_keeps_its_slot_until_it_ends,
-    max_concurrent_queues_natively_and_refuses_at_the_edge,
+    a_keys_rate_is_enforced_with_openais_headers, a_request_that_waits_too_long_gets_503,
+    a_slow_answer_keeps_its_slot_until_it_ends, max_concurrent_queues_and_refuses_past_max_queue,
 };
 use crate::origin::pattern;
 pub use crate::policy::{
@@ -94,7 +94,8 @@ macro_rules! scenario_tests {
             openai_streams_are_asked_for_their_usage,
             a_keys_rate_is_enforced_with_openais_headers,
             a_key_over_its_cap_is_refused_until_its_answer_ends,
-            max_concurrent_queues_natively_and_refuses_at_the_edge,
+            max_concurrent_queues_and_refuses_past_max_queue,
+            a_request_that_waits_too_long_gets_503,
             a_client_that_leaves_gives_its_slot_back,
             a_slow_answer_keeps_its_slot_until_it_ends,
             a_model_goes_where_it_is_loaded,

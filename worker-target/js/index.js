@@ -37,16 +37,23 @@ async function send(forward, request, ctx) {
   return forward.answer(upstream, request, ctx);
 }
 
-// One object holds every key's rate bucket and every slot (bound as
-// DOORMAN). Its methods are called over RPC by the Worker's isolates; each
-// runs to completion without awaiting, so calls never interleave. What the
-// core's doorman says changed is written to the object's storage after each
-// call (not awaited: the runtime holds the call's answer until the write is
-// done); a new instance — after an eviction or a deployment — reads it all
-// back before its first call.
+// One object holds every key's rate bucket, every slot and the queue
+// (bound as DOORMAN). Its methods are called over RPC by the Worker's
+// isolates; each runs to completion without awaiting, so calls never
+// interleave. A request that must wait gets its answer when the core's
+// doorman grants it a slot (a release, a lease lapsing) or times it out
+// (QUEUE_TIMEOUT): its call is held open until then, which also keeps the
+// object from being evicted. What the core's doorman says changed is
+// written to the object's storage after each call (not awaited: the
+// runtime holds the call's answer until the write is done); a new instance
+// — after an eviction or a deployment — reads it all back before its first
+// call (nobody waits in a new instance: calls waiting on the old one
+// failed with it).
 export class Doorman extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
+    this.waiting = new Map();
+    this.timer = null;
     ctx.blockConcurrencyWhile(async () => {
       const stored = await ctx.storage.list();
       this.doorman = new EdgeDoorman(env, stored, Date.now());
@@ -56,19 +63,73 @@ export class Doorman extends DurableObject {
 
   admit(key, slot, cap, perMinute) {
     const answer = this.doorman.admit(key, slot, cap, perMinute, Date.now());
-    this.save();
-    return answer;
+    this.settle();
+    if (answer.ticket === undefined) {
+      return answer;
+    }
+    const ticket = answer.ticket;
+    delete answer.ticket;
+    return new Promise((resolve) => {
+      this.waiting.set(ticket, { answer, resolve });
+      this.wake();
+    });
   }
 
   renew(lease) {
     const renewed = this.doorman.renew(lease, Date.now());
-    this.save();
+    this.settle();
     return renewed;
   }
 
   release(lease) {
     this.doorman.release(lease, Date.now());
+    this.settle();
+  }
+
+  // Waiting requests past their deadline are answered; slots of holders
+  // gone quiet go to those still waiting.
+  tick() {
+    this.timer = null;
+    for (const ticket of this.doorman.expire(Date.now())) {
+      this.answer(ticket, (answer) => {
+        answer.refuse = "queue_timeout";
+      });
+    }
+    this.settle();
+  }
+
+  // Slots granted to waiting requests reach their calls; the changes go to
+  // storage; the timer is set for the next deadline.
+  settle() {
+    const grants = this.doorman.grants();
+    for (let i = 0; i < grants.length; i += 2) {
+      this.answer(grants[i], (answer) => {
+        answer.go = true;
+        answer.lease = grants[i + 1];
+      });
+    }
     this.save();
+    this.wake();
+  }
+
+  answer(ticket, fill) {
+    const waiter = this.waiting.get(ticket);
+    if (waiter !== undefined) {
+      this.waiting.delete(ticket);
+      fill(waiter.answer);
+      waiter.resolve(waiter.answer);
+    }
+  }
+
+  wake() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const at = this.doorman.nextWake();
+    if (at !== undefined) {
+      this.timer = setTimeout(() => this.tick(), Math.max(0, at - Date.now()));
+    }
   }
 
   save() {

@@ -187,15 +187,24 @@ impl Forward {
                     return Ok(answered(local_response(response)));
                 }
                 Err(unavailable) => {
-                    match unavailable {
-                        turns::NoTurn::Failed(why) => worker::console_error!(
-                            "ollama-proxy: the DOORMAN Durable Object could not be asked for a turn ({why}); limited requests are refused until it can"
-                        ),
-                        _ => worker::console_error!(
-                            "ollama-proxy: config error: limits are configured (MAX_CONCURRENT, or a key's max_concurrent or requests_per_minute) but the DOORMAN Durable Object binding is missing; see README \"Fair share\""
-                        ),
-                    }
-                    let error = ProxyError::Misconfigured;
+                    // Limits that cannot be kept refuse the request, never
+                    // let it through: a missing binding is a configuration
+                    // error; a call that failed (the object restarting, its
+                    // storage failing) is worth trying again.
+                    let error = match unavailable {
+                        turns::NoTurn::Failed(why) => {
+                            worker::console_error!(
+                                "ollama-proxy: the DOORMAN Durable Object could not be asked for a turn ({why}); the request is refused"
+                            );
+                            ProxyError::ServerBusy
+                        }
+                        _ => {
+                            worker::console_error!(
+                                "ollama-proxy: config error: limits are configured (MAX_CONCURRENT, or a key's max_concurrent or requests_per_minute) but the DOORMAN Durable Object binding is missing; see README \"Fair share\""
+                            );
+                            ProxyError::Misconfigured
+                        }
+                    };
                     let response = self.exchange.error_response(error);
                     self.finish_line(response.status(), Some(error));
                     return Ok(answered(local_response(response)));

@@ -49,7 +49,7 @@ fn proxy(env: &Env) -> Result<Rc<Proxy>, ollama_proxy_core::ConfigError> {
         return Ok(proxy);
     }
     let proxy = Rc::new(Proxy::new(Config::from_lookup(|var| {
-        turns::edge_var(var, || env.var(var.name()).ok().map(|v| v.to_string()))
+        env.var(var.name()).ok().map(|v| v.to_string())
     })?));
     PROXY.with(|p| *p.borrow_mut() = Some(Rc::clone(&proxy)));
     Ok(proxy)

@@ -4,12 +4,11 @@
 //! goes on: the core's [`SharedDoorman`] — the same doorman as natively,
 //! holding every key's rate bucket and slots, with slots held by lease
 //! (renewed by its isolate while the answer streams, taken back if it is
-//! not: an isolate that dies cannot keep a slot), no queue (a request that
-//! finds every slot taken is refused with 503 `server_busy` and
-//! `Retry-After` rather than held in an object that may be evicted), and
-//! its state kept in the object's storage: an object evicted (idle) or
-//! restarted (a new deployment) picks up every bucket and lease where it
-//! was.
+//! not: an isolate that dies cannot keep a slot), the same fair queue (a
+//! request that finds every slot taken waits, its call to the object held
+//! open until a slot is its or `QUEUE_TIMEOUT` passes), and its state kept
+//! in the object's storage: an object evicted (idle) or restarted (a new
+//! deployment) picks up every bucket and lease where it was.
 
 use js_sys::{Array, Map, Object, Promise, Reflect};
 use ollama_proxy_core::{
@@ -40,16 +39,6 @@ extern "C" {
     fn sleep(ms: f64) -> Promise;
 }
 
-/// A variable as the edge reads it: `MAX_QUEUE` is 0 there (there is no
-/// queue at the edge, so a request finding every slot taken is refused at
-/// once), whatever it is set to; the rest as `read` finds them.
-pub(crate) fn edge_var(var: ConfigVar, read: impl FnOnce() -> Option<String>) -> Option<String> {
-    match var {
-        ConfigVar::MaxQueue => Some("0".to_owned()),
-        _ => read(),
-    }
-}
-
 /// Microseconds since the epoch (the object's clock).
 fn now_us(now_ms: f64) -> u64 {
     (now_ms.max(0.0) * 1000.0) as u64
@@ -69,16 +58,14 @@ pub struct EdgeDoorman {
 #[wasm_bindgen]
 impl EdgeDoorman {
     /// From the object's bindings (the Worker's own vars: `MAX_CONCURRENT`,
-    /// with no queue) and `stored`, everything its storage holds (a `Map`
+    /// `MAX_QUEUE`, `QUEUE_TIMEOUT`) and `stored`, everything its storage holds (a `Map`
     /// of text records, as `storage.list()` gives it), at `now_ms`.
     #[wasm_bindgen(constructor)]
     pub fn new(env: &JsValue, stored: &Map, now_ms: f64) -> EdgeDoorman {
         let lookup = |var: ConfigVar| {
-            edge_var(var, || {
-                Reflect::get(env, &var.name().into())
-                    .ok()
-                    .and_then(|v| v.as_string())
-            })
+            Reflect::get(env, &var.name().into())
+                .ok()
+                .and_then(|v| v.as_string())
         };
         // A configuration the Worker refuses never reaches the object.
         let limits = Config::from_lookup(lookup)
@@ -123,11 +110,14 @@ impl EdgeDoorman {
                 if let Some(lease) = lease {
                     set("lease", (lease as f64).into());
                 }
-                if let Some(rate) = rate {
-                    set("limit", rate.limit.into());
-                    set("remaining", rate.remaining.into());
-                    set("reset_us", (rate.reset_us as f64).into());
-                }
+                set_rate(&set, rate);
+            }
+            // The object holds the call open until the ticket is granted
+            // (then `go` with its lease) or times out (js/index.js).
+            SharedAdmission::Wait { ticket, rate } => {
+                set("go", false.into());
+                set("ticket", (ticket as f64).into());
+                set_rate(&set, rate);
             }
             SharedAdmission::Refused(refusal) => {
                 set("go", false.into());
@@ -142,9 +132,8 @@ impl EdgeDoorman {
                         set("refuse", "key_busy".into());
                         set("cap", cap.into());
                     }
-                    TurnRefusal::QueueFull | TurnRefusal::QueueTimeout => {
-                        set("refuse", "queue_full".into());
-                    }
+                    TurnRefusal::QueueFull => set("refuse", "queue_full".into()),
+                    TurnRefusal::QueueTimeout => set("refuse", "queue_timeout".into()),
                 }
             }
         }
@@ -159,6 +148,28 @@ impl EdgeDoorman {
     /// The isolate's answer ended.
     pub fn release(&mut self, lease: f64, now_ms: f64) {
         self.doorman.release(lease as u64, now_us(now_ms));
+    }
+
+    /// Waiting requests timed out at `now_ms`: their tickets.
+    pub fn expire(&mut self, now_ms: f64) -> Vec<f64> {
+        let expired = self.doorman.expire(now_us(now_ms));
+        expired.into_iter().map(|t| t as f64).collect()
+    }
+
+    /// Slots given to waiting requests since the last call: a flat array of
+    /// ticket, lease, ticket, lease, …
+    pub fn grants(&mut self) -> Vec<f64> {
+        let grants = self.doorman.take_grants();
+        grants
+            .into_iter()
+            .flat_map(|(ticket, lease)| [ticket as f64, lease as f64])
+            .collect()
+    }
+
+    /// When to call `expire` next (ms since the epoch), if anyone waits.
+    #[wasm_bindgen(js_name = nextWake)]
+    pub fn next_wake(&self) -> Option<f64> {
+        self.doorman.next_wake().map(|us| us as f64 / 1000.0)
     }
 
     /// What to write to the object's storage since the last call: an array
@@ -184,6 +195,15 @@ impl EdgeDoorman {
             ops.push(&Array::of2(&"delete".into(), &names));
         }
         ops
+    }
+}
+
+/// Puts where a key's rate stands on an answer.
+fn set_rate(set: &impl Fn(&str, JsValue), rate: Option<RateState>) {
+    if let Some(rate) = rate {
+        set("limit", rate.limit.into());
+        set("remaining", rate.remaining.into());
+        set("reset_us", (rate.reset_us as f64).into());
     }
 }
 
@@ -244,6 +264,7 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
             cap: number("cap").unwrap_or(0.0) as u32,
         },
         Some("queue_full") => TurnRefusal::QueueFull,
+        Some("queue_timeout") => TurnRefusal::QueueTimeout,
         _ => return Err(NoTurn::Failed("an answer it could not read".to_owned())),
     };
     Err(NoTurn::Refused(refusal))
