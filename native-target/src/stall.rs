@@ -3,11 +3,17 @@
 //! then nothing more would hold its connection, the origin's request (a
 //! generation paused mid-answer) and its GPU slot for as long as it liked.
 //! [`WriteStall`] sits under the HTTP server (and under TLS) and fails a
-//! write the socket has taken nothing of for `IDLE_TIMEOUT` — the longest
-//! pause between body chunks, now in this direction too — so the
-//! connection ends and everything it held is given back. A slow reader that
-//! takes something within the limit is never cut, and writes that go
-//! through touch no timer.
+//! write that has waited `IDLE_TIMEOUT` while the client took none of what
+//! the kernel holds for it — the longest pause between body chunks, now in
+//! this direction too — so the connection ends and everything it held is
+//! given back. What counts is bytes the client takes (the socket's unsent
+//! queue shrinking), not writes that go through: the kernel reports a full
+//! socket writable again only once a third of its buffer (megabytes) has
+//! drained, which a slow but steady reader may take longer than the limit
+//! to do. Writes that go through touch no timer.
+//!
+//! HTTP/2 is not covered: its client reads the socket whatever its
+//! application does, and holds an answer back by flow control instead.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +24,50 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// A socket that can say how many bytes it still holds for its peer.
+pub(crate) trait Unsent {
+    /// Bytes written but not yet taken (acknowledged) by the peer, if known.
+    fn unsent(&self) -> Option<u64>;
+
+    /// What it holds for a peer that takes nothing is dropped when it
+    /// closes (a reset), instead of being kept by the kernel for minutes.
+    fn abandon(&self) {}
+}
+
+impl Unsent for tokio::net::TcpStream {
+    fn abandon(&self) {
+        let _ = self.set_zero_linger();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn unsent(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        unsafe extern "C" {
+            fn ioctl(fd: std::ffi::c_int, request: std::ffi::c_ulong, ...) -> std::ffi::c_int;
+        }
+        /// `SIOCOUTQ` (= `TIOCOUTQ`): a TCP socket's unsent and
+        /// unacknowledged bytes.
+        const SIOCOUTQ: std::ffi::c_ulong = 0x5411;
+        let mut queued: std::ffi::c_int = 0;
+        // SAFETY: the descriptor is this open socket's; the call writes one
+        // `int` through the pointer, which lives across it.
+        let done = unsafe {
+            ioctl(
+                self.as_raw_fd(),
+                SIOCOUTQ,
+                &mut queued as *mut std::ffi::c_int,
+            )
+        };
+        (done == 0).then(|| u64::try_from(queued).unwrap_or(0))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn unsent(&self) -> Option<u64> {
+        None
+    }
+}
+
 /// See the module docs.
 pub(crate) struct WriteStall<S> {
     inner: S,
@@ -26,6 +76,8 @@ pub(crate) struct WriteStall<S> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the timer runs for the current stall.
     armed: bool,
+    /// What the socket held for the client when the timer was last armed.
+    unsent: Option<u64>,
 }
 
 impl<S> WriteStall<S> {
@@ -35,31 +87,55 @@ impl<S> WriteStall<S> {
             limit,
             timer: None,
             armed: false,
+            unsent: None,
         }
     }
 
-    /// The socket took nothing: waits, or fails once it has taken nothing
-    /// for the limit.
-    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// The socket took nothing: waits, or fails once the client has taken
+    /// nothing for the limit.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>>
+    where
+        S: Unsent,
+    {
         if !self.armed {
-            let deadline = Instant::now() + self.limit;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            self.arm();
             self.armed = true;
         }
-        let timer = self.timer.as_mut().expect("armed above");
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client took nothing of its answer for IDLE_TIMEOUT",
-            ))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            let timer = self.timer.as_mut().expect("armed above");
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let unsent = self.inner.unsent();
+            let took = matches!((unsent, self.unsent), (Some(now), Some(then)) if now < then);
+            if !took {
+                self.inner.abandon();
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took nothing of its answer for IDLE_TIMEOUT",
+                )));
+            }
+            // The client is reading, slowly: another period from now.
+            self.arm();
         }
     }
 
-    fn went<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn arm(&mut self)
+    where
+        S: Unsent,
+    {
+        let deadline = Instant::now() + self.limit;
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.unsent = self.inner.unsent();
+    }
+
+    fn went<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>>
+    where
+        S: Unsent,
+    {
         match poll {
             Poll::Pending => self.stalled(cx),
             ready => {
@@ -80,7 +156,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+impl<S: AsyncWrite + Unpin + Unsent> AsyncWrite for WriteStall<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -123,6 +199,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// An in-memory pipe says nothing of its peer: a write that waits
+    /// counts as the client taking nothing.
+    impl Unsent for tokio::io::DuplexStream {
+        fn unsent(&self) -> Option<u64> {
+            None
+        }
+    }
 
     const LIMIT: Duration = Duration::from_secs(300);
 

@@ -587,3 +587,39 @@ async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
     assert!(ended.is_ok(), "the connection stayed open");
     assert!(got.len() < 64 << 20, "all of it arrived");
 }
+
+/// A client that reads slowly but steadily (≈ 1 MiB/s, a slow link) is
+/// never cut, though the kernel reports its socket writable again only once
+/// a large part of its send buffer has drained — longer than `IDLE_TIMEOUT`
+/// here: what counts is bytes the client takes, not writes that go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_is_not_cut() {
+    let origin = ollama_proxy_tests::MockOrigin::start().await;
+    let proxy = start_with(&origin.url(), &[("IDLE_TIMEOUT", "1s")]);
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let size: usize = 6 << 20;
+    let head = format!(
+        "GET /big?bytes={size} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\ncf-aig-authorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // 32 KiB every 30 ms: the pace of a slow link, not a wait for
+        // anything.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    // Chunked: all of it, then the final chunk.
+    assert!(got.len() - at > size, "cut short: {} bytes", got.len() - at);
+    assert!(got.ends_with(b"\r\n0\r\n\r\n"), "cut short");
+}

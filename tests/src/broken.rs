@@ -21,6 +21,9 @@ pub enum Breakage {
     ResetMidStream,
     /// `Content-Length: 100` and 10 bytes, then close.
     ShortBody,
+    /// Reads the head and some of the body, then resets the connection
+    /// without answering (a box that fails mid-upload).
+    ResetMidUpload,
 }
 
 /// The first chunk a stream-cutting origin sends before it breaks.
@@ -93,6 +96,16 @@ async fn answer(mut stream: TcpStream, breakage: Breakage, cut: Arc<Notify>) {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\"")
                 .await;
+        }
+        Breakage::ResetMidUpload => {
+            let mut seen = head.len();
+            while seen < 64 * 1024 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen += n,
+                }
+            }
+            let _ = stream.set_zero_linger();
         }
     }
 }

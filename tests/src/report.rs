@@ -97,9 +97,15 @@ pub const SECTIONS: &[Section] = &[
             },
             Row {
                 input: "a client reads its answer's head and then nothing more (64 MiB answer, its socket full)",
-                result: "after `IDLE_TIMEOUT` with nothing taken the connection is closed, the origin's request cancelled (and a slot it held given back); logged `client_gone`. A slow reader that takes something within each `IDLE_TIMEOUT` is not cut (virtual-time test)",
+                result: "after `IDLE_TIMEOUT` with nothing taken the connection is reset, the origin's request cancelled (and a slot it held given back); logged `client_gone` (HTTP/1.1; an HTTP/2 client's flow control is not covered)",
                 targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
                 test: "native-target/tests/origin_wire.rs::a_client_that_stops_reading_is_cut_after_idle_timeout",
+            },
+            Row {
+                input: "a client reads a 6 MiB answer slowly but steadily (≈ 1 MiB/s) with `IDLE_TIMEOUT=1s` — the kernel reports its socket writable again only after a third of a multi-megabyte buffer drains",
+                result: "never cut: what counts is bytes the client takes (the socket's unsent queue shrinking), not writes that go through",
+                targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
+                test: "native-target/tests/origin_wire.rs::a_slow_but_steady_reader_is_not_cut",
             },
             Row {
                 input: "origin answers 400, 404, 418, 500, 503",
@@ -168,9 +174,15 @@ pub const SECTIONS: &[Section] = &[
             },
             Row {
                 input: "a client announces a longer body than it sends (a declared length, or a chunk), then ends its input",
-                result: "400 `bad_request`, not 502: the client's failure, not the origin's; nothing complete reaches the origin. At the edge a body of declared length is read through a stream of the Worker's own (a `FixedLengthStream`, so the origin still gets its `Content-Length`) — passed to `fetch` as it came, workerd reported its break as the origin's",
+                result: "400 `bad_request`, not 502: the client's failure, not the origin's; nothing complete reaches the origin. At the edge a body of declared length is piped into a `FixedLengthStream` of the Worker's own (the origin still gets its `Content-Length`) — passed to `fetch` as it came, workerd reported its break as the origin's",
                 targets: Targets::Both,
                 test: "tests/src/scenarios.rs::a_body_its_client_breaks_gets_400",
+            },
+            Row {
+                input: "an origin that resets its connection in the middle of an 8 MiB upload of declared length",
+                result: "502 `origin_unreachable`: the origin's failure, not the client's (at the edge the body is piped by the runtime into a `FixedLengthStream`; a pipe that fails while the subrequest is still on is the client's)",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::an_origin_that_breaks_off_an_upload_gets_502",
             },
             Row {
                 input: "client leaves while the origin has not answered yet",

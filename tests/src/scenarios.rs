@@ -79,6 +79,7 @@ macro_rules! scenario_tests {
             client_disconnect_before_response_reaches_origin,
             origin_down_gets_502,
             origin_answering_garbage_gets_502,
+            an_origin_that_breaks_off_an_upload_gets_502,
             origin_reset_mid_stream_is_not_a_clean_end,
             origin_short_body_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
@@ -763,6 +764,34 @@ pub async fn origin_answering_garbage_gets_502<T: Target>(t: &T) {
     let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
     let got = call(h.proxy, "POST", "/api/chat", &[AUTH], full("{}")).await;
     assert_openai_error(&got, 502, "origin_unreachable");
+}
+
+/// An origin that resets its connection in the middle of an upload (a
+/// declared length) is the origin's failure: 502, not the client's 400.
+pub async fn an_origin_that_breaks_off_an_upload_gets_502<T: Target>(t: &T) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = BrokenOrigin::start(Breakage::ResetMidUpload).await;
+    let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
+    let size = 8 << 20;
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The client sends its whole body (or as much as the proxy takes).
+    let sending = tokio::spawn(async move {
+        let _ = write.write_all(head.as_bytes()).await;
+        let _ = write.write_all(&pattern(size)).await;
+        write
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(ORIGIN_WAIT, read.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answered and closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("origin_unreachable"), "{answer}");
+    sending.abort();
 }
 
 /// Sends a request through a proxy in front of a [`BrokenOrigin`] and

@@ -161,9 +161,7 @@ export function meterStream(body, notice, length, meter, clientSignal) {
 //   Uint8Array: the chunk to send instead, with the stream's usage asked
 //   for; it is done then too); if it throws (it is only kept alive while the
 //   fetch runs), the upload is refused too, never passed unchecked.
-// The client's own abort signal is followed. `length` (or null) is the
-// body's declared length: the stream then goes on through a
-// FixedLengthStream, so the origin still gets that Content-Length. Returns
+// The client's own abort signal is followed. Returns
 // `{ stream, signal, exceeded, clientFailed, ended }`; `exceeded` turns true
 // when the limit was the cause, `clientFailed` when reading the client's
 // body failed; `ended` settles once the upload has ended, whichever way (the
@@ -173,7 +171,7 @@ const PASS = 0;
 const DONE = 1;
 const REFUSE = 2;
 
-export function forwardUpload(held, reader, check, limit, length, clientSignal) {
+export function forwardUpload(held, reader, check, limit, clientSignal) {
   const controller = new AbortController();
   if (clientSignal.aborted) {
     controller.abort(clientSignal.reason);
@@ -270,12 +268,44 @@ export function forwardUpload(held, reader, check, limit, length, clientSignal) 
     },
     { highWaterMark: 0 },
   );
-  if (length != null) {
-    // A failed pipe is the upload stopping (above) or the subrequest
-    // ending: both are answered from the fetch's outcome.
-    const fixed = new FixedLengthStream(length);
-    result.stream.pipeTo(fixed.writable).catch(() => {});
-    result.stream = fixed.readable;
+  return result;
+}
+
+// A body of declared length with nothing to check: piped by the runtime
+// itself (no JS per chunk) through a FixedLengthStream, so the origin still
+// gets that Content-Length. A pipe that fails while the subrequest is still
+// on is the client's body breaking (it left mid-body, or sent less than it
+// declared): `clientFailed`, and the subrequest is aborted so the origin
+// sees an incomplete request. When the origin fails instead, workerd fails
+// the fetch first and the pipe after (seen in every run; the tests
+// `a_body_its_client_breaks_gets_400` and
+// `an_origin_that_breaks_off_an_upload_gets_502` hold it to that), so the
+// fetch's failure is read before the pipe's. Returns the same shape as
+// forwardUpload.
+export function forwardFixed(body, length, clientSignal) {
+  const controller = new AbortController();
+  if (clientSignal.aborted) {
+    controller.abort(clientSignal.reason);
+  } else {
+    clientSignal.addEventListener("abort", () => controller.abort(clientSignal.reason), {
+      once: true,
+    });
   }
+  const fixed = new FixedLengthStream(length);
+  let ended;
+  const result = {
+    stream: fixed.readable,
+    signal: controller.signal,
+    exceeded: false,
+    clientFailed: false,
+    ended: new Promise((resolve) => {
+      ended = resolve;
+    }),
+  };
+  body.pipeTo(fixed.writable).then(ended, (error) => {
+    result.clientFailed = true;
+    controller.abort(error);
+    ended();
+  });
   return result;
 }

@@ -1,11 +1,12 @@
 //! The request body on its way to the origin.
 //!
-//! Without a model gate it stays a JS stream, passed through a JS
-//! pull-stream that tells a client breaking its body (400, the box not held
-//! responsible) from an origin failing (502), and counts it against the
-//! body limit when no length was declared; a declared length goes on to the
-//! origin (a FixedLengthStream). With a gate (a key limited to some models), the chunks are read
-//! here until the core's gate decides, each copied into WASM only to be
+//! Without a model gate it stays a JS stream, passed through a stream of
+//! the Worker's own that tells a client breaking its body (400, the box not
+//! held responsible) from an origin failing (502): with a declared length,
+//! piped by the runtime into a FixedLengthStream (the origin still gets the
+//! length; no JS per chunk); without one, a JS pull-stream that also counts
+//! it against the body limit. With a gate (a key limited to some models),
+//! the chunks are read here until the core's gate decides, each copied into WASM only to be
 //! scanned (the chunk itself stays a JS object), and held; then a JS
 //! pull-stream sends the held chunks and the rest on, asking the gate about
 //! each later chunk until it has seen the whole JSON value (js/guard.js).
@@ -24,19 +25,22 @@ use web_sys::{AbortSignal, ReadableStream, ReadableStreamDefaultReader};
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/js/guard.js")]
 extern "C" {
-    /// `{ stream, signal, exceeded, clientFailed }`: the held chunks, then
-    /// what `reader` still has, with `check` asked about each later chunk
-    /// and the end, at the declared `length` if there is one (see
-    /// js/guard.js).
+    /// `{ stream, signal, exceeded, clientFailed, ended }`: the held
+    /// chunks, then what `reader` still has, with `check` asked about each
+    /// later chunk and the end (see js/guard.js).
     #[wasm_bindgen(js_name = forwardUpload)]
     fn forward_upload(
         held: &Array,
         reader: Option<&ReadableStreamDefaultReader>,
         check: Option<&js_sys::Function>,
         limit: f64,
-        length: Option<f64>,
         client_signal: &AbortSignal,
     ) -> Object;
+
+    /// The same for a body of declared `length` with nothing to check,
+    /// piped by the runtime (see js/guard.js).
+    #[wasm_bindgen(js_name = forwardFixed)]
+    fn forward_fixed(body: &ReadableStream, length: f64, client_signal: &AbortSignal) -> Object;
 }
 
 /// What the gate's JS callback answers.
@@ -142,10 +146,10 @@ impl Upload {
     }
 }
 
-/// The body as it is, read through a JS pull-stream that tells a client
-/// that breaks it from an origin that fails (`limit`: count it, when no
-/// length was declared; `length`: the one declared, which the origin still
-/// gets).
+/// The body as it is, passed through a stream of the Worker's own that
+/// tells a client breaking it from an origin failing: a declared `length`
+/// piped by the runtime into a FixedLengthStream (the origin still gets
+/// that length); without one, a JS pull-stream counting it against `limit`.
 pub(crate) fn plain(
     body: Option<ReadableStream>,
     limit: Option<u64>,
@@ -156,15 +160,19 @@ pub(crate) fn plain(
     match body {
         // u64 → f64 is exact up to 2^53 bytes, far above any body limit.
         Some(body) => {
-            let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-            let upload = forward_upload(
-                &Array::new(),
-                Some(&reader),
-                None,
-                limit.map_or(f64::INFINITY, |limit| limit as f64),
-                length.map(|length| length as f64),
-                &client_signal,
-            );
+            let upload = match length {
+                Some(length) => forward_fixed(&body, length as f64, &client_signal),
+                None => {
+                    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+                    forward_upload(
+                        &Array::new(),
+                        Some(&reader),
+                        None,
+                        limit.map_or(f64::INFINITY, |limit| limit as f64),
+                        &client_signal,
+                    )
+                }
+            };
             Upload::from_js(upload, refusal, Rc::default(), None)
         }
         stream => Ok(Upload {
@@ -248,7 +256,6 @@ pub(crate) async fn through_gate(
                 } else {
                     limit as f64
                 },
-                None,
                 &client_signal,
             );
             let mut upload = Upload::from_js(upload, refusal, asked, check)
