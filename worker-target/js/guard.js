@@ -190,6 +190,9 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
       ended = resolve;
     }),
   };
+  // The subrequest aborted (its client gone, or the upload stopped): the
+  // upload has ended too, pulled again or not.
+  controller.signal.addEventListener("abort", () => ended(), { once: true });
   let seen = 0;
   for (const chunk of held) {
     seen += chunk.byteLength;
