@@ -176,6 +176,19 @@ async fn ask(
     (status, body)
 }
 
+/// Reads from `client` until an answer's head has come whole (and perhaps
+/// some of its body).
+async fn read_head(client: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer's head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 fn lines(seen: &mut Seen) -> Vec<(usize, String)> {
     std::iter::from_fn(|| seen.requests.try_recv().ok()).collect()
 }
@@ -426,13 +439,8 @@ async fn a_client_body_that_fails_after_an_early_answer_is_not_the_origins_fault
         .unwrap();
     // The answer is on its way; then the client's body breaks (a chunk
     // size that is not hex).
-    let mut got = Vec::new();
+    let mut got = read_head(&mut client).await;
     let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the answer's head");
-        got.extend_from_slice(&buf[..n]);
-    }
     client.write_all(b"zz\r\n").await.unwrap();
     while let Ok(n) = client.read(&mut buf).await {
         if n == 0 {
@@ -548,13 +556,8 @@ async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
         "GET /big?bytes=67108864 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\n\r\n"
     );
     client.write_all(head.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
+    let mut got = read_head(&mut client).await;
     let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the answer's head");
-        got.extend_from_slice(&buf[..n]);
-    }
     assert!(
         got.starts_with(b"HTTP/1.1 200"),
         "{}",

@@ -295,11 +295,11 @@ pub async fn a_request_that_could_not_connect_goes_to_the_next_box<T: Target>(t:
     }
 }
 
-/// A client whose chunked upload breaks mid-body (its connection's write
-/// side closed) gets 400 `bad_request`, and the box it was going to is not
-/// held responsible: the next request for the model goes there again.
+/// A client whose upload breaks mid-body (chunked or of declared length;
+/// its connection's write side closed) gets 400 `bad_request`, and the box
+/// it was going to is not held responsible: the next request for the model
+/// goes there again.
 pub async fn an_upload_its_client_breaks_is_not_the_boxs_failure<T: Target>(t: &T) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let boxes = Boxes::start(t, 2, &[]).await;
     let [a, b] = &boxes.origins[..] else {
         unreachable!()
@@ -307,28 +307,8 @@ pub async fn an_upload_its_client_breaks_is_not_the_boxs_failure<T: Target>(t: &
     a.set_models(&["qwen3:8b"], &["qwen3:8b"]);
     b.set_models(&["qwen3:8b"], &[]);
     boxes.learn().await;
-    let start = r#"{"model":"qwen3:8b","messages":[{"role":"user","content":"#;
-    // Announced longer than what is sent, then the end of input: a chunk,
-    // and a declared length.
-    let framings = [
-        format!(
-            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
-            start.len() + 100
-        ),
-        format!("Content-Length: {}\r\n\r\n{start}", start.len() + 100),
-    ];
-    for framing in framings {
-        let mut client = tokio::net::TcpStream::connect(boxes.proxy).await.unwrap();
-        let head = format!(
-            "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n{framing}"
-        );
-        client.write_all(head.as_bytes()).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        let _ = client.read_to_end(&mut answer).await;
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
-        assert!(answer.contains("bad_request"), "{framing:?}: {answer}");
+    for framing in crate::scenarios::broken_bodies() {
+        crate::scenarios::broken_body_gets_400(boxes.proxy, &framing).await;
         let got = chat(boxes.proxy, "qwen3:8b").await;
         assert_eq!(got.status, 200, "{:?}", got.body);
         assert_eq!(

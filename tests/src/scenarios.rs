@@ -517,34 +517,45 @@ pub async fn a_get_with_a_body_is_answered<T: Target>(t: &T) {
 /// anyone is left to read it — never the origin's (not 502, and nothing
 /// complete is forwarded), with a declared length as with chunks.
 pub async fn a_body_its_client_breaks_gets_400<T: Target>(t: &T) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::start(t, &[]).await;
-    let start = r#"{"model":"qwen3:8b","messages":[{"role":"user","content":"#;
-    let framings = [
-        format!("Content-Length: {}\r\n\r\n{start}", start.len() + 100),
-        format!(
-            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
-            start.len() + 100
-        ),
-    ];
-    for framing in framings {
-        let mut client = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-        let head = format!(
-            "POST /api/chat HTTP/1.1\r\nHost: proxy\r\n{}: {}\r\nContent-Type: application/json\r\n{framing}",
-            AUTH.0, AUTH.1
-        );
-        client.write_all(head.as_bytes()).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        let _ = client.read_to_end(&mut answer).await;
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
-        assert!(answer.contains("bad_request"), "{framing:?}: {answer}");
+    for framing in broken_bodies() {
+        broken_body_gets_400(h.proxy, &framing).await;
     }
     assert!(
         h.origin.requests().iter().all(|r| !r.body_complete),
         "a broken body reached the origin complete"
     );
+}
+
+/// A chat body announced longer than what is sent: as a chunk, and as a
+/// declared length (the head's end and the body's start).
+pub(crate) fn broken_bodies() -> [String; 2] {
+    let start = r#"{"model":"qwen3:8b","messages":[{"role":"user","content":"#;
+    [
+        format!(
+            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{start}",
+            start.len() + 100
+        ),
+        format!("Content-Length: {}\r\n\r\n{start}", start.len() + 100),
+    ]
+}
+
+/// Sends a chat request with the broken body `framing`, ends its input,
+/// and checks the answer is 400 `bad_request`.
+pub(crate) async fn broken_body_gets_400(proxy: std::net::SocketAddr, framing: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\n{}: {}\r\nContent-Type: application/json\r\n{framing}",
+        AUTH.0, AUTH.1
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+    assert!(answer.contains("bad_request"), "{framing:?}: {answer}");
 }
 
 /// An LLM's answer that a compressing proxy in front of Ollama sent encoded,

@@ -171,7 +171,9 @@ const PASS = 0;
 const DONE = 1;
 const REFUSE = 2;
 
-export function forwardUpload(held, reader, check, limit, clientSignal) {
+// An AbortController for the subrequest that aborts when the client's
+// request does.
+function following(clientSignal) {
   const controller = new AbortController();
   if (clientSignal.aborted) {
     controller.abort(clientSignal.reason);
@@ -180,6 +182,11 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
       once: true,
     });
   }
+  return controller;
+}
+
+export function forwardUpload(held, reader, check, limit, clientSignal) {
+  const controller = following(clientSignal);
   let ended;
   const result = {
     stream: null,
@@ -286,14 +293,7 @@ export function forwardUpload(held, reader, check, limit, clientSignal) {
 // fetch's failure is read before the pipe's. Returns the same shape as
 // forwardUpload.
 export function forwardFixed(body, length, clientSignal) {
-  const controller = new AbortController();
-  if (clientSignal.aborted) {
-    controller.abort(clientSignal.reason);
-  } else {
-    clientSignal.addEventListener("abort", () => controller.abort(clientSignal.reason), {
-      once: true,
-    });
-  }
+  const controller = following(clientSignal);
   const fixed = new FixedLengthStream(length);
   let ended;
   const result = {
