@@ -276,7 +276,7 @@ impl SharedDoorman {
             }
             Admission::Refuse(refusal) => SharedAdmission::Refused(refusal),
         };
-        self.forget(now_us);
+        self.forget_idle(now_us);
         admission
     }
 
@@ -342,11 +342,11 @@ impl SharedDoorman {
     pub fn release(&mut self, id: u64, now_us: u64) {
         if let Some(lease) = self.leases.take(id) {
             self.drop_lease(id);
-            let grants = self.doorman.release(lease);
+            let grants = self.doorman.release_at(lease, now_us);
             self.grant(grants, now_us);
         }
         self.take_back(now_us);
-        self.forget(now_us);
+        self.forget_idle(now_us);
     }
 
     /// What changed since the last call, to write to storage before the
@@ -364,7 +364,7 @@ impl SharedDoorman {
     fn take_back(&mut self, now_us: u64) {
         for (id, lease) in self.leases.expired(now_us) {
             self.drop_lease(id);
-            let grants = self.doorman.release(lease);
+            let grants = self.doorman.release_at(lease, now_us);
             self.grant(grants, now_us);
         }
     }
@@ -388,9 +388,11 @@ impl SharedDoorman {
         }
     }
 
-    /// Keys with nothing held and a full bucket are forgotten, with their
-    /// records (storage holds the keys in use only).
-    fn forget(&mut self, now_us: u64) {
+    /// Forgets keys with nothing held and a full bucket, with their records
+    /// (storage holds the keys in use only). Done after every call: at the
+    /// edge records, not only memory, are at stake; forgetting changes no
+    /// decision (an idle key starts afresh anyway).
+    fn forget_idle(&mut self, now_us: u64) {
         self.doorman.forget_idle(now_us);
         let Self {
             doorman,

@@ -13,7 +13,10 @@
 //!   across keys; above it a request waits in one bounded queue
 //!   (`MAX_QUEUE`, `QUEUE_TIMEOUT`), and each slot that frees goes to the
 //!   waiting key served least recently, so a key with 50 waiting and a key
-//!   with one alternate, and a newcomer waits for one slot at most.
+//!   with one alternate, and a newcomer waits for one slot at most. A key
+//!   with nothing in flight and nothing waiting starts afresh, as a
+//!   newcomer: its history is not kept (so forgetting an idle key, or an
+//!   object restarting at the edge, changes nothing).
 //!
 //! A [`Lease`] is held until the answer has ended (its last byte, or its
 //! client gone) and must be given back ([`Doorman::release`]); a [`Ticket`]
@@ -155,7 +158,8 @@ pub struct Grant {
 struct KeyTurns {
     in_flight: u32,
     waiting: VecDeque<Ticket>,
-    /// When it was last given a slot (a sequence number; 0: never).
+    /// When it was last given a slot (a sequence number; 0: never, or not
+    /// since it was last idle).
     last_served: u64,
     bucket: Bucket,
 }
@@ -173,7 +177,14 @@ pub struct Doorman {
     order: BTreeSet<(u64, KeyName)>,
     next_id: u64,
     served: u64,
+    /// Admissions and releases so far, to forget idle keys now and then.
+    calls: u64,
 }
+
+/// Idle keys are forgotten once every this many admissions and releases
+/// (see [`Doorman::forget_idle`]): memory stays bounded by the keys in use,
+/// at no cost per request.
+pub const FORGET_EVERY: u64 = 1024;
 
 impl Doorman {
     /// A doorman with `limits` and nobody in flight.
@@ -198,6 +209,27 @@ impl Doorman {
 
     /// A request asks for its turn at `now_us`.
     pub fn admit(&mut self, turn: &Turn, now_us: u64) -> Admission {
+        let admission = self.decide(turn, now_us);
+        self.count_call(now_us);
+        admission
+    }
+
+    /// A request's answer has ended at `now_us`: as [`Doorman::release`],
+    /// counted towards forgetting idle keys (see [`FORGET_EVERY`]).
+    pub fn release_at(&mut self, lease: Lease, now_us: u64) -> Vec<Grant> {
+        let grants = self.release(lease);
+        self.count_call(now_us);
+        grants
+    }
+
+    fn count_call(&mut self, now_us: u64) {
+        self.calls += 1;
+        if self.calls % FORGET_EVERY == 0 {
+            self.forget_idle(now_us);
+        }
+    }
+
+    fn decide(&mut self, turn: &Turn, now_us: u64) -> Admission {
         let queue_len = self.tickets.len() as u32;
         let limits = self.limits;
         let free = limits.max_concurrent.is_none_or(|max| self.in_flight < max);
@@ -256,6 +288,7 @@ impl Doorman {
         self.in_flight -= 1;
         if let Some(state) = self.keys.get_mut(&lease.key) {
             state.in_flight -= 1;
+            state.afresh_if_idle();
         }
         self.fill()
     }
@@ -377,8 +410,19 @@ impl Doorman {
         state.waiting.retain(|&t| t != ticket);
         if state.waiting.is_empty() {
             self.order.remove(&(state.last_served, key));
+            state.afresh_if_idle();
         }
         true
+    }
+}
+
+impl KeyTurns {
+    /// Nothing in flight and nothing waiting: the key starts afresh (see the
+    /// module docs), exactly as if it had been forgotten.
+    fn afresh_if_idle(&mut self) {
+        if self.in_flight == 0 && self.waiting.is_empty() {
+            self.last_served = 0;
+        }
     }
 }
 

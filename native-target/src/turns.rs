@@ -23,12 +23,7 @@ enum Verdict {
 struct Inner {
     doorman: Doorman,
     waiters: HashMap<Ticket, oneshot::Sender<Verdict>>,
-    /// Slots given back, to forget idle keys now and then.
-    releases: u64,
 }
-
-/// Idle keys are forgotten once every this many slots given back.
-const FORGET_EVERY: u64 = 1024;
 
 /// The doorman and everyone waiting on it. `MAX_CONCURRENT` and the rest
 /// come from the environment, which a reload does not change: the limits
@@ -66,7 +61,6 @@ impl Turns {
             inner: Mutex::new(Inner {
                 doorman: Doorman::new(limits),
                 waiters: HashMap::new(),
-                releases: 0,
             }),
             epoch: Instant::now(),
             metrics,
@@ -176,12 +170,8 @@ impl Turns {
 
     fn release(self: &Arc<Self>, lease: Lease) {
         let mut inner = self.lock();
-        let grants = inner.doorman.release(lease);
+        let grants = inner.doorman.release_at(lease, self.now_us());
         self.deliver(&mut inner, grants);
-        inner.releases += 1;
-        if inner.releases % FORGET_EVERY == 0 {
-            inner.doorman.forget_idle(self.now_us());
-        }
     }
 
     /// Hands slots to the requests they went to; a slot whose request has
