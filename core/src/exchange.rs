@@ -290,7 +290,8 @@ impl Exchange {
     /// Records the refusal as this exchange's rejection.
     pub fn turn_refusal_response(&mut self, refusal: &TurnRefusal) -> Response<Bytes> {
         let mut extra = HeaderMap::new();
-        let (error, message) = crate::turns::refusal_parts(refusal, &self.turn_limits, &mut extra);
+        let (error, message) =
+            crate::turn_answer::refusal_parts(refusal, &self.turn_limits, &mut extra);
         self.rejection = Some(error);
         let mut response = self.local_json(error.status(), error.body_with(&message));
         response.headers_mut().extend(extra);
@@ -422,7 +423,7 @@ impl Exchange {
         self.cors.apply(&mut head.headers);
         self.stamp(&mut head.headers);
         if let Some(rate) = self.rate {
-            crate::turns::put_rate(&mut head.headers, rate);
+            crate::turn_answer::put_rate(&mut head.headers, rate);
         }
         let bodiless = matches!(
             head.status,

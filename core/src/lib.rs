@@ -41,6 +41,7 @@ mod shared_turns;
 #[cfg(test)]
 mod test_cases;
 mod time;
+mod turn_answer;
 mod turns;
 mod usage;
 mod usage_chunk;
