@@ -71,7 +71,7 @@ pub use shared_turns::{Changes, LeaseTable, SharedAdmission, SharedDoorman, LEAS
 pub use time::UnixTime;
 pub use turns::{
     Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,
-    DEFAULT_QUEUE_TIMEOUT_SECS, FORGET_EVERY,
+    DEFAULT_QUEUE_TIMEOUT_SECS,
 };
 pub use usage::{Ended, Framing, Usage, UsageMeter, LOAD_SHOWN_NS, MODEL_SHOWN};
 pub use usage_chunk::UsageChunkFilter;

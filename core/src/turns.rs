@@ -184,7 +184,7 @@ pub struct Doorman {
 /// Idle keys are forgotten once every this many admissions and releases
 /// (see [`Doorman::forget_idle`]): memory stays bounded by the keys in use,
 /// at no cost per request.
-pub const FORGET_EVERY: u64 = 1024;
+pub(crate) const FORGET_EVERY: u64 = 1024;
 
 impl Doorman {
     /// A doorman with `limits` and nobody in flight.
@@ -215,7 +215,8 @@ impl Doorman {
     }
 
     /// A request's answer has ended at `now_us`: as [`Doorman::release`],
-    /// counted towards forgetting idle keys (see [`FORGET_EVERY`]).
+    /// counted towards forgetting idle keys (every 1,024 admissions and
+    /// releases).
     pub fn release_at(&mut self, lease: Lease, now_us: u64) -> Vec<Grant> {
         let grants = self.release(lease);
         self.count_call(now_us);
