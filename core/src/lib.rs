@@ -20,6 +20,7 @@ mod endpoint;
 mod error;
 mod exchange;
 mod gojson;
+mod handout;
 mod hop;
 mod idle;
 mod json;
@@ -57,6 +58,7 @@ pub use config::{
 pub use decision::{Action, Decision, Proxy};
 pub use error::ProxyError;
 pub use exchange::{early_error_response, Exchange};
+pub use handout::Handout;
 pub use hop::{connection_tokens, strip_hop_by_hop};
 pub use idle::{IdlePool, Swept};
 pub use json::{push_str as push_json_str, push_u64 as push_decimal};

@@ -13,6 +13,7 @@ mod body;
 pub mod cli;
 mod client;
 mod h1;
+mod h2_stall;
 mod handler;
 pub mod live;
 mod log;

@@ -1,5 +1,6 @@
 //! Accepting connections (HTTP/1.1 and HTTP/2) and draining them on shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
@@ -15,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::client;
+use crate::h2_stall::{StallExecutor, Watched};
 use crate::handler::{handle, Shared};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -294,7 +296,11 @@ async fn serve_thread(
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run as tasks of their own, watched for a client that
+    // holds its answer back by flow control (see h2_stall.rs).
+    let mut builder = auto::Builder::new(StallExecutor {
+        limit: settings.idle_timeout,
+    });
     // An answer's head and body go out as one slice, copied together into
     // hyper's write buffer (at most MAX_HEAD_BYTES of it), not as a list of
     // slices: one `write` costs the kernel less than a `writev` of two or
@@ -333,7 +339,10 @@ async fn serve_thread(
                 // cut after IDLE_TIMEOUT (see stall.rs).
                 let stream = WriteStall::new(stream, settings.idle_timeout);
                 let shared = Arc::clone(&shared);
-                let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+                let service = service_fn(move |req| {
+                    let answer = handle(Arc::clone(&shared), req);
+                    async move { Ok::<_, Infallible>(answer.await?.map(Watched::new)) }
+                });
                 let Some(tls) = &settings.tls else {
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);

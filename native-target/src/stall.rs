@@ -12,8 +12,8 @@
 //! drained, which a slow but steady reader may take longer than the limit
 //! to do. Writes that go through touch no timer.
 //!
-//! HTTP/2 is not covered: its client reads the socket whatever its
-//! application does, and holds an answer back by flow control instead.
+//! An HTTP/2 client reads the socket whatever its application does, and
+//! holds an answer back by flow control instead: see `h2_stall.rs`.
 
 use std::future::Future;
 use std::io;

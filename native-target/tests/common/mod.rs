@@ -118,3 +118,17 @@ pub fn wait_for_line(proxy: &Running, needle: &str) -> String {
         }
     }
 }
+
+/// Reads from a raw client connection until a whole answer head has come;
+/// returns everything read so far (the head and any body bytes after it).
+pub async fn read_head(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer's head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
