@@ -81,11 +81,10 @@ const RESET_REQUESTS: http::HeaderName =
 /// OpenAI's request-rate headers. (The names are constants: written as
 /// strings, each would be parsed again on every response.)
 pub(crate) fn put_rate(headers: &mut http::HeaderMap, rate: RateState) {
-    use http::HeaderValue;
     headers.insert(LIMIT_REQUESTS, rate.limit.into());
     headers.insert(REMAINING_REQUESTS, rate.remaining.into());
-    let reset = bytes::Bytes::from(duration_text(rate.reset_us));
-    if let Ok(value) = HeaderValue::from_maybe_shared(reset) {
+    let reset = Duration::of(rate.reset_us);
+    if let Ok(value) = http::HeaderValue::from_bytes(reset.as_bytes()) {
         headers.insert(RESET_REQUESTS, value);
     }
 }
@@ -93,21 +92,59 @@ pub(crate) fn put_rate(headers: &mut http::HeaderMap, rate: RateState) {
 /// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `6s`,
 /// `1m30s` (seconds rounded up).
 fn duration_text(us: u64) -> String {
-    use crate::json::push_u64;
-    let mut text = String::with_capacity(12);
-    if us < 1_000_000 {
-        push_u64(&mut text, us.div_ceil(1_000));
-        text.push_str("ms");
-        return text;
+    String::from_utf8_lossy(Duration::of(us).as_bytes()).into_owned()
+}
+
+/// A duration's text, written on the stack (a header value copies it once).
+struct Duration {
+    text: [u8; 24],
+    len: usize,
+}
+
+impl Duration {
+    fn of(us: u64) -> Self {
+        let mut out = Self {
+            text: [0; 24],
+            len: 0,
+        };
+        if us < 1_000_000 {
+            out.push_number(us.div_ceil(1_000));
+            out.push(b"ms");
+            return out;
+        }
+        let secs = us.div_ceil(1_000_000);
+        if secs >= 60 {
+            out.push_number(secs / 60);
+            out.push(b"m");
+        }
+        out.push_number(secs % 60);
+        out.push(b"s");
+        out
     }
-    let secs = us.div_ceil(1_000_000);
-    if secs >= 60 {
-        push_u64(&mut text, secs / 60);
-        text.push('m');
+
+    fn push_number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
     }
-    push_u64(&mut text, secs % 60);
-    text.push('s');
-    text
+
+    /// At most 20 digits, `m`, 2 digits and `s`: within the 24 bytes.
+    fn push(&mut self, bytes: &[u8]) {
+        self.text[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +162,7 @@ mod tests {
             (60_000_000, "1m0s"),
             (90_000_000, "1m30s"),
             (3_600_000_000, "60m0s"),
+            (u64::MAX, "307445734561m50s"),
         ] {
             assert_eq!(super::duration_text(us), text, "{us} µs");
         }

@@ -371,3 +371,30 @@ fn a_turn_crosses_to_the_object_whole() {
         ("alice", true, Some(2), Some(60))
     );
 }
+
+/// The names' hashes spread over a map's buckets, whichever byte of a name
+/// differs (the map's index is the hash's low bits).
+#[test]
+fn key_names_spread_over_the_buckets() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hasher = BuildHasherDefault::<super::NameHasher>::default();
+    for names in [
+        (0..1000).map(|i| format!("key-{i:03}")).collect::<Vec<_>>(),
+        (0..1000).map(|i| format!("{i:03}-team")).collect(),
+        (0..1000)
+            .map(|i| format!("a-long-shared-prefix-{i}"))
+            .collect(),
+    ] {
+        let buckets: std::collections::HashSet<u64> = names
+            .iter()
+            .map(|name| hasher.hash_one(KeyName::new(name)) & 0xfff)
+            .collect();
+        // 1,000 names into 4,096 buckets at random fill about 890.
+        assert!(
+            buckets.len() > 850,
+            "{} buckets for {:?}…",
+            buckets.len(),
+            &names[..2]
+        );
+    }
+}

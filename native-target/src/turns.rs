@@ -85,7 +85,6 @@ impl Turns {
     /// caller that is dropped while waiting (its client left) leaves the
     /// queue at once.
     pub(crate) async fn take(self: &Arc<Self>, turn: &Turn) -> Result<Admitted, TurnRefusal> {
-        let started = Instant::now();
         let (ticket, deadline, rate, rx) = {
             let mut inner = self.lock();
             let admission = inner.doorman.admit(turn, self.now_us());
@@ -114,6 +113,8 @@ impl Turns {
                 }
             }
         };
+        // Read the clock only for a request that waits (most go at once).
+        let started = Instant::now();
         let mut waiting = Waiting {
             turns: Arc::clone(self),
             ticket,
