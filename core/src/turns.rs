@@ -444,6 +444,9 @@ impl Hasher for NameHasher {
             self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
                 .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
+        // The length too, so that padding with zeros changes the hash.
+        self.0 =
+            (self.0.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 
     fn write_u8(&mut self, byte: u8) {

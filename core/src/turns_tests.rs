@@ -398,3 +398,15 @@ fn key_names_spread_over_the_buckets() {
         );
     }
 }
+
+/// Names that differ only by trailing zero bytes hash apart (each word is
+/// padded with zeros).
+#[test]
+fn a_names_length_is_hashed() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hasher = BuildHasherDefault::<super::NameHasher>::default();
+    assert_ne!(
+        hasher.hash_one(KeyName::new("team")),
+        hasher.hash_one(KeyName::new("team\0"))
+    );
+}

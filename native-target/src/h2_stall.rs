@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,12 +142,22 @@ impl<F: Future<Output = ()>> Future for Stream<F> {
     }
 }
 
+/// The most a watched body hands out at once (HTTP/2's default frame size).
+/// hyper asks for the next piece only once h2 has sent the whole last one,
+/// so a hand-out held for the limit means the client took less than this
+/// in all that time, whatever the size of the origin's reads (up to 256
+/// KiB: a slow but steady reader would take longer than a short limit to
+/// drain one of those).
+const PIECE: usize = 16 * 1024;
+
 pin_project! {
     /// An answer's body that tells its stream's watch what it hands out.
     pub(crate) struct Watched<B> {
         #[pin]
         body: B,
         watch: Option<Arc<Watch>>,
+        // What is left of a frame larger than a piece.
+        rest: Bytes,
     }
 }
 
@@ -157,6 +167,7 @@ impl<B> Watched<B> {
         Self {
             body,
             watch: Watch::current(),
+            rest: Bytes::new(),
         }
     }
 }
@@ -174,21 +185,36 @@ impl<B: Body<Data = Bytes>> Body for Watched<B> {
             return this.body.poll_frame(cx);
         };
         watch.with(Handout::asked);
-        let polled = this.body.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if frame.data_ref().is_some_and(|data| !data.is_empty()) {
-                let now = watch.now_us();
-                watch.with(|h| h.handed_out(now));
+        if this.rest.is_empty() {
+            match ready!(this.body.poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => *this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+            if this.rest.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
             }
         }
-        polled
+        let piece = this.rest.split_to(this.rest.len().min(PIECE));
+        let now = watch.now_us();
+        watch.with(|h| h.handed_out(now));
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let inner = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(inner.lower() + rest);
+        hint
     }
 }

@@ -175,22 +175,33 @@ async fn an_http2_client_holding_its_answer_back_gets_the_stream_reset() {
 
 /// An HTTP/2 client that gives room back slowly but steadily (64 KiB every
 /// 100 ms, longer in all than `IDLE_TIMEOUT` many times over) gets its whole
-/// answer: what counts is the answer being taken, not how long it takes.
+/// answer: what counts is the answer being taken, not how long it takes —
+/// whether the origin sends small pieces (a stream) or one large answer of
+/// known length, which the proxy reads up to 256 KiB at a time (longer than
+/// the limit for this reader to take in one piece).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_reading_slowly_is_not_cut() {
     let origin = ollama_proxy_tests::MockOrigin::start().await;
     let proxy = start_with(&origin.url(), &[("IDLE_TIMEOUT", "300ms")]);
     let mut client = h2_client(proxy.addr, 64 * 1024).await;
     let size = 2 << 20;
-    let mut body = h2_download(&mut client, size).await;
-    let mut got = 0;
-    while let Some(data) = body.data().await {
-        let data = data.unwrap();
-        got += data.len();
-        // The pace of a slow reader, not a wait for anything.
-        tokio::time::sleep(Duration::from_millis(100 * data.len() as u64 / (64 * 1024))).await;
-        body.flow_control().release_capacity(data.len()).unwrap();
+    for whole in [false, true] {
+        origin.set_script(whole.then(|| ollama_proxy_tests::Script {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            chunks: vec![Bytes::from(vec![b' '; size])],
+            content_length: true,
+        }));
+        let mut body = h2_download(&mut client, size).await;
+        let mut got = 0;
+        while let Some(data) = body.data().await {
+            let data = data.unwrap_or_else(|e| panic!("cut after {got} bytes: {e}"));
+            got += data.len();
+            // The pace of a slow reader, not a wait for anything.
+            tokio::time::sleep(Duration::from_millis(100 * data.len() as u64 / (64 * 1024))).await;
+            body.flow_control().release_capacity(data.len()).unwrap();
+        }
+        assert_eq!(got, size, "one answer of known length: {whole}");
     }
-    assert_eq!(got, size);
     assert_eq!(origin.disconnects(), 0, "the origin's request was cut");
 }

@@ -22,5 +22,5 @@ pub mod usage;
 pub mod wire;
 pub mod workerd;
 
-pub use origin::{MockOrigin, Recorded};
+pub use origin::{MockOrigin, Recorded, Script};
 pub use target::{Harness, Target, Vars, TOKEN};
