@@ -31,6 +31,7 @@ mod listing;
 mod model_gate;
 mod model_policy;
 mod models;
+mod name_hash;
 mod origin;
 mod path;
 mod rate;

@@ -24,7 +24,9 @@
 //! client leaves ([`Doorman::cancel`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
+
+use crate::name_hash::NameHasher;
 
 use crate::auth::KeyName;
 use crate::rate::{Bucket, Rate, RateRefusal, RateState};
@@ -425,44 +427,6 @@ impl Doorman {
             state.afresh_if_idle();
         }
         true
-    }
-}
-
-/// Hashes the keys' names for the doorman's map: a multiply-rotate over
-/// eight bytes at a time, then a finaliser (the names come from the operator's keys document,
-/// not from clients, so SipHash's defence against chosen collisions buys
-/// nothing here, and it was a sixth of what a limited request costs the
-/// doorman).
-#[derive(Default)]
-pub(crate) struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-        // The length too, so that padding with zeros changes the hash.
-        self.0 =
-            (self.0.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.write(&[byte]);
-    }
-
-    fn finish(&self) -> u64 {
-        // A product's bits see only the input's lower bits: murmur3's
-        // finaliser spreads every bit over the whole word (the map takes
-        // its index from the low bits).
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
     }
 }
 

@@ -97,15 +97,27 @@ pub const SECTIONS: &[Section] = &[
             },
             Row {
                 input: "a client reads its answer's head and then nothing more (64 MiB answer, its socket full)",
-                result: "after `IDLE_TIMEOUT` with nothing taken the connection is reset, the origin's request cancelled (and a slot it held given back); logged `client_gone` (HTTP/1.1; an HTTP/2 client's flow control is not covered)",
+                result: "after `IDLE_TIMEOUT` with nothing taken the connection is reset, the origin's request cancelled (and a slot it held given back); logged `client_gone` (HTTP/1.1)",
                 targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
-                test: "native-target/tests/origin_wire.rs::a_client_that_stops_reading_is_cut_after_idle_timeout",
+                test: "native-target/tests/stalls.rs::a_client_that_stops_reading_is_cut_after_idle_timeout",
+            },
+            Row {
+                input: "an HTTP/2 client reads its socket but never gives one stream room again (flow control)",
+                result: "after `IDLE_TIMEOUT` with a piece of the answer held (the proxy hands h2 at most 16 KiB at a time, so the limit is on 16 KiB taken, whatever the origin's reads) that stream is reset (`CANCEL`), the origin's request cancelled; logged `client_gone`; the connection's next stream is served whole",
+                targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
+                test: "native-target/tests/stalls.rs::an_http2_client_holding_its_answer_back_gets_the_stream_reset",
+            },
+            Row {
+                input: "an HTTP/2 client gives a stream room back slowly but steadily (64 KiB per 100 ms, 2 MiB, `IDLE_TIMEOUT=300ms`), for a streamed answer and for one answer of known length",
+                result: "never cut: each piece handed out is taken within the limit",
+                targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
+                test: "native-target/tests/stalls.rs::an_http2_client_reading_slowly_is_not_cut",
             },
             Row {
                 input: "a client reads a 6 MiB answer slowly but steadily (≈ 1 MiB/s) with `IDLE_TIMEOUT=1s` — the kernel reports its socket writable again only after a third of a multi-megabyte buffer drains",
                 result: "never cut: what counts is bytes the client takes (the socket's unsent queue shrinking), not writes that go through",
                 targets: Targets::Native("on Cloudflare the client connection is Cloudflare's front line's, not the Worker's"),
-                test: "native-target/tests/origin_wire.rs::a_slow_but_steady_reader_is_not_cut",
+                test: "native-target/tests/stalls.rs::a_slow_but_steady_reader_is_not_cut",
             },
             Row {
                 input: "origin answers 400, 404, 418, 500, 503",
