@@ -24,18 +24,39 @@ pub fn push_str(out: &mut String, s: &str) {
 
 /// Appends `n` in decimal (for text on every request: `write!` costs
 /// several times as much).
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+pub fn push_u64(out: &mut String, n: u64) {
+    out.extend(Digits::of(n).as_bytes().iter().map(|&d| char::from(d)));
+}
+
+/// A number's decimal digits, written on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Digits {
+    digits: [u8; 20],
+    at: usize,
+}
+
+impl Digits {
+    /// `n`'s digits.
+    #[must_use]
+    pub fn of(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        Self { digits, at }
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+
+    /// The digits, as ASCII.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.at..]
+    }
 }
 
 #[cfg(test)]

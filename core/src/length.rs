@@ -17,13 +17,8 @@ pub struct InvalidLength;
 pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
     let mut found: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| InvalidLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(InvalidLength);
-            }
-            let n: u64 = part.parse().map_err(|_| InvalidLength)?;
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = digits(part.trim_ascii()).ok_or(InvalidLength)?;
             if found.is_some_and(|f| f != n) {
                 return Err(InvalidLength);
             }
@@ -31,6 +26,17 @@ pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength
         }
     }
     Ok(found)
+}
+
+/// A non-empty run of ASCII digits as a number, if it fits in a `u64`.
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether a message is framed both by `Transfer-Encoding` and by
@@ -63,6 +69,9 @@ mod tests {
         assert_eq!(length(&[]), Ok(None));
         assert_eq!(length(&["42"]), Ok(Some(42)));
         assert_eq!(length(&["7, 7", " 7 "]), Ok(Some(7)));
+        assert_eq!(length(&["\t7\t"]), Ok(Some(7)));
+        assert_eq!(length(&["007"]), Ok(Some(7)));
+        assert_eq!(length(&["18446744073709551615"]), Ok(Some(u64::MAX)));
         for bad in [
             &["7, 8"][..],
             &["7", "8"],
@@ -72,6 +81,8 @@ mod tests {
             &["7,"],
             &["0x10"],
             &["99999999999999999999999"],
+            &["18446744073709551616"],
+            &["1 2"],
         ] {
             assert_eq!(length(bad), Err(InvalidLength), "{bad:?}");
         }
@@ -90,5 +101,51 @@ mod tests {
         assert!(framed_twice(&headers));
         headers.remove(header::CONTENT_LENGTH);
         assert!(!framed_twice(&headers));
+    }
+
+    /// The reading the proxy had before it read bytes (`str::split`,
+    /// `trim`, `parse`): the byte reading must agree with it on any value a
+    /// header can hold.
+    fn by_text(values: &[Vec<u8>]) -> Result<Option<u64>, InvalidLength> {
+        let mut found: Option<u64> = None;
+        for value in values {
+            let text = std::str::from_utf8(value).map_err(|_| InvalidLength)?;
+            for part in text.split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(InvalidLength);
+                }
+                let n: u64 = part.parse().map_err(|_| InvalidLength)?;
+                if found.is_some_and(|f| f != n) {
+                    return Err(InvalidLength);
+                }
+                found = Some(n);
+            }
+        }
+        Ok(found)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bytes_read_as_text_did(
+            values in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::sample::select(b"0123456789, \t".to_vec()),
+                        proptest::sample::select(b"18446744073709551615".to_vec()),
+                        32u8..127,
+                        128u8..=255,
+                    ],
+                    0..24,
+                ),
+                0..3,
+            )
+        ) {
+            let mut headers = HeaderMap::new();
+            for value in &values {
+                headers.append(header::CONTENT_LENGTH, HeaderValue::from_bytes(value).unwrap());
+            }
+            proptest::prop_assert_eq!(declared_length(&headers), by_text(&values));
+        }
     }
 }

@@ -1,14 +1,15 @@
-//! A fast hash for the keys' names in the doorman's map.
+//! A fast hash for names the proxy's configuration and its origins bound:
+//! the keys' names in the doorman's map, metric label sets natively.
 
 use std::hash::Hasher;
 
-/// Hashes the keys' names for the doorman's map: a multiply-rotate over
-/// eight bytes at a time, then a finaliser. The names come from the
-/// operator's keys document, not from clients, so SipHash's defence against
-/// chosen collisions buys nothing here, and it was a sixth of what a
-/// limited request cost the doorman.
+/// Hashes names: a multiply-rotate over eight bytes at a time, then a
+/// finaliser. For maps whose keys clients cannot choose freely (key names
+/// come from the operator's keys document; metric labels are bounded), so
+/// SipHash's defence against chosen collisions buys nothing there — and it
+/// was a sixth of what a limited request cost the doorman.
 #[derive(Default)]
-pub(crate) struct NameHasher(u64);
+pub struct NameHasher(u64);
 
 impl Hasher for NameHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -122,18 +122,8 @@ impl Duration {
         out
     }
 
-    fn push_number(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
+    fn push_number(&mut self, n: u64) {
+        self.push(crate::json::Digits::of(n).as_bytes());
     }
 
     /// At most 20 digits, `m`, 2 digits and `s`: within the 24 bytes.

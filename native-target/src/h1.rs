@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
-use ollama_proxy_core::{connection_tokens, declared_length, framed_twice};
+use ollama_proxy_core::{connection_tokens, declared_length, framed_twice, Digits};
 
 /// The most an answer's head may take (hyper's client allowed ≈ 400 KiB
 /// of buffer; Ollama's heads are a few hundred bytes).
@@ -92,7 +92,8 @@ pub(crate) fn write_head(
         (Sending::Chunked, _) => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         (_, Some(n)) => {
             dst.extend_from_slice(b"content-length: ");
-            let _ = write!(dst, "{n}");
+            // Not `write!`: `core::fmt` was a tenth of writing a head.
+            dst.extend_from_slice(Digits::of(n).as_bytes());
             dst.extend_from_slice(b"\r\n");
         }
         (_, None) => {}

@@ -15,6 +15,7 @@ mod client;
 mod h1;
 mod h2_stall;
 mod handler;
+mod handles;
 pub mod live;
 mod log;
 pub mod log_sink;

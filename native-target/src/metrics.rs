@@ -4,12 +4,13 @@
 //! errors. Served on the admin listener (see `admin.rs`).
 
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
 use ollama_proxy_core::{
-    status_class, Exchange, KeyName, ProxyError, RouteFamily, TurnRefusal, Usage,
+    status_class, Exchange, KeyName, NameHasher, ProxyError, RouteFamily, TurnRefusal, Usage,
 };
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::handles::Handles;
 use crate::log::Outcome;
 
 /// Latency buckets in seconds: from a cached local answer to a long
@@ -116,7 +118,7 @@ struct RequestLabels {
 /// Every metric the native proxy exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Handles<RequestLabels, Counter>,
     // Each route family's histogram, looked up once (they are observed on
     // every request): api, v1, other.
     duration: [Histogram; 3],
@@ -128,14 +130,14 @@ pub struct Metrics {
     origin_errors: Family<Labels<1>, Counter>,
     reloads: Family<Labels<1>, Counter>,
     policy_refusals: Family<Labels<1>, Counter>,
-    tokens: Family<TokenLabels, Counter>,
-    first_token: ModelHistograms,
-    speed: ModelHistograms,
-    load: ModelHistograms,
+    tokens: Handles<TokenLabels, Counter>,
+    first_token: Handles<ModelLabels, Histogram, fn() -> Histogram>,
+    speed: Handles<ModelLabels, Histogram, fn() -> Histogram>,
+    load: Handles<ModelLabels, Histogram, fn() -> Histogram>,
     usage_unknown: Family<Labels<1>, Counter>,
     queue_depth: Gauge,
     queue_wait: Histogram,
-    in_flight: Family<KeyLabels, Gauge>,
+    in_flight: Handles<KeyLabels, Gauge>,
     turn_refusals: Family<RefusalLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     backend_in_flight: Family<BackendLabels, Gauge>,
@@ -143,7 +145,8 @@ pub struct Metrics {
     backend_errors: Family<BackendWhyLabels, Counter>,
     tls_handshakes: Family<Labels<1>, Counter>,
     /// The model label values in use (at most [`MAX_MODELS`]).
-    models: Mutex<HashSet<Arc<str>>>,
+    /// Bounded, so a fast hash is safe whatever the names.
+    models: Mutex<HashSet<Arc<str>, BuildHasherDefault<NameHasher>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -325,7 +328,7 @@ impl Metrics {
         };
         Self {
             registry,
-            requests,
+            requests: Handles::new(requests),
             duration: by_route(&duration),
             first_byte: by_route(&first_byte),
             open_streams,
@@ -335,21 +338,21 @@ impl Metrics {
             origin_errors,
             reloads,
             policy_refusals,
-            tokens,
-            first_token,
-            speed,
-            load,
+            tokens: Handles::new(tokens),
+            first_token: Handles::new(first_token),
+            speed: Handles::new(speed),
+            load: Handles::new(load),
             usage_unknown,
             queue_depth,
             queue_wait,
-            in_flight,
+            in_flight: Handles::new(in_flight),
             turn_refusals,
             backend_up,
             backend_in_flight,
             backend_requests,
             backend_errors,
             tls_handshakes,
-            models: Mutex::new(HashSet::new()),
+            models: Mutex::new(HashSet::default()),
         }
     }
 
@@ -380,26 +383,24 @@ impl Metrics {
             ("completion", usage.completion_tokens),
         ] {
             if let Some(count) = count {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        key: key.clone(),
-                        model: model.clone(),
-                        kind,
-                    })
-                    .inc_by(count);
+                let labels = TokenLabels {
+                    key: key.clone(),
+                    model: model.clone(),
+                    kind,
+                };
+                self.tokens.with(&labels, |c| c.inc_by(count));
             }
         }
         let labels = ModelLabels { model };
         if let Some(us) = usage.first_token_us {
             self.first_token
-                .get_or_create(&labels)
-                .observe(us as f64 / 1e6);
+                .with(&labels, |h| h.observe(us as f64 / 1e6));
         }
         if let Some(speed) = usage.tokens_per_second {
-            self.speed.get_or_create(&labels).observe(speed);
+            self.speed.with(&labels, |h| h.observe(speed));
         }
         if let Some(seconds) = usage.load_seconds {
-            self.load.get_or_create(&labels).observe(seconds);
+            self.load.with(&labels, |h| h.observe(seconds));
         }
         if let Some(reason) = usage.unknown {
             self.usage_unknown
@@ -450,13 +451,12 @@ impl Metrics {
         error: Option<ProxyError>,
     ) {
         let route = route_family.as_str();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                status_class: status_class(status),
-                key: KeyLabel(key.cloned()),
-            })
-            .inc();
+        let labels = RequestLabels {
+            route,
+            status_class: status_class(status),
+            key: KeyLabel(key.cloned()),
+        };
+        self.requests.with(&labels, Counter::inc);
         self.duration[route_index(route_family)].observe(elapsed.as_secs_f64());
         self.bytes_out.inc_by(bytes_out);
         match rejection {
@@ -515,14 +515,13 @@ impl Metrics {
     /// `key` took a slot: its in-flight gauge, counted up, for the holder
     /// to count down when it gives the slot back (one lookup per slot).
     pub(crate) fn lease_started(&self, key: &KeyName) -> Gauge {
-        let gauge = self
-            .in_flight
-            .get_or_create(&KeyLabels {
-                key: KeyLabel(Some(key.clone())),
-            })
-            .clone();
-        gauge.inc();
-        gauge
+        let labels = KeyLabels {
+            key: KeyLabel(Some(key.clone())),
+        };
+        self.in_flight.with(&labels, |gauge| {
+            gauge.inc();
+            gauge.clone()
+        })
     }
 
     /// `key`'s request was refused a turn.
