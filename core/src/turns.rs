@@ -26,9 +26,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
-use crate::name_hash::NameHasher;
-
 use crate::auth::KeyName;
+use crate::name_hash::NameHasher;
 use crate::rate::{Bucket, Rate, RateRefusal, RateState};
 
 /// The proxy-wide limits (from `MAX_CONCURRENT`, `MAX_QUEUE`, `QUEUE_TIMEOUT`).

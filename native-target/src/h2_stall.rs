@@ -117,7 +117,7 @@ impl<F: Future<Output = ()>> Future for Stream<F> {
             let (deadline, stalled) = this.watch.with(|h| (h.deadline_us(), h.stalled(now)));
             if stalled {
                 tracing::debug!(
-                    "an HTTP/2 client took none of its answer for IDLE_TIMEOUT: stream reset"
+                    "an HTTP/2 client took none of its answer's last piece for IDLE_TIMEOUT: stream reset"
                 );
                 this.task.set(None);
                 return Poll::Ready(());
