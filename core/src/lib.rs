@@ -71,7 +71,9 @@ pub use origin::Origin;
 pub use rate::{RateRefusal, RateState};
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
-pub use shared_turns::{Changes, LeaseTable, SharedAdmission, SharedDoorman, LEASE_TTL_US};
+pub use shared_turns::{
+    Changes, LeaseTable, SharedAdmission, SharedDoorman, CLAIM_TTL_US, LEASE_TTL_US,
+};
 pub use time::UnixTime;
 pub use turns::{
     Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,

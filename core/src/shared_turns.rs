@@ -11,6 +11,10 @@
 //! - **Leases.** A slot is held by id for its holder ([`LeaseTable`]), which
 //!   renews it while its answer streams; one not renewed within
 //!   [`LEASE_TTL_US`] is taken back, so a holder that dies cannot keep it.
+//!   A slot granted to a waiting request must be claimed (renewed once) within
+//!   [`CLAIM_TTL_US`]: the call it answers may have nobody behind it any
+//!   more (its client left while it waited, its isolate gone), and then the
+//!   slot goes to the next in the queue within seconds, not a lease's life.
 //! - **Kept state.** The object can be evicted (idle a few seconds) or
 //!   restarted (a new deployment) at any moment, and its memory goes with
 //!   it. Every change to what must outlive it — each key's rate bucket, each
@@ -42,6 +46,11 @@ use crate::turns::{Admission, Doorman, Lease, Turn, TurnLimits, TurnRefusal};
 /// for this long at most.
 pub const LEASE_TTL_US: u64 = 30_000_000;
 
+/// How long a slot granted to a waiting request stays its own before its
+/// holder claims it ([`SharedDoorman::renew`], at once when the grant
+/// arrives): a holder that does not was gone when its turn came.
+pub const CLAIM_TTL_US: u64 = 5_000_000;
+
 const RATE: &str = "rate:";
 const LEASE: &str = "lease:";
 const NEXT_LEASE: &str = "lease-next";
@@ -68,9 +77,15 @@ impl LeaseTable {
 
     /// Holds `lease` from `now_us`; the id its holder renews and returns it by.
     pub fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
+        self.hold_for(lease, now_us, self.ttl_us)
+    }
+
+    /// Holds `lease` for `ttl_us` from `now_us` unless renewed (a renewal
+    /// gives it the table's whole time to live).
+    pub fn hold_for(&mut self, lease: Lease, now_us: u64, ttl_us: u64) -> u64 {
         self.next_id += 1;
         self.held
-            .insert(self.next_id, (lease, now_us.saturating_add(self.ttl_us)));
+            .insert(self.next_id, (lease, now_us.saturating_add(ttl_us)));
         self.next_id
     }
 
@@ -262,7 +277,7 @@ impl SharedDoorman {
                 if rate.is_some() {
                     self.keep_bucket(turn.key());
                 }
-                let lease = lease.map(|lease| self.hold(lease, now_us));
+                let lease = lease.map(|lease| self.hold(lease, now_us, LEASE_TTL_US));
                 SharedAdmission::Go { lease, rate }
             }
             Admission::Wait { ticket, rate, .. } => {
@@ -297,8 +312,9 @@ impl SharedDoorman {
     }
 
     /// Slots that went to waiting requests since the last call: (ticket,
-    /// lease id). Each holder renews and releases its lease as one that
-    /// went at once.
+    /// lease id). Each holder claims its lease at once (a first
+    /// [`SharedDoorman::renew`], within [`CLAIM_TTL_US`]), then renews and
+    /// releases it as one that went at once.
     pub fn take_grants(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.granted)
     }
@@ -369,9 +385,9 @@ impl SharedDoorman {
         }
     }
 
-    /// Holds a lease from `now_us`: its id, kept with its block.
-    fn hold(&mut self, lease: Lease, now_us: u64) -> u64 {
-        let id = self.leases.hold(lease, now_us);
+    /// Holds a lease for `ttl_us` from `now_us`: its id, kept with its block.
+    fn hold(&mut self, lease: Lease, now_us: u64, ttl_us: u64) -> u64 {
+        let id = self.leases.hold_for(lease, now_us, ttl_us);
         self.keep_lease(id);
         if id > self.kept_ids {
             self.kept_ids = id.div_ceil(ID_BLOCK) * ID_BLOCK;
@@ -383,7 +399,9 @@ impl SharedDoorman {
 
     fn grant(&mut self, grants: Vec<crate::turns::Grant>, now_us: u64) {
         for grant in grants {
-            let id = self.hold(grant.lease, now_us);
+            // Until its holder claims it: the call it answers may have
+            // nobody behind it any more.
+            let id = self.hold(grant.lease, now_us, CLAIM_TTL_US);
             self.granted.push((grant.ticket.id(), id));
         }
     }

@@ -400,12 +400,15 @@ struct Pairs {
 }
 
 impl Pairs {
-    /// Both sides' grants must name the same waiting requests, in order.
+    /// Both sides' grants must name the same waiting requests, in order;
+    /// each holder claims its slot as its grant arrives (at `now`), as an
+    /// isolate does.
     fn granted(
         &mut self,
         a: &mut impl Side,
         b: &mut impl Side,
         issued: &mut HashSet<u64>,
+        now: u64,
     ) -> Result<(), TestCaseError> {
         let (ga, gb) = (a.grants(), b.grants());
         prop_assert_eq!(ga.len(), gb.len());
@@ -417,6 +420,8 @@ impl Pairs {
             prop_assert!(issued.insert(la), "lease id {} reused", la);
             let key = self.keys[&ta];
             self.keys.insert(la, key);
+            prop_assert!(a.renew(la, now), "a granted slot lost before its claim");
+            prop_assert!(b.renew(lb, now));
             self.leases.push((la, lb));
         }
         Ok(())
@@ -455,7 +460,7 @@ fn pass_time(
         }
         let (ea, eb) = (a.expire(*now), b.expire(*now));
         pairs.expired(ea, eb)?;
-        pairs.granted(a, b, issued)?;
+        pairs.granted(a, b, issued, *now)?;
     }
     Ok(())
 }
@@ -542,7 +547,7 @@ fn run_both(
             }
             Op::Release(_) | Op::Die(_) | Op::Cancel(_) | Op::Restart => {}
         }
-        pairs.granted(a, b, &mut issued)?;
+        pairs.granted(a, b, &mut issued, *now)?;
         store.write(a.take_changes());
         b.settle();
     }
@@ -650,4 +655,52 @@ fn a_waiting_request_times_out() {
     assert_eq!(d.expire(T0 + 20 * SECOND), [ticket]);
     assert_eq!(d.queued(), 0);
     assert!(!d.cancel(ticket));
+}
+
+/// A slot granted to a waiting request whose holder never claims it (the
+/// call it answered had nobody behind it: the client left while it waited)
+/// goes to the next in line after `CLAIM_TTL_US`, not a lease's life; one
+/// claimed at once is held as any other.
+#[test]
+fn an_unclaimed_grant_goes_to_the_next_in_line() {
+    let limits = TurnLimits {
+        queue_timeout_us: 60 * SECOND,
+        ..queue_limits(Some(1), 5)
+    };
+    for claimed in [false, true] {
+        let mut d = SharedDoorman::restore(limits, [], T0);
+        let first = lease_of(d.admit(&slot("alice"), T0));
+        let SharedAdmission::Wait { ticket: gone, .. } = d.admit(&slot("bob"), T0) else {
+            panic!("expected to wait")
+        };
+        let SharedAdmission::Wait { ticket: next, .. } = d.admit(&slot("carol"), T0) else {
+            panic!("expected to wait")
+        };
+        let at = T0 + SECOND;
+        d.release(first, at);
+        let grants = d.take_grants();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].0, gone);
+        let granted = grants[0].1;
+        if claimed {
+            assert!(d.renew(granted, at));
+            // Held for a lease's life from its claim, like any other.
+            assert!(d.expire(at + LEASE_TTL_US - 1).is_empty());
+            assert!(d.take_grants().is_empty());
+            assert!(d.renew(granted, at + LEASE_TTL_US - 1));
+            continue;
+        }
+        assert_eq!(d.next_wake(), Some(at + CLAIM_TTL_US));
+        assert!(d.expire(at + CLAIM_TTL_US - 1).is_empty());
+        assert!(d.take_grants().is_empty());
+        assert!(d.expire(at + CLAIM_TTL_US).is_empty());
+        let grants = d.take_grants();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].0, next, "the slot goes to the next in line");
+        assert!(
+            !d.renew(granted, at + CLAIM_TTL_US),
+            "a late claim finds nothing"
+        );
+        assert!(d.renew(grants[0].1, at + CLAIM_TTL_US));
+    }
 }

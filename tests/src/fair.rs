@@ -260,3 +260,47 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     let got = waiting.await.unwrap();
     assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
 }
+
+/// A request that waited for its turn keeps the slot it was granted for
+/// as long as its answer takes, past the few seconds a granted slot waits
+/// to be claimed at the edge (the core's `CLAIM_TTL_US`: its isolate claims
+/// it at once; one that never does — its client gone while it waited —
+/// loses it to the next in line): a third request waits for it.
+pub async fn a_slot_granted_after_a_wait_is_kept_until_its_answer_ends<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
+    // Past the claim window (5 s).
+    let claim_window = Duration::from_secs(5);
+    let first = spawn_chat(&h, "/api/chat?head_delay_ms=1000".to_owned());
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the first request at the origin",
+            |seen, _| !seen.is_empty(),
+        )
+        .await;
+    let slow_ms = (claim_window + Duration::from_secs(4)).as_millis();
+    let mut granted = spawn_chat(&h, format!("/api/chat?head_delay_ms={slow_ms}"));
+    assert_eq!(first.await.unwrap().status, 200);
+    // The waiting request got the slot: its request reached the origin.
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the granted request at the origin",
+            |seen, _| seen.len() == 2,
+        )
+        .await;
+    // Past the claim window (what this scenario is about), its answer
+    // still on its way.
+    tokio::time::sleep(claim_window + Duration::from_secs(1)).await;
+    assert!(!granted.is_finished());
+    let mut third = spawn_chat(&h, "/api/chat".to_owned());
+    // Biased: both may be ready by the time this task runs again.
+    let done = tokio::select! {
+        biased;
+        done = &mut granted => done.unwrap(),
+        got = &mut third => panic!("served while the granted slot was held: {}", got.unwrap().status),
+    };
+    assert_eq!(done.status, 200);
+    let got = third.await.unwrap();
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+}

@@ -106,6 +106,10 @@ export class Doorman extends DurableObject {
       this.answer(grants[i], (answer) => {
         answer.go = true;
         answer.lease = grants[i + 1];
+        // Its isolate claims it at once (renews it): a call answered to
+        // nobody (its client left while it waited) does not, and the slot
+        // goes to the next in line within seconds.
+        answer.claim = true;
       });
     }
     this.save();

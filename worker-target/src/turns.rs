@@ -6,7 +6,8 @@
 //! (renewed by its isolate while the answer streams, taken back if it is
 //! not: an isolate that dies cannot keep a slot), the same fair queue (a
 //! request that finds every slot taken waits, its call to the object held
-//! open until a slot is its or `QUEUE_TIMEOUT` passes), and its state kept
+//! open until a slot is its — claimed at once, see [`claim`] — or
+//! `QUEUE_TIMEOUT` passes), and its state kept
 //! in the object's storage: an object evicted (idle) or restarted (a new
 //! deployment) picks up every bucket and lease where it was.
 
@@ -249,10 +250,11 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
             remaining: number("remaining").unwrap_or(0.0) as u32,
             reset_us: number("reset_us").unwrap_or(0.0) as u64,
         });
-        return Ok(Taken {
-            lease: number("lease"),
-            rate,
-        });
+        let lease = number("lease");
+        if let (Some(lease), true) = (lease, field("claim").is_some_and(|v| v.is_truthy())) {
+            claim(env, lease).await?;
+        }
+        return Ok(Taken { lease, rate });
     }
     let refusal = match field("refuse").and_then(|v| v.as_string()).as_deref() {
         Some("rate") => TurnRefusal::RateLimited(RateRefusal {
@@ -268,6 +270,19 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
         _ => return Err(NoTurn::Failed("an answer it could not read".to_owned())),
     };
     Err(NoTurn::Refused(refusal))
+}
+
+/// Claims a slot granted after a wait (the core's `CLAIM_TTL_US`): one the
+/// object has taken back meanwhile is this request's wait run out.
+async fn claim(env: &JsValue, lease: f64) -> Result<(), NoTurn> {
+    let claimed = JsFuture::from(doorman_renew(env, lease))
+        .await
+        .map_err(|error| NoTurn::Failed(why(&error)))?;
+    if claimed.is_truthy() {
+        Ok(())
+    } else {
+        Err(NoTurn::Refused(TurnRefusal::QueueTimeout))
+    }
 }
 
 /// A failed call's reason: the error's message.
