@@ -33,7 +33,7 @@
 //! else's). Writes are what storage bills: a request with a rate writes its
 //! bucket; one with a slot its lease too (and `lease-next` once per 1,024),
 //! then once every four renewals while it streams, and deletes it at the
-//! end.
+//! end; one that waited for its slot writes its lease once more (the claim).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -48,8 +48,11 @@ pub const LEASE_TTL_US: u64 = 30_000_000;
 
 /// How long a slot granted to a waiting request stays its own before its
 /// holder claims it ([`SharedDoorman::renew`], at once when the grant
-/// arrives): a holder that does not was gone when its turn came.
-pub const CLAIM_TTL_US: u64 = 5_000_000;
+/// arrives): a holder that does not was gone when its turn came. Twice the
+/// isolates' renewal period: a holder running the previous version of the
+/// Worker during a rollout (it renews first after 5 s, and knows no claim)
+/// keeps its slot, and a busy object has slack.
+pub const CLAIM_TTL_US: u64 = 10_000_000;
 
 const RATE: &str = "rate:";
 const LEASE: &str = "lease:";

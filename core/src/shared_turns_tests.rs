@@ -704,3 +704,35 @@ fn an_unclaimed_grant_goes_to_the_next_in_line() {
         assert!(d.renew(grants[0].1, at + CLAIM_TTL_US));
     }
 }
+
+/// A grant is kept with its claim window: an object restarted before the
+/// claim still has the slot for its holder until the window ends (the claim
+/// then holds it a lease's life, and is written), and takes it back after.
+#[test]
+fn an_unclaimed_grant_outlives_a_restart_only_until_its_window_ends() {
+    let limits = TurnLimits {
+        queue_timeout_us: 60 * SECOND,
+        ..queue_limits(Some(1), 5)
+    };
+    for claim_at in [CLAIM_TTL_US - 1, CLAIM_TTL_US] {
+        let mut store = Store::default();
+        let mut d = store.restart(limits, T0);
+        let first = lease_of(d.admit(&slot("alice"), T0));
+        assert!(matches!(
+            d.admit(&slot("bob"), T0),
+            SharedAdmission::Wait { .. }
+        ));
+        d.release(first, T0);
+        let granted = d.take_grants()[0].1;
+        store.write(d.take_changes());
+        let mut d = store.restart(limits, T0 + SECOND);
+        let in_time = claim_at < CLAIM_TTL_US;
+        assert_eq!(d.renew(granted, T0 + claim_at), in_time);
+        store.write(d.take_changes());
+        // The claim was written: another restart keeps the slot a lease's
+        // life from it; a late claim found nothing to keep.
+        let mut d = store.restart(limits, T0 + claim_at + SECOND);
+        assert_eq!(d.in_flight(), u32::from(in_time));
+        assert_eq!(d.renew(granted, T0 + claim_at + LEASE_TTL_US - 1), in_time);
+    }
+}

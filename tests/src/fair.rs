@@ -262,15 +262,16 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
 }
 
 /// A request that waited for its turn keeps the slot it was granted for
-/// as long as its answer takes, past the few seconds a granted slot waits
-/// to be claimed at the edge (the core's `CLAIM_TTL_US`: its isolate claims
+/// as long as its answer takes, past the seconds a granted slot waits to be
+/// claimed at the edge (the core's `CLAIM_TTL_US`: its isolate claims
 /// it at once; one that never does — its client gone while it waited —
 /// loses it to the next in line): a third request waits for it.
 pub async fn a_slot_granted_after_a_wait_is_kept_until_its_answer_ends<T: Target>(t: &T) {
     let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
-    // Past the claim window (5 s).
-    let claim_window = Duration::from_secs(5);
-    let first = spawn_chat(&h, "/api/chat?head_delay_ms=1000".to_owned());
+    // The claim window (the core's `CLAIM_TTL_US`).
+    let claim_window = Duration::from_secs(10);
+    // Slow enough that the next request surely finds the slot taken.
+    let first = spawn_chat(&h, "/api/chat?head_delay_ms=3000".to_owned());
     h.origin
         .wait_until(
             Duration::from_secs(10),

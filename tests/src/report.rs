@@ -351,8 +351,8 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
             },
             Row {
-                input: "`MAX_CONCURRENT=1`; a request waits for the slot, is granted it, and its answer's head comes 9 s later (past the 5 s a granted slot waits to be claimed at the edge); then a third request",
-                result: "the granted request keeps its slot until its answer ends and the third waits for it (at the edge its isolate claims the slot as the grant arrives; a slot nobody claims — its client gone while it waited — goes to the next in line after 5 s instead of a lease's 30)",
+                input: "`MAX_CONCURRENT=1`; a request waits for the slot, is granted it, and its answer's head comes 14 s later (past the 10 s a granted slot waits to be claimed at the edge); then a third request",
+                result: "the granted request keeps its slot until its answer ends and the third waits for it (at the edge its isolate claims the slot as the grant arrives; a slot nobody claims — its client gone while it waited — goes to the next in line after 10 s instead of a lease's 30)",
                 targets: Targets::Both,
                 test: "tests/src/fair.rs::a_slot_granted_after_a_wait_is_kept_until_its_answer_ends",
             },

@@ -272,17 +272,30 @@ pub(crate) async fn take(env: &JsValue, turn: &Turn) -> Result<Taken, NoTurn> {
     Err(NoTurn::Refused(refusal))
 }
 
-/// Claims a slot granted after a wait (the core's `CLAIM_TTL_US`): one the
-/// object has taken back meanwhile is this request's wait run out.
+/// Claims a slot granted after a wait (the core's `CLAIM_TTL_US`), trying
+/// again if the call fails (the object briefly unreachable: the window is
+/// seconds long). A slot the object has taken back meanwhile, or one that
+/// cannot be claimed, refuses the request (503, the reason logged); one
+/// whose claim may have landed unanswered is given back.
 async fn claim(env: &JsValue, lease: f64) -> Result<(), NoTurn> {
-    let claimed = JsFuture::from(doorman_renew(env, lease))
-        .await
-        .map_err(|error| NoTurn::Failed(why(&error)))?;
-    if claimed.is_truthy() {
-        Ok(())
-    } else {
-        Err(NoTurn::Refused(TurnRefusal::QueueTimeout))
+    const TRIES: u32 = 3;
+    let mut error = String::new();
+    for _ in 0..TRIES {
+        match JsFuture::from(doorman_renew(env, lease)).await {
+            Ok(claimed) if claimed.is_truthy() => return Ok(()),
+            Ok(_) => {
+                return Err(NoTurn::Failed(
+                    "the slot granted after its wait was taken back before it was claimed"
+                        .to_owned(),
+                ))
+            }
+            Err(e) => error = why(&e),
+        }
     }
+    let _ = JsFuture::from(doorman_release(env, lease)).await;
+    Err(NoTurn::Failed(format!(
+        "the slot granted after its wait could not be claimed: {error}"
+    )))
 }
 
 /// A failed call's reason: the error's message.
