@@ -7,9 +7,9 @@
 //! not: an isolate that dies cannot keep a slot), the same fair queue (a
 //! request that finds every slot taken waits, its call to the object held
 //! open until a slot is its — claimed at once, see [`claim`] — or
-//! `QUEUE_TIMEOUT` passes), and its state kept
-//! in the object's storage: an object evicted (idle) or restarted (a new
-//! deployment) picks up every bucket and lease where it was.
+//! `QUEUE_TIMEOUT` passes), and its state kept in the object's storage: an
+//! object evicted (idle) or restarted (a new deployment) picks up every
+//! bucket and lease where it was.
 
 use js_sys::{Array, Map, Object, Promise, Reflect};
 use ollama_proxy_core::{
