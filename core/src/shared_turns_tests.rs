@@ -250,6 +250,9 @@ enum Op {
     Die(usize),
     /// A waiting request's client leaves.
     Cancel(usize),
+    /// A waiting request's client leaves unseen (at the edge: its call is
+    /// answered to nobody, so its grant is never claimed).
+    Leave(usize),
     /// The object evicted and started again from its storage.
     Restart,
 }
@@ -262,6 +265,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..40 * SECOND).prop_map(Op::Wait),
         1 => (0..8usize).prop_map(Op::Die),
         1 => (0..8usize).prop_map(Op::Cancel),
+        1 => (0..8usize).prop_map(Op::Leave),
         1 => Just(Op::Restart),
     ]
 }
@@ -395,6 +399,10 @@ impl Side for Native {
 struct Pairs {
     leases: Vec<(u64, u64)>,
     waiting: Vec<(u64, u64)>,
+    /// Waiting tickets whose client left unseen.
+    left: Vec<(u64, u64)>,
+    /// Slots granted to those, never claimed: (a's, b's, when granted).
+    unclaimed: Vec<(u64, u64, u64)>,
     /// The key (its index) of each of side a's tickets and leases.
     keys: std::collections::HashMap<u64, usize>,
 }
@@ -413,13 +421,19 @@ impl Pairs {
         let (ga, gb) = (a.grants(), b.grants());
         prop_assert_eq!(ga.len(), gb.len());
         for ((ta, la), (tb, lb)) in ga.into_iter().zip(gb) {
+            prop_assert!(issued.insert(la), "lease id {} reused", la);
+            let key = self.keys[&ta];
+            self.keys.insert(la, key);
+            if let Some(at) = self.left.iter().position(|&(x, _)| x == ta) {
+                let (_, want) = self.left.remove(at);
+                prop_assert_eq!(want, tb, "granted to another request");
+                self.unclaimed.push((la, lb, now));
+                continue;
+            }
             let at = self.waiting.iter().position(|&(x, _)| x == ta);
             prop_assert!(at.is_some(), "a grant for no waiting request");
             let (_, want) = self.waiting.remove(at.unwrap());
             prop_assert_eq!(want, tb, "granted to another request");
-            prop_assert!(issued.insert(la), "lease id {} reused", la);
-            let key = self.keys[&ta];
-            self.keys.insert(la, key);
             prop_assert!(a.renew(la, now), "a granted slot lost before its claim");
             prop_assert!(b.renew(lb, now));
             self.leases.push((la, lb));
@@ -430,6 +444,10 @@ impl Pairs {
     fn expired(&mut self, ea: Vec<u64>, eb: Vec<u64>) -> Result<(), TestCaseError> {
         let mut mapped: Vec<u64> = Vec::new();
         for t in &ea {
+            if let Some(at) = self.left.iter().position(|&(x, _)| x == *t) {
+                mapped.push(self.left.remove(at).1);
+                continue;
+            }
             let at = self.waiting.iter().position(|&(x, _)| x == *t);
             prop_assert!(at.is_some(), "an expiry for no waiting request");
             mapped.push(self.waiting.remove(at.unwrap()).1);
@@ -458,6 +476,19 @@ fn pass_time(
             prop_assert!(a.renew(la, *now), "a live lease lost");
             prop_assert!(b.renew(lb, *now));
         }
+        // A grant nobody claimed is taken back once its window is over.
+        let mut lapsed = Vec::new();
+        pairs.unclaimed.retain(|&(la, lb, at)| {
+            let over = *now >= at + CLAIM_TTL_US;
+            if over {
+                lapsed.push((la, lb));
+            }
+            !over
+        });
+        for (la, lb) in lapsed {
+            prop_assert!(!a.renew(la, *now), "an unclaimed grant outlived its window");
+            prop_assert!(!b.renew(lb, *now));
+        }
         let (ea, eb) = (a.expire(*now), b.expire(*now));
         pairs.expired(ea, eb)?;
         pairs.granted(a, b, issued, *now)?;
@@ -468,10 +499,13 @@ fn pass_time(
 /// Runs `ops` on both sides and checks they decide alike: side `a` keeps
 /// its records in `store` and is started again from them at each
 /// `Restart` (side b's waiting requests then fail too, as the calls waiting
-/// on the old object do).
+/// on the old object do). `Leave` only when both sides are edge doormen
+/// (`leaves`): natively a client that leaves is seen, and its turn goes on
+/// at once.
 fn run_both(
     ops: Vec<Op>,
     limits: TurnLimits,
+    leaves: bool,
     store: &mut Store,
     a: &mut SharedDoorman,
     b: &mut impl Side,
@@ -519,7 +553,9 @@ fn run_both(
             // With nobody waiting, so that a slot freed at any moment of the
             // lease's last life goes to nobody (see
             // `a_dead_holders_slot_goes_to_a_waiting_request`).
-            Op::Die(i) if i < pairs.leases.len() && pairs.waiting.is_empty() => {
+            Op::Die(i)
+                if i < pairs.leases.len() && pairs.waiting.is_empty() && pairs.left.is_empty() =>
+            {
                 let (la, lb) = pairs.leases.swap_remove(i);
                 b.die(lb, *now);
                 let until = *now + LEASE_TTL_US;
@@ -534,18 +570,22 @@ fn run_both(
                 let (ta, tb) = pairs.waiting.swap_remove(i);
                 prop_assert_eq!(Side::cancel(a, ta), b.cancel(tb));
             }
+            Op::Leave(i) if leaves && i < pairs.waiting.len() => {
+                let left = pairs.waiting.swap_remove(i);
+                pairs.left.push(left);
+            }
             // With slots of one key at most held across it: a restarted
             // object numbers the turns of the keys it restores afresh, so
             // between two keys both holding slots from before, which was
             // served less recently is not kept (a deployment may reorder
             // the next grant between them, nothing else).
             Op::Restart if holders(&pairs) <= 1 => {
-                for (_, tb) in pairs.waiting.drain(..) {
+                for (_, tb) in pairs.waiting.drain(..).chain(pairs.left.drain(..)) {
                     prop_assert!(b.cancel(tb));
                 }
                 *a = store.restart(limits, *now);
             }
-            Op::Release(_) | Op::Die(_) | Op::Cancel(_) | Op::Restart => {}
+            Op::Release(_) | Op::Die(_) | Op::Cancel(_) | Op::Leave(_) | Op::Restart => {}
         }
         pairs.granted(a, b, &mut issued, *now)?;
         store.write(a.take_changes());
@@ -554,9 +594,15 @@ fn run_both(
     Ok(pairs)
 }
 
-/// How many keys hold slots.
+/// How many keys hold slots (claimed or not).
 fn holders(pairs: &Pairs) -> usize {
-    let keys: HashSet<usize> = pairs.leases.iter().map(|(la, _)| pairs.keys[la]).collect();
+    let keys: HashSet<usize> = pairs
+        .leases
+        .iter()
+        .map(|(la, _)| la)
+        .chain(pairs.unclaimed.iter().map(|(la, _, _)| la))
+        .map(|la| pairs.keys[la])
+        .collect();
     keys.len()
 }
 
@@ -579,8 +625,8 @@ proptest! {
         let mut kept = store.restart(limits, T0);
         let mut never = SharedDoorman::restore(limits, [], T0);
         let mut now = T0;
-        let pairs = run_both(ops, limits, &mut store, &mut kept, &mut never, &mut now)?;
-        for (ta, _) in pairs.waiting {
+        let pairs = run_both(ops, limits, true, &mut store, &mut kept, &mut never, &mut now)?;
+        for (ta, _) in pairs.waiting.into_iter().chain(pairs.left) {
             kept.cancel(ta);
         }
         for (la, _) in pairs.leases {
@@ -608,7 +654,7 @@ proptest! {
             granted: Vec::new(),
         };
         let mut now = T0;
-        run_both(ops, limits, &mut store, &mut edge, &mut native, &mut now)?;
+        run_both(ops, limits, false, &mut store, &mut edge, &mut native, &mut now)?;
         prop_assert_eq!(edge.in_flight(), native.doorman.in_flight());
     }
 }
