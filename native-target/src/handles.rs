@@ -20,8 +20,10 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 /// Shards: one per server thread on machines of up to this many cores
 /// (threads past them share).
 const SHARDS: usize = 16;
-/// Label sets kept per shard; label values are bounded (key names from the
-/// configuration, at most 64 models), so this is never reached in use.
+/// Label sets kept per shard. Label values are bounded (key names from the
+/// configuration, at most 66 model values), but their products can pass
+/// this with hundreds of keys; the shard then starts afresh, which costs a
+/// family lookup per series again, never a count.
 const MAX_PER_SHARD: usize = 4096;
 
 /// Each shard on a cache line of its own.
@@ -50,7 +52,8 @@ where
         }
     }
 
-    /// Calls `f` with the series for `labels`, created if new.
+    /// Calls `f` with the series for `labels`, created if new. `f` runs
+    /// under this thread's shard lock: it must not use the same `Handles`.
     pub(crate) fn with<T>(&self, labels: &L, f: impl FnOnce(&M) -> T) -> T {
         let mut shard = self.shards[shard()]
             .0
