@@ -9,8 +9,8 @@
 //! hyper runs each HTTP/2 stream as a task of its own, spawned through the
 //! server's executor: [`StallExecutor`] spawns it watched. The answer's body
 //! ([`Watched`]) records in the stream's [`Handout`] (the core's rule) when
-//! it hands a piece out and when it is asked for the next; a stream holding
-//! a piece for `IDLE_TIMEOUT` is dropped, which resets it (`CANCEL`) and
+//! it hands a piece out (at most [`PIECE`] bytes) and when it is asked for
+//! the next; a stream holding a piece for `IDLE_TIMEOUT` is dropped, which resets it (`CANCEL`) and
 //! drops the answer, so the origin's request ends and the slot is given
 //! back. The connection and its other streams go on. HTTP/1.1 answers carry
 //! no watch (their stalls are [`WriteStall`]'s).
