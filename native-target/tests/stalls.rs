@@ -13,6 +13,26 @@ use tokio::net::TcpStream;
 mod common;
 use common::{read_head, start_with, wait_for_line, TOKEN};
 
+/// The origin's request dropped, and the proxy's log line for it saying the
+/// client went (status 200: the answer had begun).
+async fn origin_request_dropped_as_client_gone(
+    origin: &ollama_proxy_tests::MockOrigin,
+    proxy: &common::Running,
+) {
+    origin
+        .wait_until(
+            Duration::from_secs(20),
+            "the proxy to drop the origin's request",
+            |_, gone| gone == 1,
+        )
+        .await;
+    let line = tokio::task::block_in_place(|| wait_for_line(proxy, "path=/big"));
+    assert!(
+        line.contains("status=200") && line.contains("outcome=client_gone"),
+        "{line}"
+    );
+}
+
 /// A client that reads the answer's head and then takes nothing more (its
 /// socket full): after `IDLE_TIMEOUT` without a byte taken the proxy cuts
 /// the connection, which cancels the origin's request (and gives back any
@@ -35,18 +55,7 @@ async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
         String::from_utf8_lossy(&got)
     );
     // The client stops reading; the origin's request must be dropped.
-    origin
-        .wait_until(
-            Duration::from_secs(20),
-            "the proxy to drop the origin's request",
-            |_, gone| gone == 1,
-        )
-        .await;
-    let line = tokio::task::block_in_place(|| wait_for_line(&proxy, "path=/big"));
-    assert!(
-        line.contains("status=200") && line.contains("outcome=client_gone"),
-        "{line}"
-    );
+    origin_request_dropped_as_client_gone(&origin, &proxy).await;
     // What the sockets held arrives, then the connection ends short of the
     // 64 MiB.
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
@@ -138,18 +147,7 @@ async fn an_http2_client_holding_its_answer_back_gets_the_stream_reset() {
     let proxy = start_with(&origin.url(), &[("IDLE_TIMEOUT", "300ms")]);
     let mut client = h2_client(proxy.addr, 64 * 1024).await;
     let mut held = h2_download(&mut client, 64 << 20).await;
-    origin
-        .wait_until(
-            Duration::from_secs(20),
-            "the proxy to drop the origin's request",
-            |_, gone| gone == 1,
-        )
-        .await;
-    let line = tokio::task::block_in_place(|| wait_for_line(&proxy, "path=/big"));
-    assert!(
-        line.contains("status=200") && line.contains("outcome=client_gone"),
-        "{line}"
-    );
+    origin_request_dropped_as_client_gone(&origin, &proxy).await;
     // What the window let through, then the reset.
     let mut got = 0;
     let reset = loop {
