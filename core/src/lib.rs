@@ -26,6 +26,7 @@ mod idle;
 mod json;
 mod json_scan;
 mod keys;
+mod lease_table;
 mod length;
 mod listing;
 mod model_gate;
@@ -63,6 +64,7 @@ pub use handout::Handout;
 pub use hop::{connection_tokens, strip_hop_by_hop};
 pub use idle::{IdlePool, Swept};
 pub use json::{push_str as push_json_str, push_u64 as push_decimal, Digits};
+pub use lease_table::LeaseTable;
 pub use length::{declared_length, framed_twice, InvalidLength};
 pub use listing::MAX_LISTING_BYTES;
 pub use model_gate::{with_usage, GateStep, ModelGate, Refusal, INCLUDE_USAGE};
@@ -71,9 +73,7 @@ pub use origin::Origin;
 pub use rate::{RateRefusal, RateState};
 pub use request_id::{format_request_id, RequestIds, X_REQUEST_ID};
 pub use route::{status_class, RouteFamily};
-pub use shared_turns::{
-    Changes, LeaseTable, SharedAdmission, SharedDoorman, CLAIM_TTL_US, LEASE_TTL_US,
-};
+pub use shared_turns::{Changes, SharedAdmission, SharedDoorman, CLAIM_TTL_US, LEASE_TTL_US};
 pub use time::UnixTime;
 pub use turns::{
     Admission, Doorman, Grant, Lease, Ticket, Turn, TurnLimits, TurnRefusal, DEFAULT_MAX_QUEUE,
