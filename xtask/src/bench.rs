@@ -411,6 +411,14 @@ pub(crate) fn build_release_binaries() -> Result<PathBuf, String> {
     Ok(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from))
 }
 
+/// The bench's keys document: 50 hashed keys with model lists, the bench's
+/// key limited far above any load.
+pub(crate) fn keys_everything_on() -> String {
+    crate::bench_policy::keys_document_with(
+        "max_concurrent = 1000000\nrequests_per_minute = 1000000000\n",
+    )
+}
+
 /// Runs every measurement and writes `bench/results.md`.
 pub(crate) fn bench() -> Result<(), String> {
     ensure_apt(&[("wrk", "wrk"), ("curl", "curl"), ("nginx", "nginx-light")]);
@@ -433,13 +441,7 @@ pub(crate) fn bench() -> Result<(), String> {
     // limited far above the load, under MAX_CONCURRENT; metrics, request
     // ids and the log line are on by default.
     let keys = scratch.join("keys.toml");
-    fs::write(
-        &keys,
-        crate::bench_policy::keys_document_with(
-            "max_concurrent = 1000000\nrequests_per_minute = 1000000000\n",
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    fs::write(&keys, keys_everything_on()).map_err(|e| e.to_string())?;
     let mut native_cmd = Command::new(target.join("release/ollama-proxy"));
     native_cmd
         .env_clear()
@@ -552,7 +554,7 @@ pub(crate) fn bench() -> Result<(), String> {
     // Allocations per small request, counted from outside.
     let allocs = crate::bench_alloc::per_request(native_pid, &url(NATIVE, "/small"), 64, 2);
     // Instructions per small request, counted under callgrind.
-    let instructions = crate::bench_count::per_request(&target, &scratch, &keys);
+    let counts = crate::bench_count::per_request(&target, &scratch, &keys);
 
     // Large bodies.
     let size: u64 = 512 << 20;
@@ -762,10 +764,15 @@ pub(crate) fn bench() -> Result<(), String> {
                     .join(", ")
             )
         ),
-        instructions.map_or_else(
-            || "not counted (see the bench's output)".into(),
-            |n| format!("{n:.0}")
-        )
+        {
+            let shown = |n: Option<f64>| n.map_or_else(|| "not counted".into(), |n| format!("{n:.0}"));
+            format!(
+                "{}; the native proxy doing only what the nginx recipe does (one token, no limits, no metrics, the log line): {}; nginx: {}",
+                shown(counts.native),
+                shown(counts.native_plain),
+                shown(counts.nginx)
+            )
+        }
     );
     let _ = writeln!(
         report,
@@ -837,8 +844,10 @@ pub(crate) fn bench() -> Result<(), String> {
             "measured",
         ),
         (
-            "instructions per GET /small, c=16 (callgrind)".into(),
-            instructions.map_or_else(|| "—".into(), |n| format!("{:.1}k", n / 1e3)),
+            "instructions per GET /small, c=16 (callgrind): native; native as the nginx recipe; nginx".into(),
+            [counts.native, counts.native_plain, counts.nginx]
+                .map(|n| n.map_or_else(|| "—".into(), |n| format!("{:.1}k", n / 1e3)))
+                .join("; "),
             "measured",
         ),
         (

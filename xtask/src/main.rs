@@ -39,6 +39,8 @@ tasks:
               each panel's series
   bench       measure the native proxy beside direct and nginx, and the Worker
               beside a hand-written JS Worker in workerd; writes bench/results.md
+  bench-count instructions per small request under callgrind: the native proxy
+              with everything on, as the nginx recipe, and nginx (a minute)
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Some("test-all") => tasks::test_all(),
         Some("build-worker") => worker::build_worker(),
         Some("bench") => bench::bench(),
+        Some("bench-count") => bench_count::bench_count(),
         Some("soak") => tasks::soak(),
         Some("ops-check") => ops::ops_check(),
         Some("help" | "--help" | "-h") | None => {
