@@ -21,6 +21,8 @@ const NATIVE: u16 = 18501;
 const NGINX: u16 = 18502;
 const WORKER_RS: u16 = 18503;
 const WORKER_JS: u16 = 18504;
+/// The hand-written JS Worker grown to the Rust Worker's checks.
+const WORKER_JS_SAME: u16 = 18512;
 pub(crate) const RUNS: usize = 3;
 /// Where the hand-written part of `bench/results.md` starts.
 const ANALYSIS: &str = "## Analysis";
@@ -698,6 +700,22 @@ pub(crate) fn bench() -> Result<(), String> {
         r#"(name = "js-worker.js", esModule = embed "js-worker.js")"#,
         &format!(r#"(name = "AIG_AUTH_TOKEN", text = "{TOKEN}")"#),
     )?;
+    fs::write(
+        scratch.join("js-worker-same-checks.js"),
+        include_str!("../../bench/js-worker-same-checks.js"),
+    )
+    .map_err(|e| e.to_string())?;
+    fs::write(
+        scratch.join("worker-keys.json"),
+        crate::bench_policy::keys_json(),
+    )
+    .map_err(|e| e.to_string())?;
+    let js_same = start_workerd(
+        &scratch,
+        WORKER_JS_SAME,
+        r#"(name = "js-worker-same-checks.js", esModule = embed "js-worker-same-checks.js")"#,
+        r#"(name = "AIG_KEYS_JSON", text = embed "worker-keys.json")"#,
+    )?;
     let mut worker_rows = Vec::new();
     for (name, port) in [
         ("direct", ORIGIN),
@@ -710,12 +728,20 @@ pub(crate) fn bench() -> Result<(), String> {
         worker_rows.push((name, c1, c64));
     }
     let mut workers_text = String::new();
-    let workers_rows = crate::bench_head::workers_head_to_head(
+    let mut workers_rows = crate::bench_head::workers_head_to_head(
         (WORKER_RS, rs.0.id()),
         (WORKER_JS, js.0.id()),
+        crate::bench_head::JsWorker::Plain,
         &mut workers_text,
     );
     drop(js);
+    workers_rows.extend(crate::bench_head::workers_head_to_head(
+        (WORKER_RS, rs.0.id()),
+        (WORKER_JS_SAME, js_same.0.id()),
+        crate::bench_head::JsWorker::SameChecks,
+        &mut workers_text,
+    ));
+    drop(js_same);
     // What reading LLM answers for their usage costs (the Rust Worker too).
     let usage_rows = crate::bench_usage::bench_usage(
         &target,

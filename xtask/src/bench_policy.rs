@@ -48,6 +48,25 @@ pub(crate) fn keys_document_with(bench_key_lines: &str) -> String {
     doc
 }
 
+/// The same 50 keys as [`keys_document_with`], as the JSON a hand-written
+/// JS Worker would take (`bench/js-worker-same-checks.js`).
+pub(crate) fn keys_json() -> String {
+    let keys: Vec<String> = (0..KEYS)
+        .map(|i| {
+            let token = if i + 1 == KEYS {
+                TOKEN.to_owned()
+            } else {
+                format!("bench-key-{i:04}-token")
+            };
+            format!(
+                r#"{{"name":"user-{i}","token_sha256":"{}","models":["llama3.2:*","qwen3*","team-{i}/*","bench"],"expires":"2999-01-01"}}"#,
+                sha256_hex(&token)
+            )
+        })
+        .collect();
+    format!("[{}]", keys.join(","))
+}
+
 /// SHA-256 through the proxy binary's own `gen-token` line would need a
 /// token it chose; `sha256sum` is on every Debian.
 fn sha256_hex(text: &str) -> String {
