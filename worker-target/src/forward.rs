@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use ollama_proxy_core::{Backends, Exchange, Failure, Proxy, ProxyError, MAX_LISTING_BYTES};
+use ollama_proxy_core::{Backends, Exchange, Failure, Proxy, ProxyError};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -14,6 +14,8 @@ use worker::Env;
 use crate::convert::{js_response, local_response, upstream_init, upstream_response_head};
 use crate::upload::{self, Stopped, Upload};
 use crate::{answer, answered, backends, log, turns};
+
+mod listings;
 
 #[wasm_bindgen(module = "/js/guard.js")]
 extern "C" {
@@ -389,23 +391,6 @@ impl Forward {
         Ok(head)
     }
 
-    /// A listing filtered for the key: read whole, filtered, answered.
-    async fn listing(
-        mut self,
-        head: http::response::Parts,
-        upstream: &web_sys::Response,
-    ) -> worker::Result<web_sys::Response> {
-        let filtered = read_listing(upstream)
-            .await
-            .and_then(|all| self.exchange.filter_listing(&all));
-        let (response, error) = match filtered {
-            Ok(listing) => (http::Response::from_parts(head, listing), None),
-            Err(error) => (self.exchange.error_response(error), Some(error)),
-        };
-        self.finish_line(response.status(), error);
-        local_response(response)
-    }
-
     /// The client's response with the origin's body: an LLM's answer read
     /// for its usage as it passes (logged at its end: the promise settles
     /// then), any other body passed through (logged now); a stream that
@@ -468,52 +453,6 @@ impl Forward {
         Ok((js_response(&head, body.as_ref())?, done))
     }
 
-    /// A listing with several boxes: asked of each available one at once,
-    /// each answer read whole, merged (then filtered for the key). A box
-    /// that fails is left out; none answering is the first error.
-    async fn fan_out(
-        mut self,
-        route: &ollama_proxy_core::Route,
-    ) -> worker::Result<web_sys::Response> {
-        let proxy = Rc::clone(&self.proxy);
-        let count = proxy.config().origins().len();
-        let heads = route
-            .candidates
-            .iter()
-            .map(|&b| {
-                let mut sent = self.head.clone();
-                proxy.aim(&mut sent, b);
-                sent
-            })
-            .collect();
-        let answers = backends::fetch_all(heads).await;
-        let exchange = &self.exchange;
-        let answers = backends::with(count, |state| {
-            let now = backends::now_us();
-            route
-                .candidates
-                .iter()
-                .zip(answers)
-                .map(|(&backend, answer)| match answer {
-                    Some((head, body)) => {
-                        state.observed(backend, head.status.as_u16(), None, now);
-                        if let (true, Some(probe)) = (head.status.is_success(), exchange.probe()) {
-                            state.learnt(backend, probe, &body, now);
-                        }
-                        Ok((head, bytes::Bytes::from(body)))
-                    }
-                    None => {
-                        state.failed(backend, now);
-                        Err(ProxyError::OriginUnreachable)
-                    }
-                })
-                .collect()
-        });
-        let (response, error) = self.exchange.fan_in(answers);
-        self.finish_line(response.status(), error);
-        local_response(response)
-    }
-
     /// The answer when the body was not forwarded: refused for its model,
     /// over the limit, broken; or the origin could not be reached.
     fn stopped_response(&mut self, stopped: Stopped) -> worker::Result<web_sys::Response> {
@@ -530,17 +469,4 @@ impl Forward {
 /// change anything (nor carry a body that is gone).
 fn bodiless(head: &http::request::Parts) -> bool {
     head.method == http::Method::GET || head.method == http::Method::HEAD
-}
-
-/// A listing's whole body (a small JSON document), at most
-/// [`MAX_LISTING_BYTES`] of it.
-async fn read_listing(response: &web_sys::Response) -> Result<Vec<u8>, ProxyError> {
-    let unreadable = ProxyError::OriginListingUnreadable;
-    let buffer = response.array_buffer().map_err(|_| unreadable)?;
-    let buffer = JsFuture::from(buffer).await.map_err(|_| unreadable)?;
-    let bytes = js_sys::Uint8Array::new(&buffer);
-    if bytes.length() as usize > MAX_LISTING_BYTES {
-        return Err(unreadable);
-    }
-    Ok(bytes.to_vec())
 }
