@@ -197,32 +197,59 @@ pub(crate) struct AuthSources {
 ///
 /// Each candidate is hashed once and its digest compared with every key's,
 /// without stopping at the first match, so the time taken says neither
-/// which key matched nor how long the token is.
+/// which key matched nor how long the token is. The same pass tells whether
+/// `Authorization` is the proxy's to drop (see [`Authentication`]): an
+/// OpenAI client's token was hashed and compared twice per request before.
 pub(crate) fn authenticate(
     keys: &[Arc<Key>],
     headers: &HeaderMap,
     sources: AuthSources,
-) -> AuthOutcome {
-    let mut presented = false;
-    let mut matched: Option<&Arc<Key>> = None;
-    let names = [CF_AIG_AUTHORIZATION, AUTHORIZATION];
-    let accepted = if sources.authorization_header { 2 } else { 1 };
-    for name in &names[..accepted] {
-        let mut pieces = credential_pieces(headers, name);
-        let first = pieces.next();
-        presented |= first.is_some();
-        let (Some(piece), None) = (first, pieces.next()) else {
-            continue; // none, or ambiguous
-        };
-        if let Some(key) = bearer_token(piece).and_then(|token| match_key(keys, token)) {
-            matched.get_or_insert(key);
+) -> Authentication {
+    let mut pieces = credential_pieces(headers, &CF_AIG_AUTHORIZATION);
+    let first = pieces.next();
+    let mut presented = first.is_some();
+    let mut matched = match (first, pieces.next()) {
+        (Some(piece), None) => bearer_token(piece).and_then(|token| match_key(keys, token)),
+        _ => None, // none, or ambiguous
+    };
+    // `Authorization` is read whole whether or not it may authenticate: a
+    // configured token anywhere in it makes the header the proxy's, not to
+    // be forwarded. Each piece is hashed once, for both questions.
+    let mut count = 0usize;
+    let mut only = None;
+    let mut ours = false;
+    for piece in credential_pieces(headers, &AUTHORIZATION) {
+        count += 1;
+        let key = bearer_token(piece).and_then(|token| match_key(keys, token));
+        ours |= key.is_some();
+        only = key;
+    }
+    if sources.authorization_header {
+        presented |= count > 0;
+        if count == 1 {
+            matched = matched.or(only);
         }
     }
-    match (matched, presented) {
+    let outcome = match (matched, presented) {
         (Some(key), _) => AuthOutcome::Accepted(Arc::clone(key)),
         (None, true) => AuthOutcome::Rejected,
         (None, false) => AuthOutcome::Missing,
+    };
+    Authentication {
+        outcome,
+        authorization_is_ours: ours,
     }
+}
+
+/// What [`authenticate`] found.
+#[derive(Clone, Debug)]
+pub(crate) struct Authentication {
+    pub(crate) outcome: AuthOutcome,
+    /// Some credential in the `Authorization` header (in any value, or any
+    /// comma-separated piece of one) is `Bearer <token>` for a configured
+    /// token, whether or not that header may authenticate: then the whole
+    /// header is the proxy's and must not be forwarded.
+    pub(crate) authorization_is_ours: bool,
 }
 
 /// The comma-separated, non-blank pieces of every value of header `name`.
@@ -235,17 +262,6 @@ fn credential_pieces<'h>(
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .filter(|piece| !piece.trim_ascii().is_empty())
-}
-
-/// True when any credential in the `Authorization` header (in any value, or
-/// any comma-separated piece of one) is `Bearer <token>` for a configured
-/// token: then the whole header is the proxy's and must not be forwarded.
-pub(crate) fn authorization_carries_configured_token(
-    keys: &[Arc<Key>],
-    headers: &HeaderMap,
-) -> bool {
-    credential_pieces(headers, &AUTHORIZATION)
-        .any(|piece| bearer_token(piece).is_some_and(|token| match_key(keys, token).is_some()))
 }
 
 /// The first key whose digest is the token's. Every key is compared, and

@@ -47,9 +47,9 @@ fn bearer_parsing() {
 #[test]
 fn accepts_each_key_by_name() {
     let h = headers(&[("cf-aig-authorization", "Bearer s3cret-token")]);
-    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("default"));
+    assert_eq!(authenticate(&keys(), &h, BOTH).outcome, accepted("default"));
     let h = headers(&[("authorization", "bearer other-token")]);
-    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("laptop"));
+    assert_eq!(authenticate(&keys(), &h, BOTH).outcome, accepted("laptop"));
 }
 
 #[test]
@@ -77,7 +77,10 @@ fn the_matching_key_is_found_among_many_and_the_first_of_equals() {
 #[test]
 fn authorization_header_only_when_allowed() {
     let h = headers(&[("authorization", "Bearer s3cret-token")]);
-    assert_eq!(authenticate(&keys(), &h, AIG_ONLY), AuthOutcome::Missing);
+    assert_eq!(
+        authenticate(&keys(), &h, AIG_ONLY).outcome,
+        AuthOutcome::Missing
+    );
 }
 
 #[test]
@@ -90,13 +93,13 @@ fn near_misses_are_rejected() {
     ] {
         let h = headers(&[("cf-aig-authorization", bad)]);
         assert_eq!(
-            authenticate(&keys(), &h, BOTH),
+            authenticate(&keys(), &h, BOTH).outcome,
             AuthOutcome::Rejected,
             "{bad}"
         );
     }
     assert_eq!(
-        authenticate(&keys(), &HeaderMap::new(), BOTH),
+        authenticate(&keys(), &HeaderMap::new(), BOTH).outcome,
         AuthOutcome::Missing
     );
 }
@@ -110,28 +113,47 @@ fn several_credentials_in_one_header_never_authenticate() {
     ]);
     let joined = headers(&[("cf-aig-authorization", "Bearer s3cret-token, Bearer x")]);
     assert_eq!(
-        authenticate(&keys(), &separate, BOTH),
+        authenticate(&keys(), &separate, BOTH).outcome,
         AuthOutcome::Rejected
     );
-    assert_eq!(authenticate(&keys(), &joined, BOTH), AuthOutcome::Rejected);
+    assert_eq!(
+        authenticate(&keys(), &joined, BOTH).outcome,
+        AuthOutcome::Rejected
+    );
     let twice = headers(&[
         ("cf-aig-authorization", "Bearer s3cret-token"),
         ("cf-aig-authorization", "Bearer s3cret-token"),
     ]);
-    assert_eq!(authenticate(&keys(), &twice, BOTH), AuthOutcome::Rejected);
+    assert_eq!(
+        authenticate(&keys(), &twice, BOTH).outcome,
+        AuthOutcome::Rejected
+    );
 }
 
 #[test]
 fn authorization_is_dropped_whole_when_it_carries_a_token() {
+    // Whether or not the header may authenticate, and in any piece of it.
+    let ours = |h: &HeaderMap| {
+        let both = authenticate(&keys(), h, BOTH).authorization_is_ours;
+        let aig_only = authenticate(&keys(), h, AIG_ONLY).authorization_is_ours;
+        assert_eq!(both, aig_only);
+        both
+    };
     let joined = headers(&[("authorization", "Bearer for-origin, Bearer s3cret-token")]);
-    assert!(authorization_carries_configured_token(&keys(), &joined));
+    assert!(ours(&joined));
     let separate = headers(&[
         ("authorization", "Bearer for-origin"),
         ("authorization", "Bearer other-token"),
     ]);
-    assert!(authorization_carries_configured_token(&keys(), &separate));
-    let foreign = headers(&[("authorization", "Bearer for-origin")]);
-    assert!(!authorization_carries_configured_token(&keys(), &foreign));
+    assert!(ours(&separate));
+    let alone = headers(&[("authorization", "Bearer s3cret-token")]);
+    assert!(ours(&alone));
+    let foreign = headers(&[
+        ("cf-aig-authorization", "Bearer s3cret-token"),
+        ("authorization", "Bearer for-origin"),
+    ]);
+    assert!(!ours(&foreign));
+    assert!(!ours(&HeaderMap::new()));
 }
 
 #[test]
@@ -140,7 +162,7 @@ fn a_valid_token_in_either_header_wins() {
         ("cf-aig-authorization", "Bearer wrong"),
         ("authorization", "Bearer s3cret-token"),
     ]);
-    assert_eq!(authenticate(&keys(), &h, BOTH), accepted("default"));
+    assert_eq!(authenticate(&keys(), &h, BOTH).outcome, accepted("default"));
 }
 
 #[test]

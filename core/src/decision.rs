@@ -132,7 +132,8 @@ impl Proxy {
         let sources = AuthSources {
             authorization_header: cfg.allow_authorization_header,
         };
-        let key = match auth::authenticate(&cfg.keys, &request.headers, sources) {
+        let checked = auth::authenticate(&cfg.keys, &request.headers, sources);
+        let key = match checked.outcome {
             AuthOutcome::Accepted(key) => key,
             AuthOutcome::Missing => return exchange.reject(ProxyError::MissingToken),
             AuthOutcome::Rejected => return exchange.reject(ProxyError::InvalidToken),
@@ -162,7 +163,12 @@ impl Proxy {
             Err(refusal) => return exchange.refuse(&refusal),
         }
         exchange.turn = turns::turn_for(&key, endpoint.llm, &cfg.turn_limits);
-        let upstream = self.upstream_head(request, resolved.as_deref(), &exchange);
+        let upstream = self.upstream_head(
+            request,
+            resolved.as_deref(),
+            checked.authorization_is_ours,
+            &exchange,
+        );
         Decision {
             exchange,
             action: Action::Forward(upstream),
@@ -276,11 +282,14 @@ impl Proxy {
     }
 
     /// Rewrites an accepted request head for the origin; `resolved` is the
-    /// request's path with dot segments resolved, when that changed it.
+    /// request's path with dot segments resolved, when that changed it;
+    /// `authorization_is_ours` when the `Authorization` header carries a
+    /// configured token (see [`auth::Authentication`]).
     fn upstream_head(
         &self,
         request: request::Parts,
         resolved: Option<&str>,
+        authorization_is_ours: bool,
         exchange: &Exchange,
     ) -> request::Parts {
         let cfg = &self.config;
@@ -293,7 +302,7 @@ impl Proxy {
         strip_hop_by_hop(&mut headers);
         headers.remove(CF_AIG_AUTHORIZATION);
         headers.remove(header::ORIGIN);
-        drop_proxy_authorization(&cfg.keys, &mut headers);
+        drop_proxy_authorization(authorization_is_ours, &mut headers);
         headers.insert(header::HOST, cfg.origins[0].host_header().clone());
         headers.remove(X_REQUEST_ID);
         if let Some(id) = &exchange.request_id {
@@ -360,8 +369,8 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
 /// anywhere in it; otherwise it is a credential meant for the origin and
 /// passes. All of it goes, not just the matching value, because a runtime may
 /// hand over repeated fields joined into one.
-fn drop_proxy_authorization(keys: &[Arc<Key>], headers: &mut HeaderMap) {
-    if auth::authorization_carries_configured_token(keys, headers) {
+fn drop_proxy_authorization(ours: bool, headers: &mut HeaderMap) {
+    if ours {
         headers.remove(header::AUTHORIZATION);
     } else if let header::Entry::Occupied(mut entry) = headers.entry(header::AUTHORIZATION) {
         for value in entry.iter_mut() {

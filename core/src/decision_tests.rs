@@ -152,6 +152,23 @@ fn origin_credentials_other_than_ours_pass() {
     assert_eq!(up.headers["authorization"], "Bearer for-origin");
 }
 
+/// The proxy's token in `Authorization` never reaches the origin, even
+/// where that header may not authenticate (the request then authenticates
+/// with the other header), nor when it hides among other credentials.
+#[test]
+fn our_token_in_authorization_is_dropped_even_where_it_cannot_authenticate() {
+    let off = proxy(&[("ALLOW_AUTHORIZATION_HEADER", "false")]);
+    for value in ["Bearer tok-abc123", "Bearer for-origin, Bearer tok-abc123"] {
+        for p in [&off, &proxy(&[])] {
+            let up = forward(p.decide(head("GET", "/api/tags", &[AUTH, ("authorization", value)])));
+            assert!(
+                !up.headers.contains_key("authorization"),
+                "{value} forwarded"
+            );
+        }
+    }
+}
+
 #[test]
 fn management_endpoints_need_opt_in() {
     let r = respond(proxy(&[]).decide(head("POST", "/api/pull", &[AUTH])));
