@@ -4,7 +4,8 @@
 //! run to run on this shared machine, so it shows a change of a few percent
 //! that wall-clock runs cannot. Three servers are counted: the native proxy
 //! with everything on (the bench's keys document, `MAX_CONCURRENT`, metrics,
-//! the log line), the native proxy doing what the nginx recipe does (one
+//! the log line; once more with the token in `Authorization`, as OpenAI's
+//! clients send it), the native proxy doing what the nginx recipe does (one
 //! token, no limits, no metrics; the log line on, as nginx's access log),
 //! and nginx itself (one process, the bench's configuration): the first
 //! against the second is what the features cost, the second against nginx
@@ -17,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bench::{spawn_logging, wrk};
+use crate::bench::{spawn_logging, wrk, wrk_with};
 use crate::tasks::output;
 
 /// The counted servers' ports (one at a time), and the proxy's admin port
@@ -29,6 +30,9 @@ const COUNTED_ADMIN: u16 = 18521;
 pub(crate) struct Counts {
     /// The native proxy with everything on.
     pub(crate) native: Option<f64>,
+    /// The same, the token sent as OpenAI's clients send it
+    /// (`Authorization`).
+    pub(crate) native_openai: Option<f64>,
     /// The native proxy with what the nginx recipe does (one token).
     pub(crate) native_plain: Option<f64>,
     /// nginx, when it is installed.
@@ -56,8 +60,9 @@ pub(crate) fn bench_count() -> Result<(), String> {
     let counts = per_request(&target, &scratch, &keys);
     let shown = |n: Option<f64>| n.map_or_else(|| "not counted".into(), |n| format!("{n:.0}"));
     println!(
-        "instructions per GET /small, c=16: native (everything on) {}; native as the nginx recipe {}; nginx {}",
+        "instructions per GET /small, c=16: native (everything on) {}; the same with the token in Authorization {}; native as the nginx recipe {}; nginx {}",
         shown(counts.native),
+        shown(counts.native_openai),
         shown(counts.native_plain),
         shown(counts.nginx)
     );
@@ -73,6 +78,7 @@ pub(crate) fn per_request(target: &Path, scratch: &Path, keys: &Path) -> Counts 
             eprintln!("instructions per request not counted: {tool} is not installed");
             return Counts {
                 native: None,
+                native_openai: None,
                 native_plain: None,
                 nginx: None,
             };
@@ -82,7 +88,7 @@ pub(crate) fn per_request(target: &Path, scratch: &Path, keys: &Path) -> Counts 
     let listen = format!("127.0.0.1:{COUNTED}");
     let admin = format!("127.0.0.1:{COUNTED_ADMIN}");
     let binary = target.join("release/ollama-proxy");
-    let native = count("native", scratch, |valgrind| {
+    let everything_on = |valgrind: &mut Command| {
         valgrind
             .env_clear()
             .env("OLLAMA_ORIGIN", &origin)
@@ -91,8 +97,10 @@ pub(crate) fn per_request(target: &Path, scratch: &Path, keys: &Path) -> Counts 
             .env("MAX_CONCURRENT", "1000000")
             .env("METRICS_ADDR", &admin)
             .arg(&binary);
-    });
-    let native_plain = count("native-plain", scratch, |valgrind| {
+    };
+    let native = count("native", scratch, Sent::CfAig, everything_on);
+    let native_openai = count("native-openai", scratch, Sent::Authorization, everything_on);
+    let native_plain = count("native-plain", scratch, Sent::CfAig, |valgrind| {
         valgrind
             .env_clear()
             .env("OLLAMA_ORIGIN", &origin)
@@ -104,7 +112,7 @@ pub(crate) fn per_request(target: &Path, scratch: &Path, keys: &Path) -> Counts 
         let conf = scratch.join("nginx-counted.conf");
         let text = crate::bench::nginx_conf_with(scratch, "-counted", &listen, "");
         fs::write(&conf, text).ok()?;
-        count("nginx", scratch, |valgrind| {
+        count("nginx", scratch, Sent::CfAig, |valgrind| {
             // One process: a master would fork its worker out of
             // callgrind's sight.
             valgrind
@@ -115,15 +123,25 @@ pub(crate) fn per_request(target: &Path, scratch: &Path, keys: &Path) -> Counts 
     });
     Counts {
         native,
+        native_openai,
         native_plain,
         nginx,
     }
 }
 
+/// The header the load's token goes in.
+#[derive(Clone, Copy)]
+enum Sent {
+    /// `cf-aig-authorization`, as in the rest of the bench.
+    CfAig,
+    /// `Authorization`, as OpenAI's clients send it.
+    Authorization,
+}
+
 /// Runs a server under callgrind (`server` adds its program, arguments and
 /// environment to the valgrind command) on port `COUNTED`, and counts the
 /// instructions it spends per `GET /small` at c=16.
-fn count(name: &str, scratch: &Path, server: impl FnOnce(&mut Command)) -> Option<f64> {
+fn count(name: &str, scratch: &Path, sent: Sent, server: impl FnOnce(&mut Command)) -> Option<f64> {
     let why = |what: &str| {
         eprintln!("instructions per request not counted for {name}: {what}");
         None
@@ -150,12 +168,17 @@ fn count(name: &str, scratch: &Path, server: impl FnOnce(&mut Command)) -> Optio
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    let bearer = format!("Authorization: Bearer {}", crate::bench::TOKEN);
+    let load = |seconds| match sent {
+        Sent::CfAig => wrk(&url, 16, seconds, true, None),
+        Sent::Authorization => wrk_with(&url, 16, seconds, false, None, &[&bearer]),
+    };
     // Warm: connections to the origin made, caches and the pool filled.
-    let _ = wrk(&url, 16, 2, true, None);
+    let _ = load(2);
     if !control("-z") {
         return why("callgrind_control -z failed");
     }
-    let Some(load) = wrk(&url, 16, 5, true, None) else {
+    let Some(load) = load(5) else {
         return why("wrk failed");
     };
     if !control("-d") {
