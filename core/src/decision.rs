@@ -162,7 +162,7 @@ impl Proxy {
             Ok(check) => exchange.model_check = check,
             Err(refusal) => return exchange.refuse(&refusal),
         }
-        exchange.turn = turns::turn_for(&key, endpoint.llm, &cfg.turn_limits);
+        exchange.turn = turns::turn_for(&key, endpoint.slot, &cfg.turn_limits);
         let upstream = self.upstream_head(
             request,
             resolved.as_deref(),
@@ -248,6 +248,13 @@ impl Proxy {
             .path_and_query()
             .is_some_and(|pq| pq.as_str().starts_with('/'));
         if !origin_form {
+            return Err(ProxyError::BadRequest);
+        }
+        // URL parsers read `\` in an http path as `/` (WHATWG: the Worker's
+        // `fetch` would send `/api\pull` as `/api/pull`, and `..\` would
+        // climb), Go reads it as a byte: no one reading can be checked for
+        // both, and no Ollama route has one.
+        if request.uri.path().contains('\\') {
             return Err(ProxyError::BadRequest);
         }
         if request

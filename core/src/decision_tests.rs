@@ -514,6 +514,49 @@ fn limits_apply_to_whom_they_name() {
         .is_none());
 }
 
+/// Every route Ollama answers by running a model takes a slot, those whose
+/// answers are not read for usage too (found in review: they were free of
+/// `max_concurrent`).
+#[test]
+fn every_generation_route_takes_a_slot() {
+    let p = proxy(&[("MAX_CONCURRENT", "1")]);
+    for path in [
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/audio/transcriptions?model=whisper",
+    ] {
+        let d = p.decide(head("POST", path, &[AUTH]));
+        assert!(matches!(d.action, Action::Forward(_)), "{path}");
+        assert!(d.exchange.turn().is_some_and(|t| t.slot), "{path} takes no slot");
+    }
+}
+
+/// A `\` in the path is refused: the Worker's `fetch` would read it as `/`
+/// (reaching `/api/pull` past the checks for a path the core never saw),
+/// Go as a byte (found in review).
+#[test]
+fn a_backslash_in_the_path_is_refused() {
+    for p in [proxy(&[]), proxy(&[("ALLOW_MODEL_MANAGEMENT", "true")])] {
+        for target in [
+            "/api\\pull",
+            "/api\\tags",
+            "/v1/models\\secret",
+            "/x/..\\api/pull",
+            "/api/chat\\",
+        ] {
+            let r = respond(p.decide(head("POST", target, &[AUTH])));
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{target}");
+            assert_eq!(error_code(&r), "bad_request", "{target}");
+        }
+        // In the query it is the query's business.
+        forward(p.decide(head("GET", "/api/tags?q=a\\b", &[AUTH])));
+    }
+}
+
 #[test]
 fn refusals_are_openai_shaped_with_when_to_retry() {
     use crate::{RateRefusal, TurnRefusal};

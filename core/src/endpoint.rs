@@ -83,6 +83,11 @@ pub(crate) struct Endpoint {
     pub(crate) model: ModelSource,
     /// The answer is an LLM's (generation or embedding), whose usage is read.
     pub(crate) llm: bool,
+    /// The request runs a model on the GPU, so it takes a slot under
+    /// `max_concurrent`/`MAX_CONCURRENT`: every `llm` route, and those whose
+    /// answers the proxy does not read for usage (Ollama runs a chat for
+    /// `/v1/responses`, `/v1/messages` and `/v1/audio/transcriptions` too).
+    pub(crate) slot: bool,
     /// An OpenAI route that streams usage only when asked: the proxy asks.
     pub(crate) ask_usage: bool,
     /// `/api/tags` or `/api/ps`: what its answer tells of a box's models.
@@ -120,6 +125,11 @@ pub(crate) fn classify(path: &str) -> Endpoint {
             | [b"v1", b"chat", b"completions"]
             | [b"v1", b"completions" | b"embeddings"]
     );
+    let slot = llm
+        || matches!(
+            words.as_slice(),
+            [b"v1", b"responses" | b"messages"] | [b"v1", b"audio", b"transcriptions"]
+        );
     let ask_usage = matches!(
         words.as_slice(),
         [b"v1", b"chat", b"completions"] | [b"v1", b"completions"]
@@ -133,6 +143,7 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         management,
         model,
         llm,
+        slot,
         ask_usage,
         probe,
     }

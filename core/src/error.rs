@@ -42,7 +42,8 @@ pub enum ProxyError {
     /// No Ollama box behind the proxy has the model (404), as OpenAI
     /// answers an unknown model (the SDKs raise `NotFoundError`).
     ModelNotFound,
-    /// A request target that is not an origin-form path, or a bad framing header (400).
+    /// A request target that is not an origin-form path (or whose path has
+    /// a `\`), or a bad framing header (400).
     BadRequest,
     /// A request header value with bytes outside ASCII (400). Runtimes do not
     /// carry such bytes alike (the Workers runtime re-encodes them), so the

@@ -303,6 +303,22 @@ pub const ATTEMPTS: &[Attempt] = &[
         NOT_ALLOWED
     ),
     attempt!(
+        "`/api\\tags` (a backslash: `/` to the Worker's `fetch`, a byte to Go)",
+        ALICE,
+        "GET",
+        "/api\\tags",
+        "",
+        Expect::Refused(400, "bad_request")
+    ),
+    attempt!(
+        "`/x/..\\api/pull` (a backslash after dots)",
+        ALICE,
+        "POST",
+        "/x/..\\api/pull",
+        r#"{"name":"mistral"}"#,
+        Expect::Refused(400, "bad_request")
+    ),
+    attempt!(
         "`\"MODEL\"` (Go matches member names case-insensitively)",
         ALICE,
         "POST",
