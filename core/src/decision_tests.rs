@@ -531,7 +531,10 @@ fn every_generation_route_takes_a_slot() {
     ] {
         let d = p.decide(head("POST", path, &[AUTH]));
         assert!(matches!(d.action, Action::Forward(_)), "{path}");
-        assert!(d.exchange.turn().is_some_and(|t| t.slot), "{path} takes no slot");
+        assert!(
+            d.exchange.turn().is_some_and(|t| t.slot),
+            "{path} takes no slot"
+        );
     }
 }
 

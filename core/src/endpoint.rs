@@ -22,6 +22,11 @@ const MANAGEMENT: [&str; 9] = [
 pub(crate) struct Watched {
     /// Members that name a model: each one present must be in the list.
     pub(crate) models: &'static [&'static str],
+    /// Which of `models` (bit `i` for `models[i]`) Ollama reads as a plain
+    /// name (`model.ParseName`): the names a model is written or copied
+    /// under, where `:local`, `:cloud` and a `-cloud` tag are ordinary
+    /// tags and nothing is trimmed (copy, create's own name, push).
+    pub(crate) plain: u8,
     /// Members that bring a model in another way (blob digests, a remote
     /// host): a key with a list may not send them at all.
     pub(crate) forbidden: &'static [&'static str],
@@ -30,6 +35,7 @@ pub(crate) struct Watched {
 const fn models(models: &'static [&'static str]) -> Watched {
     Watched {
         models,
+        plain: 0,
         forbidden: &[],
     }
 }
@@ -43,9 +49,21 @@ const MODEL_OR_NAME: Watched = models(&["model", "name"]);
 /// digests or make an alias of a remote model.
 const CREATE: Watched = Watched {
     models: &["model", "name", "from"],
+    // `from` is read as a model to run (`parseAndValidateModelRef`).
+    plain: 0b011,
     forbidden: &["files", "adapters", "draft_files", "remote_host"],
 };
-const COPY: Watched = models(&["source", "destination"]);
+const COPY: Watched = Watched {
+    models: &["source", "destination"],
+    plain: 0b11,
+    forbidden: &[],
+};
+/// `/api/push` reads its name as a plain name (unlike pull, show, delete).
+const PUSH: Watched = Watched {
+    models: &["model", "name"],
+    plain: 0b11,
+    forbidden: &[],
+};
 
 /// The listings whose answers are filtered to a key's models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +124,8 @@ pub(crate) fn classify(path: &str) -> Endpoint {
     let body = |watched, required| ModelSource::Body { watched, required };
     let model = match words.as_slice() {
         [b"api", b"chat" | b"generate" | b"embed" | b"embeddings"] => body(MODEL, true),
-        [b"api", b"show" | b"pull" | b"push" | b"delete"] => body(MODEL_OR_NAME, true),
+        [b"api", b"show" | b"pull" | b"delete"] => body(MODEL_OR_NAME, true),
+        [b"api", b"push"] => body(PUSH, true),
         [b"api", b"create"] => body(CREATE, true),
         [b"api", b"copy"] => body(COPY, true),
         [b"api", b"blobs", ..] => ModelSource::Blobs,

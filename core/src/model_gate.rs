@@ -240,12 +240,14 @@ impl Visitor for Members {
                 if self.named.is_none() {
                     self.named = Some(model.clone());
                 }
-                let allowed = self
-                    .key
-                    .policy
-                    .models
-                    .as_ref()
-                    .is_none_or(|list| list.allows(&model));
+                let plain = self.watched.plain & (1 << field) != 0;
+                let allowed = self.key.policy.models.as_ref().is_none_or(|list| {
+                    if plain {
+                        list.allows_plain(&model)
+                    } else {
+                        list.allows(&model)
+                    }
+                });
                 if allowed {
                     self.allowed = true;
                 } else {
@@ -284,11 +286,12 @@ impl ModelGate {
         let watched = match (listed, route) {
             (true, _) => watched,
             (false, true) => Watched {
-                models: watched.models,
                 forbidden: &[],
+                ..watched
             },
             (false, false) => Watched {
                 models: &[],
+                plain: 0,
                 forbidden: &[],
             },
         };

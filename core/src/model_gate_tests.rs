@@ -8,6 +8,7 @@ use crate::models::ModelList;
 
 const MODEL: Watched = Watched {
     models: &["model"],
+    plain: 0,
     forbidden: &[],
 };
 
@@ -160,6 +161,7 @@ fn what_follows_the_value_is_not_read() {
 fn several_watched_members_must_each_be_allowed() {
     let copy = Watched {
         models: &["source", "destination"],
+        plain: 0b11,
         forbidden: &[],
     };
     let mut g = ModelGate::new(
@@ -184,6 +186,7 @@ fn several_watched_members_must_each_be_allowed() {
 fn forbidden_members_are_refused_in_any_spelling() {
     let create = Watched {
         models: &["model", "name", "from"],
+        plain: 0b011,
         forbidden: &["files", "remote_host"],
     };
     for body in [
@@ -478,5 +481,100 @@ proptest! {
             // The closing brace (the last byte) never went out.
             prop_assert!(passed < bytes.len(), "refused after passing everything: {}", body);
         }
+    }
+}
+
+/// The gate's last step for `body` sent to `path`, for a key that may
+/// manage models but only those of `models`.
+fn managed(models: &[&str], path: &str, body: &str) -> GateStep {
+    let mut list = ModelList::default();
+    for m in models {
+        list.push(m).unwrap();
+    }
+    let key = Arc::new(Key {
+        name: KeyName::new("admin"),
+        digest: crate::auth::Digest::of(b"t"),
+        policy: KeyPolicy {
+            models: Some(list),
+            model_management: Some(true),
+            ..KeyPolicy::default()
+        },
+    });
+    let crate::endpoint::ModelSource::Body { watched, required } =
+        crate::endpoint::classify(path).model
+    else {
+        panic!("{path} is not a body route")
+    };
+    let mut g = ModelGate::new(key, watched, required, MAX_HELD_BYTES, false, false);
+    match g.push(body.as_bytes()) {
+        step @ GateStep::Refuse(_) => step,
+        _ => g.finish(),
+    }
+}
+
+/// The names a model is written or copied under are read as Ollama's copy,
+/// create and push read them (`ParseName` alone): `:local`, `:cloud` and a
+/// `-cloud` tag are ordinary tags of a local model there, so they are not
+/// the model a run by that name would resolve to (found in review).
+#[test]
+fn names_written_are_read_as_plain_names() {
+    let refused = |list: &[&str], path: &str, body: &str| {
+        matches!(managed(list, path, body), GateStep::Refuse(_))
+    };
+    // A list naming team/a (its :latest) does not cover team/a:local.
+    for (path, body) in [
+        (
+            "/api/copy",
+            r#"{"source":"team/a","destination":"team/a:local"}"#,
+        ),
+        (
+            "/api/copy",
+            r#"{"source":"team/a:local","destination":"team/a"}"#,
+        ),
+        ("/api/create", r#"{"model":"team/a:local","from":"team/a"}"#),
+        ("/api/push", r#"{"model":"team/a:local"}"#),
+        (
+            "/api/copy",
+            r#"{"source":"team/a","destination":" team/a"}"#,
+        ),
+    ] {
+        assert!(refused(&["team/a"], path, body), "{path} {body}");
+    }
+    // A cloud entry covers no local manifest named like a cloud model.
+    for (path, body) in [
+        (
+            "/api/copy",
+            r#"{"source":"team/a","destination":"mistral:cloud"}"#,
+        ),
+        (
+            "/api/copy",
+            r#"{"source":"team/a","destination":"mistral:8b-cloud"}"#,
+        ),
+        (
+            "/api/create",
+            r#"{"model":"mistral:8b-cloud","from":"team/a"}"#,
+        ),
+        ("/api/push", r#"{"model":"mistral:cloud"}"#),
+    ] {
+        assert!(refused(&["team/*", "*:cloud"], path, body), "{path} {body}");
+    }
+    // What the list names still passes, and create's `from` is a model to
+    // run (a cloud one included).
+    for (path, body) in [
+        (
+            "/api/copy",
+            r#"{"source":"team/a","destination":"team/b:v2"}"#,
+        ),
+        (
+            "/api/create",
+            r#"{"model":"team/b","from":"gpt-oss:120b-cloud"}"#,
+        ),
+        ("/api/push", r#"{"name":"team/a"}"#),
+        ("/api/pull", r#"{"model":"team/c:local"}"#),
+    ] {
+        assert!(
+            !refused(&["team/*", "*:cloud"], path, body),
+            "{path} {body}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Model allowlists: a requested name is read exactly the way Ollama
-//! resolves it (`modelref.ParseRef`, then `model.ParseName`), then matched
-//! against globs written in the form `ollama list` shows.
+//! resolves it (`modelref.ParseRef`, then `model.ParseName`; the name a
+//! model is written or copied under with `ParseName` alone, see
+//! [`ModelName::resolve_plain`]), then matched against globs written in the
+//! form `ollama list` shows.
 //!
 //! Ollama trims the name (Unicode whitespace), splits off a `:local` or
 //! `:cloud` source suffix (the suffix itself trimmed and compared in any
@@ -134,10 +136,22 @@ impl ModelName {
         &self.display
     }
 
-    /// Reads a requested model name as Ollama resolves it.
+    /// Reads a requested model name as Ollama resolves a model to run
+    /// (`ParseRef`, then `ParseName`).
     pub(crate) fn resolve(requested: &str) -> Option<Self> {
         let (base, cloud) = parse_ref(requested)?;
-        let parts = cut_parts(&base);
+        Self::parse_name(&base, cloud)
+    }
+
+    /// Reads a name as Ollama reads the name a model is written or copied
+    /// under (`ParseName` alone): no trimming, and `:local`, `:cloud` or a
+    /// `-cloud` tag are ordinary tags of a local model.
+    pub(crate) fn resolve_plain(requested: &str) -> Option<Self> {
+        Self::parse_name(requested, false)
+    }
+
+    fn parse_name(base: &str, cloud: bool) -> Option<Self> {
+        let parts = cut_parts(base);
         let host = parts.host.unwrap_or(DEFAULT_HOST);
         let namespace = parts.namespace.unwrap_or(DEFAULT_NAMESPACE);
         let tag = parts.tag.unwrap_or(DEFAULT_TAG);
@@ -254,9 +268,16 @@ impl ModelList {
 
     /// Whether `requested` (a model name as a client sent it) is allowed.
     pub(crate) fn allows(&self, requested: &str) -> bool {
-        let Some(name) = ModelName::resolve(requested) else {
-            return false;
-        };
+        ModelName::resolve(requested).is_some_and(|name| self.covers(&name))
+    }
+
+    /// Whether `requested`, a name a model is written or copied under (see
+    /// [`ModelName::resolve_plain`]), is allowed.
+    pub(crate) fn allows_plain(&self, requested: &str) -> bool {
+        ModelName::resolve_plain(requested).is_some_and(|name| self.covers(&name))
+    }
+
+    fn covers(&self, name: &ModelName) -> bool {
         self.patterns.iter().any(|p| {
             p.glob.cloud == name.cloud && glob(p.glob.display.as_bytes(), name.display.as_bytes())
         })
