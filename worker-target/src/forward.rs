@@ -417,11 +417,10 @@ impl Forward {
                     .headers
                     .get(http::header::CONTENT_ENCODING)
                     .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-                let length = head
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
+                let length = ollama_proxy_core::declared_length(&head.headers)
+                    .ok()
+                    .flatten()
                     .filter(|_| !encoded)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                     .map(|n| n as f64);
                 let Self {
                     exchange,
