@@ -268,6 +268,9 @@ impl Proxy {
             .policy
             .model_management
             .unwrap_or(self.config.allow_model_management);
+        if endpoint.hidden_dots {
+            return Err(ProxyError::BadRequest);
+        }
         if endpoint.management && !management {
             return Err(ProxyError::ModelManagementDisabled);
         }

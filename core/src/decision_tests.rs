@@ -639,3 +639,35 @@ fn the_limits_variables_are_checked() {
     assert_eq!(limits.max_queue, 0);
     assert_eq!(limits.queue_timeout_us, 1_500_000);
 }
+
+/// An encoded `/` can hide dot segments from the proxy's own resolution:
+/// a server between the proxy and Ollama that decodes before it resolves
+/// dots (nginx under a base path) would read `/base/..%2Fadmin` as
+/// `/admin` (out of the base path, with the Access token), and
+/// `/base/..%2Fbase%2Fapi%2Fpull` as Ollama's `/api/pull` — a route the
+/// classification saw as `[base, api, pull]`, unknown (found in review:
+/// shown at the edge behind nginx). Refused instead; encoded slashes
+/// without dots still pass.
+#[test]
+fn dot_segments_hidden_by_encoding_are_refused() {
+    let p = proxy(&[]);
+    for target in [
+        "/..%2Fadmin",
+        "/..%2fadmin",
+        "/%2e%2e%2Fadmin",
+        "/x/..%2F..%2Fadmin",
+        "/..%2Fbase%2Fapi%2Fpull",
+        "/..%2Fbase/api/pull",
+        "/x/..%2F..%2Fbase/api/delete",
+        "/api%2F.%2Ftags",
+        "/api/%252e%252e/x",
+    ] {
+        let r = respond(p.decide(head("POST", target, &[AUTH])));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{target}");
+        assert_eq!(error_code(&r), "bad_request", "{target}");
+    }
+    let up = forward(p.decide(head("GET", "/v1/models/hf.co%2Fa%2Fb", &[AUTH])));
+    assert_eq!(up.uri.path(), "/base/v1/models/hf.co%2Fa%2Fb");
+    let up = forward(p.decide(head("GET", "/v1/../api/%2e/tags", &[AUTH])));
+    assert_eq!(up.uri.path(), "/base/api/tags");
+}

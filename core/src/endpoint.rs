@@ -110,11 +110,22 @@ pub(crate) struct Endpoint {
     pub(crate) ask_usage: bool,
     /// `/api/tags` or `/api/ps`: what its answer tells of a box's models.
     pub(crate) probe: Option<crate::backends::Probe>,
+    /// The decoded path has a `.` or `..` segment that the forwarded path
+    /// (its dots already resolved) still carries encoded — behind an
+    /// encoded `/` (`..%2F`) or encoded twice. A server between the proxy
+    /// and Ollama that decodes before it resolves dots (nginx under a base
+    /// path does) would climb with it: out of the origin's base path, or
+    /// back into it under a name the classification never saw.
+    pub(crate) hidden_dots: bool,
 }
 
 /// Classifies a request path (the one forwarded: dot segments resolved).
 pub(crate) fn classify(path: &str) -> Endpoint {
     let decoded = decode_fully(path.as_bytes());
+    let hidden_dots = matches!(decoded, Cow::Owned(_))
+        && decoded
+            .split(|&b| b == b'/')
+            .any(|s| s == b"." || s == b"..");
     let segments = normalize(&decoded);
     let words: Vec<&[u8]> = segments.iter().map(|s| &**s).collect();
     let management = matches!(
@@ -165,6 +176,7 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         slot,
         ask_usage,
         probe,
+        hidden_dots,
     }
 }
 

@@ -311,6 +311,14 @@ pub const ATTEMPTS: &[Attempt] = &[
         Expect::Refused(400, "bad_request")
     ),
     attempt!(
+        "`/..%2Fapi%2Ftags` (dots behind an encoded `/`: a server that decodes first would climb with them)",
+        ALICE,
+        "GET",
+        "/..%2Fapi%2Ftags",
+        "",
+        Expect::Refused(400, "bad_request")
+    ),
+    attempt!(
         "`/x/..\\api/pull` (a backslash after dots)",
         ALICE,
         "POST",
