@@ -359,6 +359,12 @@ fn interrupted_streams_get_a_notice_in_their_own_format() {
         .exchange
         .interrupted_stream_notice(&head_with("application/json"))
         .is_none());
+    // Of declared length, the framing shows a cut.
+    let mut sized = head_with("application/x-ndjson");
+    sized
+        .headers
+        .insert("content-length", "100".parse().unwrap());
+    assert!(d.exchange.interrupted_stream_notice(&sized).is_none());
 }
 
 #[test]

@@ -333,12 +333,17 @@ impl Exchange {
     /// `{"error": "..."}` line (Ollama's own mid-stream error shape) or a
     /// server-sent event whose data is the OpenAI error object (the OpenAI
     /// SDKs raise on an event carrying `error`). `None` for other bodies,
-    /// whose framing (`Content-Length`) already shows the cut.
+    /// and for a stream of declared length: its framing (`Content-Length`)
+    /// already shows the cut, and the record could fill the length up so
+    /// that the cut answer looked complete.
     ///
     /// Call it with the rewritten head. Natively the connection is also
     /// aborted after it; the Workers runtime ends the stream cleanly whatever
     /// the Worker does, which makes this notice the only signal there.
     pub fn interrupted_stream_notice(&self, head: &response::Parts) -> Option<Bytes> {
+        if head.headers.contains_key(header::CONTENT_LENGTH) {
+            return None;
+        }
         let error = ProxyError::OriginStreamInterrupted;
         let content_type = head.headers.get(header::CONTENT_TYPE)?.as_bytes();
         if starts_with_ignore_case(content_type, b"application/x-ndjson") {

@@ -21,6 +21,10 @@ pub enum Breakage {
     ResetMidStream,
     /// `Content-Length: 100` and 10 bytes, then close.
     ShortBody,
+    /// An NDJSON stream of `Content-Length: 100` (as a buffering hop in
+    /// front of Ollama may send), 65 bytes of it, then close: the proxy's
+    /// error record would take it past the length.
+    ShortStream,
     /// Reads the head and some of the body, then resets the connection
     /// without answering (a box that fails mid-upload).
     ResetMidUpload,
@@ -95,6 +99,11 @@ async fn answer(mut stream: TcpStream, breakage: Breakage, cut: Arc<Notify>) {
         Breakage::ShortBody => {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\"")
+                .await;
+        }
+        Breakage::ShortStream => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100\r\n\r\n{\"model\":\"x\",\"response\":\"a partial answer\",\"done\":false}\n{\"model\"")
                 .await;
         }
         Breakage::ResetMidUpload => {

@@ -84,6 +84,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::origin_short_body_is_not_a_clean_end",
             },
             Row {
+                input: "an NDJSON stream with a `Content-Length` (a buffering hop in front of Ollama) that breaks off",
+                result: "the client gets fewer bytes than promised and no error record: the framing shows the cut (a record would have filled the length up and looked complete)",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::a_short_stream_of_declared_length_is_not_a_clean_end",
+            },
+            Row {
                 input: "origin closes a kept-alive connection while it sits idle (its keep-alive timeout shorter than the proxy's)",
                 result: "the next request finds it closed before sending anything and goes out whole on a new connection; the client sees nothing of it",
                 targets: Targets::Native("workerd keeps its own connections to origins"),

@@ -83,6 +83,7 @@ macro_rules! scenario_tests {
             an_origin_that_breaks_off_an_upload_gets_502,
             origin_reset_mid_stream_is_not_a_clean_end,
             origin_short_body_is_not_a_clean_end,
+            a_short_stream_of_declared_length_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
             chunked_body_over_limit_is_cut_off,
             proxy_errors_carry_cors_headers,
@@ -869,6 +870,29 @@ pub async fn origin_short_body_is_not_a_clean_end<T: Target>(t: &T) {
         assert!(head.contains("content-length: 100"), "{head}");
         assert!(body.len() < 100, "{got}");
     }
+}
+
+/// A stream of declared length that breaks off gets no error record: its
+/// framing already shows the cut, and the record would fill the length up
+/// (the client would read a complete answer ending in a cut line).
+pub async fn a_short_stream_of_declared_length_is_not_a_clean_end<T: Target>(t: &T) {
+    let got = through_broken(t, Breakage::ShortStream).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let (head, body) = got.split_once("\r\n\r\n").expect("a whole head");
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        assert!(
+            !got.ends_with("\r\n0\r\n\r\n"),
+            "a cut body ended cleanly: {got}"
+        );
+    } else {
+        assert!(head.contains("content-length: 100"), "{head}");
+        assert!(
+            body.len() < 100,
+            "the cut stream was filled up to its length: {got}"
+        );
+    }
+    assert!(!body.contains("broke off"), "{got}");
 }
 
 pub async fn body_over_limit_by_content_length_gets_413<T: Target>(t: &T) {
