@@ -95,10 +95,16 @@ impl Watcher {
     fn reload(&self, live: &Live, metrics: &Metrics, reason: &str) {
         match self.args.config() {
             Ok(config) => {
-                let keys: Vec<&str> = config.key_names().map(|k| k.as_str()).collect();
-                tracing::info!(reason, keys = %keys.join(","), "keys reloaded");
+                let keys = config
+                    .key_names()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                // In force before it is said to be: a request sent on
+                // reading the line must be decided with the new keys.
                 live.replace(Proxy::new(config));
                 metrics.reloaded(true);
+                tracing::info!(reason, keys = %keys, "keys reloaded");
             }
             Err(error) => {
                 tracing::warn!(reason, %error, "keys reload failed; the keys in force are kept");
