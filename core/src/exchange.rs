@@ -303,11 +303,17 @@ impl Exchange {
     }
 
     /// Rewrites the origin's response head in place: hop-by-hop headers
-    /// dropped, the origin's CORS headers replaced by the proxy's, and
-    /// anti-buffering headers on streamed responses. Status is kept.
+    /// and cookies dropped, the origin's CORS headers replaced by the
+    /// proxy's, and anti-buffering headers on streamed responses. Status is
+    /// kept.
     pub fn rewrite_response(&self, head: &mut response::Parts) {
         strip_hop_by_hop(&mut head.headers);
         strip_non_ascii(&mut head.headers);
+        // Ollama sets no cookies; one from behind the proxy is never the
+        // client's. Cloudflare Access answers a service token with a
+        // `CF_Authorization` session: passed on, it would let any holder of
+        // a proxy token call the tunnel hostname directly, past every check.
+        head.headers.remove(header::SET_COOKIE);
         if self.filters_listing(head.status) {
             // The filtered body has a length of its own.
             head.headers.remove(header::CONTENT_LENGTH);

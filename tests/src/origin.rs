@@ -539,6 +539,14 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             h.insert("keep-alive", "timeout=5".parse().unwrap());
             h.insert("vary", "Accept-Encoding".parse().unwrap());
             h.insert("x-origin-kept", "yes".parse().unwrap());
+            // What Cloudflare Access answers a service token with.
+            h.append(
+                "set-cookie",
+                "CF_Authorization=eyJhbGciOi.session.jwt; Path=/; Secure; HttpOnly"
+                    .parse()
+                    .unwrap(),
+            );
+            h.append("set-cookie", "other=1; Path=/".parse().unwrap());
             r
         }
         p if p.starts_with("/status/") => {

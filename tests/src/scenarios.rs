@@ -469,6 +469,10 @@ pub async fn response_head_is_rewritten_for_the_client<T: Target>(t: &T) {
     );
     assert!(got.header("keep-alive").is_none());
     assert_eq!(got.header("x-origin-kept"), Some("yes"));
+    assert!(
+        got.header("set-cookie").is_none(),
+        "the origin's cookies (an Access session among them) reached the client"
+    );
     let vary = got.all("vary").join(",");
     assert!(
         vary.contains("Accept-Encoding") && vary.contains("Origin"),
