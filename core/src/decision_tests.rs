@@ -534,6 +534,8 @@ fn every_generation_route_takes_a_slot() {
         "/v1/responses",
         "/v1/messages",
         "/v1/audio/transcriptions?model=whisper",
+        "/v1/images/generations",
+        "/v1/images/edits",
     ] {
         let d = p.decide(head("POST", path, &[AUTH]));
         assert!(matches!(d.action, Action::Forward(_)), "{path}");

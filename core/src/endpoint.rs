@@ -103,8 +103,9 @@ pub(crate) struct Endpoint {
     pub(crate) llm: bool,
     /// The request runs a model on the GPU, so it takes a slot under
     /// `max_concurrent`/`MAX_CONCURRENT`: every `llm` route, and those whose
-    /// answers the proxy does not read for usage (Ollama runs a chat for
-    /// `/v1/responses`, `/v1/messages` and `/v1/audio/transcriptions` too).
+    /// answers the proxy does not read for usage (Ollama runs a model for
+    /// `/v1/responses`, `/v1/messages`, `/v1/audio/transcriptions` and
+    /// `/v1/images/generations`/`edits` too).
     pub(crate) slot: bool,
     /// An OpenAI route that streams usage only when asked: the proxy asks.
     pub(crate) ask_usage: bool,
@@ -144,7 +145,8 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         [b"v1", b"models"] => ModelSource::Listing(Listing::OpenAi),
         [b"v1", b"models", _] => ModelSource::Path(model_in_path(path)),
         [b"v1", b"chat", b"completions"]
-        | [b"v1", b"completions" | b"embeddings" | b"responses" | b"messages"] => body(MODEL, true),
+        | [b"v1", b"completions" | b"embeddings" | b"responses" | b"messages"]
+        | [b"v1", b"images", b"generations" | b"edits"] => body(MODEL, true),
         [b"v1", b"audio", b"transcriptions"] => ModelSource::Query,
         // Any other JSON body that names a model is checked too.
         _ => body(MODEL, false),
@@ -158,7 +160,9 @@ pub(crate) fn classify(path: &str) -> Endpoint {
     let slot = llm
         || matches!(
             words.as_slice(),
-            [b"v1", b"responses" | b"messages"] | [b"v1", b"audio", b"transcriptions"]
+            [b"v1", b"responses" | b"messages"]
+                | [b"v1", b"audio", b"transcriptions"]
+                | [b"v1", b"images", b"generations" | b"edits"]
         );
     let ask_usage = matches!(
         words.as_slice(),
