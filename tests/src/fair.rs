@@ -261,6 +261,44 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
 }
 
+/// A route that runs a model but whose answer the proxy does not read for
+/// usage (`/v1/messages`, as `/v1/responses` and the rest) holds its slot
+/// until the answer's last byte too: the next request waits for it (at the
+/// edge its lease was given back when the head came, found in review).
+pub async fn an_unmetered_generation_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
+    let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
+    let proxy = h.proxy;
+    let mut streaming = tokio::spawn(async move {
+        let (name, value) = bearer(crate::target::TOKEN);
+        call(
+            proxy,
+            "POST",
+            "/v1/messages?chunks=20&delay_ms=100",
+            &[(name, value.as_str())],
+            full(CHAT),
+        )
+        .await
+    });
+    h.origin
+        .wait_until(
+            Duration::from_secs(10),
+            "the /v1/messages request at the origin",
+            |seen, _| !seen.is_empty(),
+        )
+        .await;
+    let mut waiting = spawn_chat(&h, "/api/chat".to_owned());
+    // Biased: both may be ready by the time this task runs again.
+    let first = tokio::select! {
+        biased;
+        first = &mut streaming => first.unwrap(),
+        got = &mut waiting => panic!("served while the stream held the slot: {}", got.unwrap().status),
+    };
+    assert_eq!(first.status, 200);
+    assert!(String::from_utf8_lossy(&first.body).contains("tok19"));
+    let got = waiting.await.unwrap();
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+}
+
 /// A request that waited for its turn keeps the slot it was granted for
 /// as long as its answer takes, past the seconds a granted slot waits to be
 /// claimed at the edge (the core's `CLAIM_TTL_US`: its isolate claims

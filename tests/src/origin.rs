@@ -508,6 +508,14 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             paced(&shared, "text/event-stream", events, delay)
         }
+        // An Anthropic Messages stream (Ollama runs a chat for it; the
+        // proxy does not read its usage), paced like /api/chat's.
+        "/v1/messages" => {
+            let events: Vec<Bytes> = (0..chunks)
+                .map(|i| Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n")))
+                .collect();
+            paced(&shared, "text/event-stream", events, delay)
+        }
         "/big" => {
             let size = param("bytes").unwrap_or(1 << 20) as usize;
             let data = Bytes::from(pattern(size));

@@ -357,6 +357,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
             },
             Row {
+                input: "`MAX_CONCURRENT=1`; a `/v1/messages` stream (a route that runs a model but is not read for usage), then a chat",
+                result: "the stream keeps its slot until its last byte and the chat waits for it (at the edge its answer goes through a pass-through whose end gives the lease back; before, the lease went back when the head came)",
+                targets: Targets::Both,
+                test: "tests/src/fair.rs::an_unmetered_generation_keeps_its_slot_until_it_ends",
+            },
+            Row {
                 input: "`MAX_CONCURRENT=1`; a request waits for the slot, is granted it, and its answer's head comes 14 s later (past the 10 s a granted slot waits to be claimed at the edge); then a third request",
                 result: "the granted request keeps its slot until its answer ends and the third waits for it (at the edge its isolate claims the slot as the grant arrives; a slot nobody claims — its client gone while it waited — goes to the next in line after 10 s instead of a lease's 30)",
                 targets: Targets::Both,

@@ -23,7 +23,9 @@ pub use crate::fair::{
     a_client_that_leaves_gives_its_slot_back, a_key_over_its_cap_is_refused_until_its_answer_ends,
     a_keys_rate_is_enforced_with_openais_headers, a_request_that_waits_too_long_gets_503,
     a_slot_granted_after_a_wait_is_kept_until_its_answer_ends,
-    a_slow_answer_keeps_its_slot_until_it_ends, max_concurrent_queues_and_refuses_past_max_queue,
+    a_slow_answer_keeps_its_slot_until_it_ends,
+    an_unmetered_generation_keeps_its_slot_until_it_ends,
+    max_concurrent_queues_and_refuses_past_max_queue,
 };
 use crate::origin::pattern;
 pub use crate::policy::{
@@ -101,6 +103,7 @@ macro_rules! scenario_tests {
             a_request_that_waits_too_long_gets_503,
             a_client_that_leaves_gives_its_slot_back,
             a_slow_answer_keeps_its_slot_until_it_ends,
+            an_unmetered_generation_keeps_its_slot_until_it_ends,
             a_slot_granted_after_a_wait_is_kept_until_its_answer_ends,
             a_model_goes_where_it_is_loaded,
             a_dead_box_is_left_and_nothing_is_sent_twice,

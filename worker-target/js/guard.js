@@ -57,24 +57,31 @@ const COMPLETE = 0;
 const CLIENT_GONE = 1;
 const BROKEN = 2;
 
+//
+// `meter` may be null: the answer of a request holding a slot that is not
+// read for usage, passed through only so that `done` settles at its end
+// (the slot is held until then).
 export function meterStream(body, notice, length, meter, clientSignal) {
   const reader = body.getReader();
-  const filters = meter.filters;
+  const filters = meter?.filters ?? false;
   let failure = null;
   let settle;
   const done = new Promise((resolve) => {
     settle = resolve;
   });
+  let ended = false;
   const end = (how) => {
-    if (meter !== null) {
-      const finishing = meter;
-      meter = null;
-      try {
-        finishing.finish(how);
-      } finally {
-        finishing.free();
-        settle();
-      }
+    if (ended) {
+      return;
+    }
+    ended = true;
+    const finishing = meter;
+    meter = null;
+    try {
+      finishing?.finish(how);
+    } finally {
+      finishing?.free();
+      settle();
     }
   };
   // The request's signal, for a runtime that reports a client leaving

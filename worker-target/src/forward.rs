@@ -28,13 +28,13 @@ extern "C" {
 
     /// Passes an LLM's answer through `meter` (and `notice` if it breaks
     /// off): `{ stream, done }`, `done` settling once `meter` has finished
-    /// (see js/guard.js).
+    /// — or, without a meter, once the answer has ended (see js/guard.js).
     #[wasm_bindgen(js_name = meterStream)]
     fn meter_stream(
         body: &web_sys::ReadableStream,
         notice: Option<js_sys::Uint8Array>,
         length: Option<f64>,
-        meter: answer::AnswerMeter,
+        meter: Option<answer::AnswerMeter>,
         client_signal: &web_sys::AbortSignal,
     ) -> js_sys::Object;
 
@@ -405,23 +405,44 @@ impl Forward {
     ) -> worker::Result<(web_sys::Response, Option<js_sys::Promise>)> {
         let notice = self.exchange.interrupted_stream_notice(&head);
         let mut done = None;
-        let body = match (body, self.exchange.usage_meter(&head)) {
+        // The length the client is held to, when it is the one of the
+        // bytes passed on: workerd hands JS an encoded answer decoded (and
+        // encodes it again on the way out), so an encoded answer's length
+        // frames nothing here.
+        let length = |head: &http::response::Parts| {
+            let encoded = head
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            ollama_proxy_core::declared_length(&head.headers)
+                .ok()
+                .flatten()
+                .filter(|_| !encoded)
+                .map(|n| n as f64)
+        };
+        let meter = self.exchange.usage_meter(&head);
+        // A request holding a slot keeps it until its answer's last byte
+        // (natively the response body does): without a meter, its answer
+        // goes through a pass-through whose `done` says when.
+        let held = self.exchange.turn().is_some_and(|t| t.slot());
+        let body = match (body, meter) {
+            (Some(body), None) if held => {
+                self.finish_line(head.status, None);
+                let passed = meter_stream(
+                    &body,
+                    notice.map(|n| n[..].into()),
+                    length(&head),
+                    None,
+                    &request.signal(),
+                );
+                let field = |name: &str| js_sys::Reflect::get(&passed, &name.into());
+                done = Some(field("done")?.unchecked_into());
+                Some(field("stream")?.unchecked_into())
+            }
             (Some(body), Some(meter)) => {
                 let status = head.status;
                 let filter = self.exchange.usage_filter(asked, &mut head);
-                // The length the client is held to, when it is the one of
-                // the bytes passed on: workerd hands JS an encoded answer
-                // decoded (and encodes it again on the way out), so an
-                // encoded answer's length frames nothing here.
-                let encoded = head
-                    .headers
-                    .get(http::header::CONTENT_ENCODING)
-                    .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-                let length = ollama_proxy_core::declared_length(&head.headers)
-                    .ok()
-                    .flatten()
-                    .filter(|_| !encoded)
-                    .map(|n| n as f64);
+                let length = length(&head);
                 let Self {
                     exchange,
                     line,
@@ -434,7 +455,7 @@ impl Forward {
                     &body,
                     notice.map(|n| n[..].into()),
                     length,
-                    meter,
+                    Some(meter),
                     &request.signal(),
                 );
                 let field = |name: &str| js_sys::Reflect::get(&metered, &name.into());
