@@ -214,16 +214,37 @@ pub(crate) fn authenticate(
     };
     // `Authorization` is read whole whether or not it may authenticate: a
     // configured token anywhere in it makes the header the proxy's, not to
-    // be forwarded. Each piece is hashed once, for both questions.
+    // be forwarded — as `Bearer <token>` (hashed once, for both questions)
+    // or in another spelling a client may use by mistake (`<token>`,
+    // `Token <token>`), which never authenticates. A header with more
+    // pieces than any client sends is dropped unread: hashing each would
+    // let one request cost the proxy thousands of hashes.
     let mut count = 0usize;
     let mut only = None;
     let mut ours = false;
     for piece in credential_pieces(headers, &AUTHORIZATION) {
         count += 1;
-        let key = bearer_token(piece).and_then(|token| match_key(keys, token));
+        if count > MAX_PIECES {
+            ours = true;
+            break;
+        }
+        let key = match bearer_token(piece) {
+            Some(token) => match_key(keys, token),
+            None => {
+                ours |= last_word(piece).is_some_and(|word| match_key(keys, word).is_some());
+                None
+            }
+        };
         ours |= key.is_some();
         only = key;
     }
+    let others = API_KEY_HEADERS.map(|name| {
+        headers
+            .get_all(&name)
+            .iter()
+            .take(MAX_PIECES)
+            .any(|value| carries_token(keys, value.as_bytes()))
+    });
     if sources.authorization_header {
         presented |= count > 0;
         if count == 1 {
@@ -237,19 +258,61 @@ pub(crate) fn authenticate(
     };
     Authentication {
         outcome,
-        authorization_is_ours: ours,
+        ours: Ours {
+            authorization: ours,
+            api_keys: others,
+        },
     }
+}
+
+/// The most credential pieces read in one header.
+const MAX_PIECES: usize = 8;
+
+/// Headers other SDKs put an API key in (Anthropic's `x-api-key`, Azure
+/// OpenAI's `api-key`): never a credential here, but one carrying a proxy
+/// token is not forwarded.
+pub(crate) const API_KEY_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
+
+/// A header value that is a configured token, bare or after `Bearer`.
+fn carries_token(keys: &[Arc<Key>], value: &[u8]) -> bool {
+    let token = bearer_token(value).or_else(|| last_word(value));
+    token.is_some_and(|token| match_key(keys, token).is_some())
+}
+
+/// The last word of a credential, unquoted (`<token>`, `Token <token>`,
+/// `"<token>"`, `<token>;`).
+fn last_word(piece: &[u8]) -> Option<&[u8]> {
+    let word = piece
+        .split(|b| b.is_ascii_whitespace() || *b == b'=')
+        .rfind(|w| !w.is_empty())?;
+    let word = word.strip_suffix(b";").unwrap_or(word);
+    let word = word
+        .strip_prefix(b"\"")
+        .and_then(|w| w.strip_suffix(b"\""))
+        .unwrap_or(word);
+    (!word.is_empty()).then_some(word)
 }
 
 /// What [`authenticate`] found.
 #[derive(Clone, Debug)]
 pub(crate) struct Authentication {
     pub(crate) outcome: AuthOutcome,
-    /// Some credential in the `Authorization` header (in any value, or any
-    /// comma-separated piece of one) is `Bearer <token>` for a configured
-    /// token, whether or not that header may authenticate: then the whole
-    /// header is the proxy's and must not be forwarded.
-    pub(crate) authorization_is_ours: bool,
+    /// Which credential headers carry a configured token.
+    pub(crate) ours: Ours,
+}
+
+/// Credential headers that carry a configured token, whether or not they
+/// may authenticate: each is the proxy's and must not be forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ours {
+    /// Some credential in `Authorization` (in any value, or any
+    /// comma-separated piece of one) is a configured token.
+    pub(crate) authorization: bool,
+    /// The same for each of [`API_KEY_HEADERS`].
+    pub(crate) api_keys: [bool; 2],
 }
 
 /// The comma-separated, non-blank pieces of every value of header `name`.

@@ -134,8 +134,8 @@ fn several_credentials_in_one_header_never_authenticate() {
 fn authorization_is_dropped_whole_when_it_carries_a_token() {
     // Whether or not the header may authenticate, and in any piece of it.
     let ours = |h: &HeaderMap| {
-        let both = authenticate(&keys(), h, BOTH).authorization_is_ours;
-        let aig_only = authenticate(&keys(), h, AIG_ONLY).authorization_is_ours;
+        let both = authenticate(&keys(), h, BOTH).ours.authorization;
+        let aig_only = authenticate(&keys(), h, AIG_ONLY).ours.authorization;
         assert_eq!(both, aig_only);
         both
     };
@@ -169,4 +169,52 @@ fn a_valid_token_in_either_header_wins() {
 fn token_debug_is_redacted() {
     let printed = format!("{:?}", keys());
     assert!(!printed.contains("s3cret"), "{printed}");
+}
+
+/// A configured token in a spelling that never authenticates — bare,
+/// another scheme, quoted, in an SDK's own API-key header — still marks the
+/// header as the proxy's (found in review: each reached the origin).
+#[test]
+fn our_token_in_other_spellings_is_ours_but_never_authenticates() {
+    for value in [
+        "s3cret-token",
+        "Token s3cret-token",
+        "\"s3cret-token\"",
+        "Bearer=s3cret-token",
+        "s3cret-token;",
+    ] {
+        let h = headers(&[("authorization", value)]);
+        let checked = authenticate(&keys(), &h, BOTH);
+        assert!(checked.ours.authorization, "{value}");
+        assert_eq!(checked.outcome, AuthOutcome::Rejected, "{value}");
+    }
+    for (name, at) in [("x-api-key", 0), ("api-key", 1)] {
+        for value in ["s3cret-token", "Bearer s3cret-token"] {
+            let h = headers(&[
+                ("cf-aig-authorization", "Bearer other-token"),
+                (name, value),
+            ]);
+            let checked = authenticate(&keys(), &h, BOTH);
+            assert!(checked.ours.api_keys[at], "{name}: {value}");
+            assert_eq!(checked.outcome, accepted("laptop"));
+        }
+        let h = headers(&[(name, "sk-ant-for-the-origin")]);
+        assert!(!authenticate(&keys(), &h, BOTH).ours.api_keys[at]);
+    }
+    let foreign = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+    assert_eq!(authenticate(&keys(), &foreign, BOTH).ours, Ours::default());
+}
+
+/// A header with more credentials than any client sends is dropped
+/// without hashing each one (a request must not cost thousands of hashes).
+#[test]
+fn a_header_with_too_many_credentials_is_dropped_unread() {
+    let many = ["Bearer x"; MAX_PIECES + 1].join(", ");
+    let h = headers(&[("authorization", many.as_str())]);
+    let checked = authenticate(&keys(), &h, BOTH);
+    assert!(checked.ours.authorization);
+    assert_eq!(checked.outcome, AuthOutcome::Rejected);
+    let few = ["Bearer x"; MAX_PIECES].join(", ");
+    let h = headers(&[("authorization", few.as_str())]);
+    assert!(!authenticate(&keys(), &h, BOTH).ours.authorization);
 }

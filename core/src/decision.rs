@@ -132,8 +132,9 @@ impl Proxy {
         let sources = AuthSources {
             authorization_header: cfg.allow_authorization_header,
         };
-        let checked = auth::authenticate(&cfg.keys, &request.headers, sources);
-        let key = match checked.outcome {
+        let auth::Authentication { outcome, ours } =
+            auth::authenticate(&cfg.keys, &request.headers, sources);
+        let key = match outcome {
             AuthOutcome::Accepted(key) => key,
             AuthOutcome::Missing => return exchange.reject(ProxyError::MissingToken),
             AuthOutcome::Rejected => return exchange.reject(ProxyError::InvalidToken),
@@ -163,12 +164,7 @@ impl Proxy {
             Err(refusal) => return exchange.refuse(&refusal),
         }
         exchange.turn = turns::turn_for(&key, endpoint.slot, &cfg.turn_limits);
-        let upstream = self.upstream_head(
-            request,
-            resolved.as_deref(),
-            checked.authorization_is_ours,
-            &exchange,
-        );
+        let upstream = self.upstream_head(request, resolved.as_deref(), ours, &exchange);
         Decision {
             exchange,
             action: Action::Forward(upstream),
@@ -293,13 +289,12 @@ impl Proxy {
 
     /// Rewrites an accepted request head for the origin; `resolved` is the
     /// request's path with dot segments resolved, when that changed it;
-    /// `authorization_is_ours` when the `Authorization` header carries a
-    /// configured token (see [`auth::Authentication`]).
+    /// `ours` says which credential headers carry a configured token.
     fn upstream_head(
         &self,
         request: request::Parts,
         resolved: Option<&str>,
-        authorization_is_ours: bool,
+        ours: auth::Ours,
         exchange: &Exchange,
     ) -> request::Parts {
         let cfg = &self.config;
@@ -312,7 +307,12 @@ impl Proxy {
         strip_hop_by_hop(&mut headers);
         headers.remove(CF_AIG_AUTHORIZATION);
         headers.remove(header::ORIGIN);
-        drop_proxy_authorization(authorization_is_ours, &mut headers);
+        drop_proxy_authorization(ours.authorization, &mut headers);
+        for (name, ours) in auth::API_KEY_HEADERS.iter().zip(ours.api_keys) {
+            if ours {
+                headers.remove(name);
+            }
+        }
         headers.insert(header::HOST, cfg.origins[0].host_header().clone());
         headers.remove(X_REQUEST_ID);
         if let Some(id) = &exchange.request_id {

@@ -158,7 +158,12 @@ fn origin_credentials_other_than_ours_pass() {
 #[test]
 fn our_token_in_authorization_is_dropped_even_where_it_cannot_authenticate() {
     let off = proxy(&[("ALLOW_AUTHORIZATION_HEADER", "false")]);
-    for value in ["Bearer tok-abc123", "Bearer for-origin, Bearer tok-abc123"] {
+    for value in [
+        "Bearer tok-abc123",
+        "Bearer for-origin, Bearer tok-abc123",
+        "tok-abc123",
+        "Token tok-abc123",
+    ] {
         for p in [&off, &proxy(&[])] {
             let up = forward(p.decide(head("GET", "/api/tags", &[AUTH, ("authorization", value)])));
             assert!(
@@ -167,6 +172,21 @@ fn our_token_in_authorization_is_dropped_even_where_it_cannot_authenticate() {
             );
         }
     }
+    // An SDK's own API-key header carrying the proxy's token stays here;
+    // one meant for the origin passes.
+    let p = proxy(&[]);
+    let up = forward(p.decide(head(
+        "POST",
+        "/v1/messages",
+        &[AUTH, ("x-api-key", "tok-abc123"), ("api-key", "tok-abc123")],
+    )));
+    assert!(!up.headers.contains_key("x-api-key") && !up.headers.contains_key("api-key"));
+    let up = forward(p.decide(head(
+        "POST",
+        "/v1/messages",
+        &[AUTH, ("x-api-key", "sk-ant-for-origin")],
+    )));
+    assert_eq!(up.headers["x-api-key"], "sk-ant-for-origin");
 }
 
 #[test]
