@@ -41,7 +41,14 @@ pub struct Args {
     pub tls_client_ca_file: Option<PathBuf>,
 
     /// Ollama origin URL (http or https, optionally with a base path).
-    #[arg(long, env = "OLLAMA_ORIGIN", default_value = DEFAULT_ORIGIN)]
+    /// Its value from the environment is not shown in `--help`: a URL with
+    /// `user:password@` (refused at start) would be printed whole.
+    #[arg(
+        long,
+        env = "OLLAMA_ORIGIN",
+        default_value = DEFAULT_ORIGIN,
+        hide_env_values = true
+    )]
     pub ollama_origin: String,
 
     /// The token clients must present as `Bearer <token>`.

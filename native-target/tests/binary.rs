@@ -99,6 +99,7 @@ fn help_lists_every_variable_without_secret_values() {
     let out = proxy_command()
         .arg("--help")
         .env("AIG_AUTH_TOKEN", TOKEN)
+        .env("OLLAMA_ORIGIN", "https://user:pa55word@ollama.internal")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -121,6 +122,10 @@ fn help_lists_every_variable_without_secret_values() {
         assert!(help.contains(var), "{var} missing from --help");
     }
     assert!(!help.contains(TOKEN), "--help printed the token");
+    assert!(
+        !help.contains("pa55word"),
+        "--help printed the origin's password"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
