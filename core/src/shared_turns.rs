@@ -180,14 +180,14 @@ impl SharedDoorman {
         let admission = match self.doorman.admit(turn, now_us) {
             Admission::Go { lease, rate } => {
                 if rate.is_some() {
-                    self.keep_bucket(turn.key());
+                    self.keep_bucket(turn.key(), now_us);
                 }
                 let lease = lease.map(|lease| self.hold(lease, now_us, LEASE_TTL_US));
                 SharedAdmission::Go { lease, rate }
             }
             Admission::Wait { ticket, rate, .. } => {
                 if rate.is_some() {
-                    self.keep_bucket(turn.key());
+                    self.keep_bucket(turn.key(), now_us);
                 }
                 SharedAdmission::Wait {
                     ticket: ticket.id(),
@@ -311,10 +311,10 @@ impl SharedDoorman {
         }
     }
 
-    /// Forgets keys with nothing held and a full bucket, with their records
-    /// (storage holds the keys in use only). Done after every call: at the
-    /// edge records, not only memory, are at stake; forgetting changes no
-    /// decision (an idle key starts afresh anyway).
+    /// Forgets the records of buckets full again (storage holds the keys in
+    /// use only), and keys with nothing held, a full bucket and no turn to
+    /// remember. Done after every call: at the edge records, not only
+    /// memory, are at stake.
     fn forget_idle(&mut self, now_us: u64) {
         self.doorman.forget_idle(now_us);
         let Self {
@@ -324,7 +324,7 @@ impl SharedDoorman {
             ..
         } = self;
         rated.retain(|key| {
-            let held = doorman.bucket(key).is_some();
+            let held = doorman.bucket(key, now_us).is_some();
             if !held {
                 changes.delete(rate_name(key));
             }
@@ -332,8 +332,8 @@ impl SharedDoorman {
         });
     }
 
-    fn keep_bucket(&mut self, key: &KeyName) {
-        if let Some(bucket) = self.doorman.bucket(key) {
+    fn keep_bucket(&mut self, key: &KeyName, now_us: u64) {
+        if let Some(bucket) = self.doorman.bucket(key, now_us) {
             self.changes
                 .put(rate_name(key), bucket.tat_ns().to_string());
             self.rated.insert(key.clone());

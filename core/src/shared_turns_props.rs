@@ -57,9 +57,15 @@ trait Side {
     fn die(&mut self, lease: u64, now: u64);
     /// Drops what the side has to write.
     fn settle(&mut self) {}
+    /// Forgets every key's last turn (as a restarted object knows none).
+    fn forget_turns(&mut self);
 }
 
 impl Side for SharedDoorman {
+    fn forget_turns(&mut self) {
+        self.doorman.forget_turns();
+    }
+
     fn admit(
         &mut self,
         turn: &Turn,
@@ -115,6 +121,10 @@ impl Native {
 }
 
 impl Side for Native {
+    fn forget_turns(&mut self) {
+        self.doorman.forget_turns();
+    }
+
     fn admit(
         &mut self,
         turn: &Turn,
@@ -334,36 +344,24 @@ fn run_both(
                 let left = pairs.waiting.swap_remove(i);
                 pairs.left.push(left);
             }
-            // With slots of one key at most held across it: a restarted
-            // object numbers the turns of the keys it restores afresh, so
-            // between two keys both holding slots from before, which was
-            // served less recently is not kept (a deployment may reorder
-            // the next grant between them, nothing else).
-            Op::Restart if holders(&pairs) <= 1 => {
+            // A restarted object remembers no key's last turn (it keeps
+            // what limits need: buckets and leases): the one never evicted
+            // forgets them too, and from there both must decide alike (a
+            // deployment may reorder the next grants, nothing else).
+            Op::Restart => {
                 for (_, tb) in pairs.waiting.drain(..).chain(pairs.left.drain(..)) {
                     prop_assert!(b.cancel(tb));
                 }
+                b.forget_turns();
                 *a = store.restart(limits, *now);
             }
-            Op::Release(_) | Op::Die(_) | Op::Cancel(_) | Op::Leave(_) | Op::Restart => {}
+            Op::Release(_) | Op::Die(_) | Op::Cancel(_) | Op::Leave(_) => {}
         }
         pairs.granted(a, b, &mut issued, *now)?;
         store.write(a.take_changes());
         b.settle();
     }
     Ok(pairs)
-}
-
-/// How many keys hold slots (claimed or not).
-fn holders(pairs: &Pairs) -> usize {
-    let keys: HashSet<usize> = pairs
-        .leases
-        .iter()
-        .map(|(la, _)| la)
-        .chain(pairs.unclaimed.iter().map(|(la, _, _)| la))
-        .map(|la| pairs.keys[la])
-        .collect();
-    keys.len()
 }
 
 fn limits_strategy() -> impl Strategy<Value = TurnLimits> {

@@ -13,10 +13,12 @@
 //!   across keys; above it a request waits in one bounded queue
 //!   (`MAX_QUEUE`, `QUEUE_TIMEOUT`), and each slot that frees goes to the
 //!   waiting key served least recently, so a key with 50 waiting and a key
-//!   with one alternate, and a newcomer waits for one slot at most. A key
-//!   with nothing in flight and nothing waiting starts afresh, as a
-//!   newcomer: its history is not kept (so forgetting an idle key, or an
-//!   object restarting at the edge, changes nothing).
+//!   with one alternate, and a key never served goes first. A key's last
+//!   turn is remembered while it is idle too: keys that each ask again the
+//!   moment their answer ends cannot take every turn from a key that waits
+//!   (had they started afresh each time, two of them would). Turns are
+//!   forgotten when nobody is in flight or waiting, and by a new doorman (a
+//!   restart, at the edge a new object); nothing else depends on them.
 //!
 //! A [`Lease`] is held until the answer has ended (its last byte, or its
 //! client gone) and must be given back ([`Doorman::release`]); a [`Ticket`]
@@ -161,7 +163,7 @@ struct KeyTurns {
     in_flight: u32,
     waiting: VecDeque<Ticket>,
     /// When it was last given a slot (a sequence number; 0: never, or not
-    /// since it was last idle).
+    /// by this doorman).
     last_served: u64,
     bucket: Bucket,
 }
@@ -299,8 +301,8 @@ impl Doorman {
         self.in_flight -= 1;
         if let Some(state) = self.keys.get_mut(&lease.key) {
             state.in_flight -= 1;
-            state.afresh_if_idle();
         }
+        self.rest_if_idle();
         self.fill()
     }
 
@@ -346,18 +348,25 @@ impl Doorman {
         self.keys.get(key).map_or(0, |s| s.in_flight)
     }
 
-    /// Forgets keys with nothing in flight, nothing waiting and a full
-    /// bucket at `now_us` (memory stays bounded by the keys in use).
+    /// Forgets keys with nothing in flight, nothing waiting, a full bucket
+    /// at `now_us` and no turn to remember (memory stays bounded by the
+    /// keys of the configuration in force, whose names the turns carry).
     pub fn forget_idle(&mut self, now_us: u64) {
         self.keys.retain(|_, s| {
-            s.in_flight > 0 || !s.waiting.is_empty() || !Rate::is_full(s.bucket, now_us)
+            s.in_flight > 0
+                || !s.waiting.is_empty()
+                || s.last_served != 0
+                || !Rate::is_full(s.bucket, now_us)
         });
     }
 
-    /// `key`'s bucket, if the doorman holds one (see
-    /// [`crate::shared_turns`]).
-    pub(crate) fn bucket(&self, key: &KeyName) -> Option<Bucket> {
-        self.keys.get(key).map(|s| s.bucket)
+    /// `key`'s bucket, if the doorman holds one that is not full at
+    /// `now_us` (see [`crate::shared_turns`]: a full one needs no record).
+    pub(crate) fn bucket(&self, key: &KeyName, now_us: u64) -> Option<Bucket> {
+        self.keys
+            .get(key)
+            .map(|s| s.bucket)
+            .filter(|&b| !Rate::is_full(b, now_us))
     }
 
     /// Puts back `key`'s bucket as it was kept.
@@ -366,9 +375,21 @@ impl Doorman {
     }
 
     /// Puts back a slot `key` held when the state was kept: it counts as in
-    /// flight again, whatever the limits now are (it was granted).
+    /// flight again, whatever the limits now are (it was granted). Its turn
+    /// is not remembered: a new doorman starts every key afresh.
     pub(crate) fn restore_slot(&mut self, key: &KeyName) -> Lease {
-        self.start(key)
+        let lease = self.start(key);
+        self.keys.get_mut(key).expect("started above").last_served = 0;
+        lease
+    }
+
+    /// Forgets every key's last turn, as a new doorman would know none
+    /// (for the properties that compare one with a restarted one).
+    #[cfg(test)]
+    pub(crate) fn forget_turns(&mut self) {
+        for state in self.keys.values_mut() {
+            state.last_served = 0;
+        }
     }
 
     /// A slot for `key` (the free path of [`Doorman::decide`] does the
@@ -423,18 +444,18 @@ impl Doorman {
         state.waiting.retain(|&t| t != ticket);
         if state.waiting.is_empty() {
             self.order.remove(&(state.last_served, key));
-            state.afresh_if_idle();
         }
+        self.rest_if_idle();
         true
     }
-}
 
-impl KeyTurns {
-    /// Nothing in flight and nothing waiting: the key starts afresh (see the
-    /// module docs), exactly as if it had been forgotten.
-    fn afresh_if_idle(&mut self) {
-        if self.in_flight == 0 && self.waiting.is_empty() {
-            self.last_served = 0;
+    /// Nobody in flight and nobody waiting: no turn is worth remembering
+    /// (the next contention starts afresh), so every key's is forgotten.
+    fn rest_if_idle(&mut self) {
+        if self.in_flight == 0 && self.tickets.is_empty() {
+            for state in self.keys.values_mut() {
+                state.last_served = 0;
+            }
         }
     }
 }
