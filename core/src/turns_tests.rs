@@ -372,17 +372,44 @@ fn a_turn_crosses_to_the_object_whole() {
     );
 }
 
+/// One slot, no queue limit to speak of.
+fn one_slot() -> Doorman {
+    Doorman::new(TurnLimits {
+        max_concurrent: Some(1),
+        max_queue: 100,
+        queue_timeout_us: 3600 * SECOND,
+    })
+}
+
+/// Hands the slot on `turns` times from `current`: after each answer ends,
+/// a key for which `asks_again` holds sends its next request at once (a
+/// sequential client). The keys served, in order.
+fn take_turns(
+    d: &mut Doorman,
+    mut current: Lease,
+    turns: usize,
+    asks_again: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut served = Vec::new();
+    for _ in 0..turns {
+        let ended = current.key().clone();
+        let g = d.release(current).pop().expect("someone waits");
+        served.push(g.lease.key().as_str().to_owned());
+        current = g.lease;
+        if asks_again(ended.as_str()) {
+            ticket(d.admit(&turn(ended.as_str(), None), 0));
+        }
+    }
+    served
+}
+
 /// Keys that each ask again the moment their answer ends (a sequential
 /// script, the commonest client) keep their last turn while idle: two of
 /// them cannot hand the only slot back and forth past a key that waits
 /// (found in review: had they started afresh, the waiting key got 0 of 30).
 #[test]
 fn keys_asking_one_at_a_time_cannot_shut_out_a_waiting_key() {
-    let mut d = Doorman::new(TurnLimits {
-        max_concurrent: Some(1),
-        max_queue: 100,
-        queue_timeout_us: 3600 * SECOND,
-    });
+    let mut d = one_slot();
     // "z" was served once and has 10 more waiting.
     let z_first = lease(d.admit(&turn("z", None), 0));
     for _ in 0..10 {
@@ -390,18 +417,7 @@ fn keys_asking_one_at_a_time_cannot_shut_out_a_waiting_key() {
     }
     ticket(d.admit(&turn("a1", None), 0));
     ticket(d.admit(&turn("a2", None), 0));
-    let mut current = z_first;
-    let mut served = Vec::new();
-    for _ in 0..30 {
-        let ended = current.key().clone();
-        let mut grants = d.release(current);
-        let g = grants.pop().expect("someone waits");
-        served.push(g.lease.key().as_str().to_owned());
-        current = g.lease;
-        if ended.as_str() != "z" {
-            ticket(d.admit(&turn(ended.as_str(), None), 0));
-        }
-    }
+    let served = take_turns(&mut d, z_first, 30, |k| k != "z");
     let z = served.iter().filter(|k| *k == "z").count();
     assert_eq!(z, 10, "z served {z} of 30 turns: {served:?}");
 }
@@ -410,29 +426,14 @@ fn keys_asking_one_at_a_time_cannot_shut_out_a_waiting_key() {
 /// turns, as each of them does.
 #[test]
 fn one_key_at_a_time_gets_its_share_against_floods() {
-    let mut d = Doorman::new(TurnLimits {
-        max_concurrent: Some(1),
-        max_queue: 100,
-        queue_timeout_us: 3600 * SECOND,
-    });
+    let mut d = one_slot();
     let first = lease(d.admit(&turn("b", None), 0));
     for _ in 0..20 {
         ticket(d.admit(&turn("b", None), 0));
         ticket(d.admit(&turn("c", None), 0));
     }
     ticket(d.admit(&turn("a", None), 0));
-    let mut current = first;
-    let mut served = Vec::new();
-    for _ in 0..30 {
-        let ended = current.key().clone();
-        let mut grants = d.release(current);
-        let g = grants.pop().expect("someone waits");
-        served.push(g.lease.key().as_str().to_owned());
-        current = g.lease;
-        if ended.as_str() == "a" {
-            ticket(d.admit(&turn("a", None), 0));
-        }
-    }
+    let served = take_turns(&mut d, first, 30, |k| k == "a");
     let a = served.iter().filter(|k| *k == "a").count();
     assert_eq!(a, 10, "a served {a} of 30: {served:?}");
 }
