@@ -20,7 +20,8 @@ use crate::client::{
     call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
 };
 pub use crate::fair::{
-    a_client_that_leaves_gives_its_slot_back, a_key_over_its_cap_is_refused_until_its_answer_ends,
+    a_body_its_model_list_refuses_costs_no_turn, a_client_that_leaves_gives_its_slot_back,
+    a_key_over_its_cap_is_refused_until_its_answer_ends,
     a_keys_rate_is_enforced_with_openais_headers, a_request_that_waits_too_long_gets_503,
     a_slot_granted_after_a_wait_is_kept_until_its_answer_ends,
     a_slow_answer_keeps_its_slot_until_it_ends,
@@ -98,6 +99,7 @@ macro_rules! scenario_tests {
             an_answer_before_the_whole_body_streams_on,
             openai_streams_are_asked_for_their_usage,
             a_keys_rate_is_enforced_with_openais_headers,
+            a_body_its_model_list_refuses_costs_no_turn,
             a_key_over_its_cap_is_refused_until_its_answer_ends,
             max_concurrent_queues_and_refuses_past_max_queue,
             a_request_that_waits_too_long_gets_503,
