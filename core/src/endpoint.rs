@@ -103,9 +103,9 @@ pub(crate) struct Endpoint {
     pub(crate) llm: bool,
     /// The request runs a model on the GPU, so it takes a slot under
     /// `max_concurrent`/`MAX_CONCURRENT`: every `llm` route, and those whose
-    /// answers the proxy does not read for usage (Ollama runs a model for
-    /// `/v1/responses`, `/v1/messages`, `/v1/audio/transcriptions` and
-    /// `/v1/images/generations`/`edits` too).
+    /// answers carry no token counts to read (Ollama runs a model for
+    /// `/v1/audio/transcriptions` and `/v1/images/generations`/`edits`
+    /// too).
     pub(crate) slot: bool,
     /// An OpenAI route that streams usage only when asked: the proxy asks.
     pub(crate) ask_usage: bool,
@@ -155,14 +155,15 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         words.as_slice(),
         [b"api", b"chat" | b"generate" | b"embed" | b"embeddings"]
             | [b"v1", b"chat", b"completions"]
-            | [b"v1", b"completions" | b"embeddings"]
+            | [
+                b"v1",
+                b"completions" | b"embeddings" | b"responses" | b"messages"
+            ]
     );
     let slot = llm
         || matches!(
             words.as_slice(),
-            [b"v1", b"responses" | b"messages"]
-                | [b"v1", b"audio", b"transcriptions"]
-                | [b"v1", b"images", b"generations" | b"edits"]
+            [b"v1", b"audio", b"transcriptions"] | [b"v1", b"images", b"generations" | b"edits"]
         );
     let ask_usage = matches!(
         words.as_slice(),

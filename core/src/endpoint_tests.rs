@@ -125,3 +125,34 @@ fn listings_paths_and_forms() {
     );
     assert_eq!(classify("/api/blobs/sha256:00").model, ModelSource::Blobs);
 }
+
+#[test]
+fn generation_routes_are_metered_and_take_a_slot() {
+    for path in [
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+    ] {
+        let e = classify(path);
+        assert!(e.llm && e.slot, "{path}");
+    }
+    // Ollama runs a model for these too, but their answers count no tokens.
+    for path in [
+        "/v1/audio/transcriptions",
+        "/v1/images/generations",
+        "/v1/images/edits",
+    ] {
+        let e = classify(path);
+        assert!(!e.llm && e.slot, "{path}");
+    }
+    for path in ["/api/tags", "/api/show", "/api/version", "/v1/models"] {
+        let e = classify(path);
+        assert!(!e.llm && !e.slot, "{path}");
+    }
+}

@@ -13,10 +13,18 @@
 //! Read: Ollama's NDJSON stream (the final `"done": true` object) or single
 //! object (`prompt_eval_count`, `eval_count`, `*_duration`); OpenAI-shaped
 //! answers (`usage` in the answer, or in a stream's usage chunk); embeddings
-//! (`prompt_eval_count`, `usage.prompt_tokens`). A `prompt_eval_count` that
+//! (`prompt_eval_count`, `usage.prompt_tokens`); Anthropic's Messages and
+//! OpenAI's Responses (`usage.input_tokens`/`output_tokens` in the answer,
+//! or in the stream's `message_start`/`message_delta` and
+//! `response.completed` events; the last count given wins). A `prompt_eval_count` that
 //! is absent or 0 means Ollama reused a cached prompt: unknown, never 0.
 
-use crate::json_scan::{Kind, Progress, Scanner, Visitor};
+use crate::json_scan::{Progress, Scanner};
+
+use value::{Value, DEPTH};
+
+#[path = "usage_value.rs"]
+mod value;
 
 /// How the answer is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,177 +78,6 @@ pub const MODEL_SHOWN: usize = 100;
 /// A `load_duration` at least this long means the model was loaded for this
 /// request (a loaded model answers in a few milliseconds).
 pub const LOAD_SHOWN_NS: u64 = 100_000_000;
-
-/// Members the meter reads, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Name {
-    Other,
-    Model,
-    Done,
-    Error,
-    Response,
-    Thinking,
-    Message,
-    Content,
-    ToolCalls,
-    PromptEvalCount,
-    EvalCount,
-    LoadDuration,
-    EvalDuration,
-    Usage,
-    PromptTokens,
-    CompletionTokens,
-    Choices,
-    Delta,
-    Text,
-}
-
-impl Name {
-    fn of(raw: &[u8]) -> Self {
-        match raw {
-            b"model" => Self::Model,
-            b"done" => Self::Done,
-            b"error" => Self::Error,
-            b"response" => Self::Response,
-            b"thinking" => Self::Thinking,
-            b"message" => Self::Message,
-            b"content" => Self::Content,
-            b"tool_calls" => Self::ToolCalls,
-            b"prompt_eval_count" => Self::PromptEvalCount,
-            b"eval_count" => Self::EvalCount,
-            b"load_duration" => Self::LoadDuration,
-            b"eval_duration" => Self::EvalDuration,
-            b"usage" => Self::Usage,
-            b"prompt_tokens" => Self::PromptTokens,
-            b"completion_tokens" => Self::CompletionTokens,
-            b"choices" => Self::Choices,
-            b"delta" => Self::Delta,
-            b"text" => Self::Text,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// The deepest level the meter looks at: `choices[].delta.content`.
-const DEPTH: usize = 5;
-
-/// What one JSON value (an NDJSON line, an SSE event, a whole answer) said.
-#[derive(Debug, Default)]
-struct Value {
-    /// The member name pending at each depth, and what each open container
-    /// is (the member it is the value of; `Other` for array elements).
-    names: [Option<Name>; DEPTH + 1],
-    containers: [Option<Name>; DEPTH + 1],
-    arrays: [bool; DEPTH + 1],
-    content: bool,
-    done: bool,
-    error: bool,
-    model: Option<String>,
-    prompt_eval_count: Option<u64>,
-    eval_count: Option<u64>,
-    load_ns: Option<u64>,
-    eval_ns: Option<u64>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    /// Read `model` (the meter keeps the first one only).
-    wants_model: bool,
-}
-
-impl Value {
-    fn fresh(wants_model: bool) -> Self {
-        Self {
-            wants_model,
-            ..Self::default()
-        }
-    }
-
-    /// The member a value at `depth` is, when its container is an object.
-    fn member(&self, depth: u32) -> Option<Name> {
-        let d = depth as usize;
-        if d > DEPTH || self.arrays[d] {
-            None
-        } else {
-            self.names[d]
-        }
-    }
-
-    fn container(&self, depth: u32) -> Option<Name> {
-        self.containers.get(depth as usize).copied().flatten()
-    }
-
-    fn in_choice(&self, depth: u32) -> bool {
-        // A choice is an element of `choices`: depth-1 array, itself the
-        // value of `choices`.
-        depth >= 2 && self.container(depth - 1) == Some(Name::Choices)
-    }
-}
-
-fn number(raw: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(raw?).ok()?.parse().ok()
-}
-
-impl Visitor for Value {
-    fn open(&mut self, kind: Kind, depth: u32, _at: u64) {
-        let d = depth as usize;
-        if d > DEPTH {
-            return;
-        }
-        let parent = depth.saturating_sub(1);
-        let member = if depth == 1 {
-            None
-        } else {
-            self.member(parent)
-        };
-        self.containers[d] = Some(member.unwrap_or(Name::Other));
-        self.arrays[d] = kind == Kind::Array;
-        self.names[d] = None;
-        // Tool calls are generated content too.
-        if member == Some(Name::ToolCalls) {
-            self.content = true;
-        }
-        // An error object (OpenAI's in-stream shape).
-        if depth == 2 && member == Some(Name::Error) {
-            self.error = true;
-        }
-    }
-
-    fn key(&mut self, depth: u32, raw: Option<&[u8]>) {
-        if let Some(slot) = self.names.get_mut(depth as usize) {
-            *slot = Some(raw.map_or(Name::Other, Name::of));
-        }
-    }
-
-    fn scalar(&mut self, kind: Kind, depth: u32, raw: Option<&[u8]>) {
-        let Some(member) = self.member(depth) else {
-            return;
-        };
-        // Non-empty text (a string too long to capture is not empty).
-        let text = kind == Kind::String && raw.is_none_or(|r| !r.is_empty());
-        let container = self.container(depth);
-        match (depth, container, member) {
-            (1, _, Name::Done) => self.done = kind == Kind::True,
-            (1, _, Name::Model) if kind == Kind::String && self.wants_model => {
-                self.model = raw.map(crate::gojson::unquote);
-            }
-            (1, _, Name::Error) => self.error |= kind == Kind::String,
-            (1, _, Name::Response | Name::Thinking) => self.content |= text,
-            (1, _, Name::PromptEvalCount) => self.prompt_eval_count = number(raw),
-            (1, _, Name::EvalCount) => self.eval_count = number(raw),
-            (1, _, Name::LoadDuration) => self.load_ns = number(raw),
-            (1, _, Name::EvalDuration) => self.eval_ns = number(raw),
-            (2, Some(Name::Message), Name::Content | Name::Thinking) => self.content |= text,
-            (2, Some(Name::Usage), Name::PromptTokens) => self.prompt_tokens = number(raw),
-            (2, Some(Name::Usage), Name::CompletionTokens) => {
-                self.completion_tokens = number(raw);
-            }
-            (3, _, Name::Text) if self.in_choice(3) => self.content |= text,
-            (4, Some(Name::Delta | Name::Message), Name::Content) if self.in_choice(3) => {
-                self.content |= text;
-            }
-            _ => {}
-        }
-    }
-}
 
 /// SSE line framing, fed byte by byte across chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

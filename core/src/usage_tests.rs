@@ -232,3 +232,113 @@ proptest! {
         prop_assert!(usage.prompt_tokens != Some(0));
     }
 }
+
+/// An Anthropic Messages stream as Ollama writes it (`anthropic.go`'s
+/// stream converter): `message_start` with an estimate of the prompt,
+/// content deltas, then `message_delta` with the counts Ollama measured.
+fn anthropic_stream(prompt: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"Qwen3:8B\",\"content\":[],\"usage\":{\"input_tokens\":7,\"output_tokens\":0}}}\n\n");
+    body.extend_from_slice(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    for piece in ["Hel", "lo"] {
+        body.extend_from_slice(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n").as_bytes());
+    }
+    body.extend_from_slice(
+        b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    );
+    body.extend_from_slice(format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":21}}}}\n\n").as_bytes());
+    body.extend_from_slice(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    body
+}
+
+/// A Responses stream as Ollama writes it (`openai/responses.go`: Go
+/// writes a map's members in name order).
+fn responses_stream(prompt: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(b"event: response.created\ndata: {\"response\":{\"error\":null,\"id\":\"resp_1\",\"model\":\"qwen3:8b\",\"output\":[],\"text\":{\"format\":{\"type\":\"text\"}},\"usage\":null},\"sequence_number\":0,\"type\":\"response.created\"}\n\n");
+    for piece in ["Hel", "lo"] {
+        body.extend_from_slice(format!("event: response.output_text.delta\ndata: {{\"content_index\":0,\"delta\":\"{piece}\",\"item_id\":\"msg_1\",\"logprobs\":[],\"output_index\":0,\"sequence_number\":1,\"type\":\"response.output_text.delta\"}}\n\n").as_bytes());
+    }
+    body.extend_from_slice(format!("event: response.completed\ndata: {{\"response\":{{\"error\":null,\"id\":\"resp_1\",\"model\":\"qwen3:8b\",\"output\":[{{\"content\":[{{\"text\":\"Hello\",\"type\":\"output_text\"}}],\"type\":\"message\"}}],\"usage\":{{\"input_tokens\":{prompt},\"input_tokens_details\":{{\"cached_tokens\":0}},\"output_tokens\":21,\"output_tokens_details\":{{\"reasoning_tokens\":0}},\"total_tokens\":{}}}}},\"sequence_number\":4,\"type\":\"response.completed\"}}\n\n", prompt + 21).as_bytes());
+    body
+}
+
+#[test]
+fn anthropic_and_responses_streams_are_read() {
+    for body in [anthropic_stream(9), responses_stream(9)] {
+        // One event per piece, each at its own time.
+        let events: Vec<&[u8]> = body
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| line.starts_with(b"data:"))
+            .collect();
+        let usage = read(Framing::Sse, &events, Ended::Complete);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(usage.prompt_tokens, Some(9), "{text}");
+        assert_eq!(usage.completion_tokens, Some(21), "{text}");
+        assert_eq!(usage.unknown, None, "{text}");
+        assert_eq!(usage.model.as_deref(), Some("qwen3:8b"), "{text}");
+        // The first delta is the third (Anthropic) or second event (an
+        // empty block's start and the answer's echo are not content).
+        let first = if text.contains("message_start") {
+            3000
+        } else {
+            2000
+        };
+        assert_eq!(usage.first_token_us, Some(first), "{text}");
+        assert!(usage.tokens_per_second.is_some(), "{text}");
+    }
+    // Ollama reports a cached prompt as 0 there too: unknown, never 0.
+    for body in [anthropic_stream(0), responses_stream(0)] {
+        let usage = read(Framing::Sse, &[&body], Ended::Complete);
+        assert_eq!(usage.prompt_tokens, None);
+        assert_eq!(usage.completion_tokens, Some(21));
+        assert_eq!(usage.unknown, Some("cached_prompt"));
+    }
+    // Cut before the counts: unknown.
+    let body = anthropic_stream(9);
+    let cut = String::from_utf8_lossy(&body)
+        .find("event: message_delta")
+        .unwrap();
+    let usage = read(Framing::Sse, &[&body[..cut]], Ended::OriginError);
+    assert_eq!(
+        (usage.prompt_tokens, usage.unknown),
+        (None, Some("origin_error"))
+    );
+}
+
+#[test]
+fn anthropic_and_responses_answers_are_read() {
+    let message: &[&[u8]] = &[br#"{"id":"msg_1","type":"message","role":"assistant","model":"qwen3:8b","content":[{"type":"thinking","thinking":"hm"},{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":21}}"#];
+    let response: &[&[u8]] = &[br#"{"id":"resp_1","object":"response","model":"qwen3:8b","output":[{"type":"message","content":[{"type":"output_text","text":"Hello"}]}],"usage":{"input_tokens":9,"output_tokens":21,"total_tokens":30}}"#];
+    for answer in [message, response] {
+        let usage = read(Framing::Json, answer, Ended::Complete);
+        assert_eq!(usage.prompt_tokens, Some(9));
+        assert_eq!(usage.completion_tokens, Some(21));
+        assert_eq!(usage.unknown, None);
+        assert_eq!(usage.model.as_deref(), Some("qwen3:8b"));
+        assert_eq!(usage.first_token_us, Some(1000));
+    }
+    // An Anthropic error event: not counted.
+    let error: &[&[u8]] = &[b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"boom\"}}\n\n"];
+    let usage = read(Framing::Sse, error, Ended::Complete);
+    assert_eq!(usage.unknown, Some("error"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: crate::test_cases::cases(128), ..ProptestConfig::default() })]
+
+    /// Anthropic's and the Responses API's streams, split anywhere: the
+    /// same counts as read whole.
+    #[test]
+    fn splits_never_change_anthropic_or_responses_counts(
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        anthropic in any::<bool>(),
+    ) {
+        let body = if anthropic { anthropic_stream(9) } else { responses_stream(9) };
+        let whole = read_split(Framing::Sse, &body, &[], Ended::Complete);
+        let split = read_split(Framing::Sse, &body, &cuts, Ended::Complete);
+        prop_assert_eq!(counts(&whole), counts(&split));
+        prop_assert_eq!(split.prompt_tokens, Some(9));
+        prop_assert!(split.first_token_us.is_some());
+    }
+}

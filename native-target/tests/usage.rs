@@ -93,6 +93,14 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
         !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
         "{text}"
     );
+    // Anthropic's Messages (Claude Code's route): counts at the end.
+    ask(
+        addr,
+        "/v1/messages?chunks=3&delay_ms=10",
+        "anthropic-stream",
+        chat,
+    )
+    .await;
     // Embeddings: the input's tokens, nothing generated.
     ask(
         addr,
@@ -150,15 +158,15 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
     let prompt = "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"prompt\"}";
     let completion =
         "ollama_proxy_tokens_total{key=\"default\",model=\"llama3.2:1b\",kind=\"completion\"}";
-    // Prompt: native (26) + OpenAI streams (26 twice) + OpenAI answer (5) +
-    // embeddings (7 twice); the cached prompt adds nothing. Completion:
-    // 5 + 3 + 4 + 5 + 2.
+    // Prompt: native (26) + OpenAI streams (26 twice) + Anthropic (26) +
+    // OpenAI answer (5) + embeddings (7 twice); the cached prompt adds
+    // nothing. Completion: 5 + 3 + 4 + 3 + 5 + 2.
     assert_eq!(
         sample(&text, prompt),
-        (3 * MOCK_PROMPT_TOKENS + 5 + 14) as f64,
+        (4 * MOCK_PROMPT_TOKENS + 5 + 14) as f64,
         "{text}"
     );
-    assert_eq!(sample(&text, completion), 19.0, "{text}");
+    assert_eq!(sample(&text, completion), 22.0, "{text}");
     assert_eq!(
         sample(
             &text,
@@ -218,6 +226,16 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
         (Some("-"), Some("3"))
     );
     assert_eq!(line("openai-stream")["completion_tokens"], "4");
+    let anthropic = line("anthropic-stream");
+    assert_eq!(
+        (
+            anthropic["prompt_tokens"].as_str(),
+            anthropic["completion_tokens"].as_str()
+        ),
+        (Some("26"), Some("3")),
+        "{anthropic}"
+    );
+    assert_ne!(anthropic["ttft_ms"], "-", "{anthropic}");
     assert_eq!(line("openai-answer")["prompt_tokens"], "5");
     for id in ["embed-1", "embed-2"] {
         let embed = line(id);

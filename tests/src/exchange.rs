@@ -574,12 +574,29 @@ fn cut(bytes: Bytes, cuts: &[usize]) -> Vec<Bytes> {
 }
 
 /// An LLM's streamed answer as Ollama writes it for `path`: OpenAI events
-/// (with a usage chunk when `usage`, CRLF-framed when `crlf`) or native
-/// NDJSON lines ending with the counts (no prompt count when `usage` is
-/// false, as for a cached prompt).
+/// (with a usage chunk when `usage`, CRLF-framed when `crlf`), Anthropic's
+/// Messages or the Responses API's events (their counts at the end, the
+/// prompt's 0 when `usage` is false), or native NDJSON lines ending with
+/// the counts (no prompt count when `usage` is false, as for a cached
+/// prompt).
 pub fn llm_stream(path: &str, tokens: usize, usage: bool, crlf: bool) -> Bytes {
     let mut text = String::new();
-    if path.starts_with("/v1/") {
+    // Ollama counts no prompt when it was cached: 0 in these shapes.
+    let prompt = if usage { 26 } else { 0 };
+    if path == "/v1/messages" {
+        text += "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":0}}}\n\n";
+        for _ in 0..tokens {
+            text += "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok\"}}\n\n";
+        }
+        text += &format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{tokens}}}}}\n\n");
+        text += "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    } else if path == "/v1/responses" {
+        text += "event: response.created\ndata: {\"response\":{\"error\":null,\"id\":\"resp_1\",\"model\":\"llama3.2:1b\",\"output\":[],\"usage\":null},\"sequence_number\":0,\"type\":\"response.created\"}\n\n";
+        for _ in 0..tokens {
+            text += "event: response.output_text.delta\ndata: {\"content_index\":0,\"delta\":\"tok\",\"item_id\":\"msg_1\",\"output_index\":0,\"type\":\"response.output_text.delta\"}\n\n";
+        }
+        text += &format!("event: response.completed\ndata: {{\"response\":{{\"error\":null,\"id\":\"resp_1\",\"model\":\"llama3.2:1b\",\"output\":[],\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{tokens},\"total_tokens\":{}}}}},\"type\":\"response.completed\"}}\n\n", prompt + tokens);
+    } else if path.starts_with("/v1/") {
         let piece = if path == "/v1/completions" {
             r#""text":"tok""#
         } else {
@@ -592,20 +609,20 @@ pub fn llm_stream(path: &str, tokens: usize, usage: bool, crlf: bool) -> Bytes {
             text += &format!("data: {{\"id\":\"c\",\"model\":\"llama3.2:1b\",\"choices\":[],\"usage\":{{\"prompt_tokens\":26,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n", 26 + tokens);
         }
         text += "data: [DONE]\n\n";
-        if crlf {
-            text = text.replace('\n', "\r\n");
-        }
     } else {
         for _ in 0..tokens {
             text += r#"{"model":"llama3.2:1b","message":{"role":"assistant","content":"tok"},"done":false}"#;
             text += "\n";
         }
-        let prompt = if usage {
+        let counted = if usage {
             r#","prompt_eval_count":26"#
         } else {
             ""
         };
-        text += &format!("{{\"model\":\"llama3.2:1b\",\"done\":true,\"load_duration\":5000000{prompt},\"eval_count\":{tokens},\"eval_duration\":40000000}}\n");
+        text += &format!("{{\"model\":\"llama3.2:1b\",\"done\":true,\"load_duration\":5000000{counted},\"eval_count\":{tokens},\"eval_duration\":40000000}}\n");
+    }
+    if crlf && path.starts_with("/v1/") {
+        text = text.replace('\n', "\r\n");
     }
     Bytes::from(text)
 }
@@ -620,6 +637,8 @@ pub fn usage_case() -> impl Strategy<Value = Case> {
         "/v1/chat/completions",
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/messages",
+        "/v1/responses",
         "/api/chat",
         "/api/generate",
     ]);

@@ -314,9 +314,10 @@ pub async fn a_slow_answer_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
 }
 
 /// A route that runs a model but whose answer the proxy does not read for
-/// usage (`/v1/messages`, as `/v1/responses` and the rest) holds its slot
-/// until the answer's last byte too: the next request waits for it (at the
-/// edge its lease was given back when the head came, found in review).
+/// usage (`/v1/images/generations`, as `/v1/audio/transcriptions`) holds
+/// its slot until the answer's last byte too: the next request waits for it
+/// (at the edge its lease was given back when the head came, found in
+/// review).
 pub async fn an_unmetered_generation_keeps_its_slot_until_it_ends<T: Target>(t: &T) {
     let h = Harness::start(t, &[("MAX_CONCURRENT", "1")]).await;
     let proxy = h.proxy;
@@ -325,7 +326,7 @@ pub async fn an_unmetered_generation_keeps_its_slot_until_it_ends<T: Target>(t: 
         call(
             proxy,
             "POST",
-            "/v1/messages?chunks=20&delay_ms=100",
+            "/v1/images/generations?chunks=20&delay_ms=100",
             &[(name, value.as_str())],
             full(CHAT),
         )
@@ -334,7 +335,7 @@ pub async fn an_unmetered_generation_keeps_its_slot_until_it_ends<T: Target>(t: 
     h.origin
         .wait_until(
             Duration::from_secs(10),
-            "the /v1/messages request at the origin",
+            "the image request at the origin",
             |seen, _| !seen.is_empty(),
         )
         .await;

@@ -508,13 +508,27 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             paced(&shared, "text/event-stream", events, delay)
         }
-        // An Anthropic Messages stream (Ollama runs a chat for it; the
-        // proxy does not read its usage), paced like /api/chat's.
+        // An Anthropic Messages stream, paced like /api/chat's: its counts
+        // come in `message_delta`.
         "/v1/messages" => {
-            let events: Vec<Bytes> = (0..chunks)
+            let mut events: Vec<Bytes> = (0..chunks)
                 .map(|i| Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n")))
                 .collect();
+            events.insert(0, Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n"));
+            events.push(Bytes::from(format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{MOCK_PROMPT_TOKENS},\"output_tokens\":{chunks}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n")));
             paced(&shared, "text/event-stream", events, delay)
+        }
+        // Image generation (Ollama runs a model; its answer counts no
+        // tokens), as progress lines paced like /api/chat's.
+        "/v1/images/generations" => {
+            let lines: Vec<Bytes> = (0..chunks)
+                .map(|i| {
+                    Bytes::from(format!(
+                        "{{\"status\":\"tok{i}\",\"completed\":{i},\"total\":{chunks}}}\n"
+                    ))
+                })
+                .collect();
+            paced(&shared, "application/x-ndjson", lines, delay)
         }
         "/big" => {
             let size = param("bytes").unwrap_or(1 << 20) as usize;

@@ -357,10 +357,16 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/fair.rs::a_slow_answer_keeps_its_slot_until_it_ends",
             },
             Row {
-                input: "`MAX_CONCURRENT=1`; a `/v1/messages` stream (a route that runs a model but is not read for usage), then a chat",
+                input: "`MAX_CONCURRENT=1`; an image generation streaming (a route that runs a model but is not read for usage), then a chat",
                 result: "the stream keeps its slot until its last byte and the chat waits for it (at the edge its answer goes through a pass-through whose end gives the lease back; before, the lease went back when the head came)",
                 targets: Targets::Both,
                 test: "tests/src/fair.rs::an_unmetered_generation_keeps_its_slot_until_it_ends",
+            },
+            Row {
+                input: "`MAX_CONCURRENT=1`, the slot held by another key; a key with `requests_per_minute = 1` and a model list asks twice for a model not on it, then once for one on it, then again",
+                result: "both refusals are 403 `model_not_allowed` at once (the list is read before the turn: no wait for the slot, no rate token); the allowed request is served once the slot is free, the last gets 429; only the two allowed requests reached Ollama",
+                targets: Targets::Both,
+                test: "tests/src/fair.rs::a_body_its_model_list_refuses_costs_no_turn",
             },
             Row {
                 input: "`MAX_CONCURRENT=1`; a request waits for the slot, is granted it, and its answer's head comes 14 s later (past the 10 s a granted slot waits to be claimed at the edge); then a third request",

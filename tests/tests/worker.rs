@@ -327,6 +327,8 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     let embed = r#"{"model":"llama3.2:1b","input":"hi"}"#;
     post("/api/embed", "w-embed", embed).await;
     post("/v1/embeddings", "w-embeddings", embed).await;
+    // Anthropic's Messages (Claude Code's route): counts at the end.
+    post("/v1/messages?chunks=3", "w-anthropic", chat).await;
     // A client that leaves after the first chunk of a long stream.
     let response = ollama_proxy_tests::client::send(ollama_proxy_tests::client::request(
         addr,
@@ -343,7 +345,7 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     use http_body_util::BodyExt;
     assert!(body.frame().await.is_some());
     drop(body);
-    let lines = logged(&running, "request", |l| l.len() >= 8).await;
+    let lines = logged(&running, "request", |l| l.len() >= 9).await;
     let line = |id: &str| {
         lines
             .iter()
@@ -379,6 +381,7 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     assert_eq!(count(&line("w-answer")), (Some(5.0), Some(5.0)));
     assert_eq!(count(&line("w-embed")), (Some(7.0), None));
     assert_eq!(count(&line("w-embeddings")), (Some(7.0), None));
+    assert_eq!(count(&line("w-anthropic")), (Some(26.0), Some(3.0)));
     let gone = line("w-gone");
     assert_eq!(count(&gone), (None, None), "{gone}");
     assert_eq!(gone["usage_unknown"], "client_gone", "{gone}");
