@@ -15,7 +15,7 @@ use ollama_proxy_tests::MockOrigin;
 use tokio::sync::Notify;
 
 mod common;
-use common::{start_with, TOKEN};
+use common::{start_with, trouble, TOKEN};
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -116,11 +116,18 @@ async fn slow_streams_and_small_requests_complete_intact() {
         let flowing_rss = rss_kib(pid);
 
         for task in tasks {
-            let body = task.await.expect("stream task");
+            let body = match task.await {
+                Ok(body) => body,
+                Err(failed) => panic!(
+                    "round {round}: a stream failed ({failed}); {}",
+                    trouble(&proxy)
+                ),
+            };
             assert!(
                 body == expected,
-                "a stream arrived altered: {} bytes",
-                body.len()
+                "a stream arrived altered: {} bytes; {}",
+                body.len(),
+                trouble(&proxy)
             );
         }
         done.store(true, Ordering::SeqCst);

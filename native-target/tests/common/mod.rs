@@ -132,3 +132,22 @@ pub async fn read_head(client: &mut tokio::net::TcpStream) -> Vec<u8> {
     }
     got
 }
+
+/// The proxy's stderr so far that tells of trouble: every line that is not
+/// an `INFO` line, and request lines whose status is not 200 (the log line
+/// names the error: a test failing under load says why). Drains the lines.
+pub fn trouble(proxy: &Running) -> String {
+    let lines: Vec<String> = proxy
+        .stderr
+        .try_iter()
+        .filter(|l| {
+            !l.contains(" INFO ") || (l.contains(" request ") && !l.contains(" status=200 "))
+        })
+        .take(50)
+        .collect();
+    if lines.is_empty() {
+        "the proxy logged no trouble".to_owned()
+    } else {
+        format!("the proxy logged:\n{}", lines.join("\n"))
+    }
+}
