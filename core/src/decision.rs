@@ -112,6 +112,7 @@ impl Proxy {
             declared_length: None,
             llm: false,
             ask_usage: false,
+            anthropic: false,
             turn: None,
             rate: None,
             turn_limits: cfg.turn_limits,
@@ -158,6 +159,7 @@ impl Proxy {
         }
         exchange.llm = endpoint.llm;
         exchange.ask_usage = endpoint.ask_usage;
+        exchange.anthropic = endpoint.anthropic;
         exchange.routing = routing(&endpoint, &request.method);
         match model_policy::check(&key, &endpoint, &request) {
             Ok(check) => exchange.model_check = check,

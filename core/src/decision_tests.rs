@@ -388,6 +388,25 @@ fn interrupted_streams_get_a_notice_in_their_own_format() {
         .headers
         .insert("content-length", "100".parse().unwrap());
     assert!(d.exchange.interrupted_stream_notice(&sized).is_none());
+
+    // Anthropic's Messages: its `error` event, by name.
+    let messages = proxy(&[]).decide(head("POST", "/v1/messages", &[AUTH]));
+    let sse = messages
+        .exchange
+        .interrupted_stream_notice(&head_with("text/event-stream"))
+        .unwrap();
+    let text = std::str::from_utf8(&sse).unwrap();
+    let (name, data) = text.trim().split_once('\n').unwrap();
+    assert_eq!(name, "event: error");
+    let event: serde_json::Value =
+        serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(event["type"], "error");
+    assert_eq!(event["error"]["type"], "api_error");
+    assert!(event["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("broke off"));
+    assert!(text.starts_with("\n\n") && text.ends_with("\n\n"));
 }
 
 #[test]

@@ -109,6 +109,9 @@ pub(crate) struct Endpoint {
     pub(crate) slot: bool,
     /// An OpenAI route that streams usage only when asked: the proxy asks.
     pub(crate) ask_usage: bool,
+    /// Anthropic's Messages API (`/v1/messages`): a stream that breaks off
+    /// ends with its `error` event, which Anthropic's clients raise.
+    pub(crate) anthropic: bool,
     /// `/api/tags` or `/api/ps`: what its answer tells of a box's models.
     pub(crate) probe: Option<crate::backends::Probe>,
     /// The decoded path has a `.` or `..` segment that the forwarded path
@@ -169,6 +172,7 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         words.as_slice(),
         [b"v1", b"chat", b"completions"] | [b"v1", b"completions"]
     );
+    let anthropic = matches!(words.as_slice(), [b"v1", b"messages"]);
     let probe = match words.as_slice() {
         [b"api", b"tags"] => Some(crate::backends::Probe::Models),
         [b"api", b"ps"] => Some(crate::backends::Probe::Loaded),
@@ -180,6 +184,7 @@ pub(crate) fn classify(path: &str) -> Endpoint {
         llm,
         slot,
         ask_usage,
+        anthropic,
         probe,
         hidden_dots,
     }

@@ -52,6 +52,9 @@ pub struct Exchange {
     /// A stream that does not ask for its usage is asked (the body goes
     /// through a gate that may add to it).
     pub(crate) ask_usage: bool,
+    /// Answered in Anthropic's Messages shape (see
+    /// [`Exchange::interrupted_stream_notice`]).
+    pub(crate) anthropic: bool,
     /// What to ask the doorman, when a limit applies.
     pub(crate) turn: Option<Turn>,
     /// The key's bucket after this request (for the rate headers).
@@ -338,7 +341,9 @@ impl Exchange {
     /// instead of taking a cut stream for a complete answer: an NDJSON
     /// `{"error": "..."}` line (Ollama's own mid-stream error shape) or a
     /// server-sent event whose data is the OpenAI error object (the OpenAI
-    /// SDKs raise on an event carrying `error`). `None` for other bodies,
+    /// SDKs raise on an event carrying `error`), or on `/v1/messages`
+    /// Anthropic's `error` event (its SDKs raise on that event name and
+    /// skip unnamed ones). `None` for other bodies,
     /// and for a stream of declared length: its framing (`Content-Length`)
     /// already shows the cut, and the record could fill the length up so
     /// that the cut answer looked complete.
@@ -358,6 +363,14 @@ impl Exchange {
             crate::json::push_str(&mut line, error.message());
             line.push_str("}\n");
             Some(Bytes::from(line))
+        } else if starts_with_ignore_case(content_type, b"text/event-stream") && self.anthropic {
+            // Anthropic's clients read events by name: a `data:` line of
+            // another shape would be skipped, the answer taken as complete.
+            let mut event = String::with_capacity(160);
+            event.push_str("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
+            crate::json::push_str(&mut event, error.message());
+            event.push_str("}}\n\n");
+            Some(Bytes::from(event))
         } else if starts_with_ignore_case(content_type, b"text/event-stream") {
             let body = error.body();
             let mut event = Vec::with_capacity(body.len() + 16);

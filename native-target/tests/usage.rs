@@ -98,7 +98,7 @@ async fn usage_shows_on_log_lines_and_in_metrics() {
         addr,
         "/v1/messages?chunks=3&delay_ms=10",
         "anthropic-stream",
-        chat,
+        r#"{"model":"llama3.2:1b","stream":true,"max_tokens":64,"messages":[]}"#,
     )
     .await;
     // Embeddings: the input's tokens, nothing generated.

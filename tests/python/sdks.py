@@ -8,6 +8,7 @@ first failure.
 import os
 import sys
 
+import anthropic
 import ollama
 import openai
 
@@ -51,6 +52,25 @@ parts = [
     )
 ]
 check("ollama stream", "".join(parts) == "tok0 tok1 tok2 ", repr(parts))
+
+# Anthropic's SDK, as Claude Code uses it (ANTHROPIC_BASE_URL and
+# ANTHROPIC_AUTH_TOKEN: the token goes in `Authorization: Bearer`).
+claude = anthropic.Anthropic(base_url=url, auth_token=token, max_retries=0)
+asked = {"model": "llama3.2:1b", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+message = claude.messages.create(**asked)
+check("anthropic message", message.content[0].text == "Hello from the mock.", repr(message))
+with claude.messages.stream(**asked) as stream:
+    text = "".join(stream.text_stream)
+    final = stream.get_final_message()
+check("anthropic stream", text == "tok0 tok1 tok2 ", repr(text))
+check("anthropic stream usage", final.usage.output_tokens == 3, repr(final.usage))
+# Ollama gone mid-answer: the SDK raises, the answer is not taken as whole.
+try:
+    with claude.messages.stream(**asked, extra_query={"cut": "1", "delay_ms": "10"}) as stream:
+        text = "".join(stream.text_stream)
+    check("anthropic broken stream raises", False, repr(text))
+except anthropic.APIStatusError as error:
+    check("anthropic broken stream raises", "broke off" in str(error), repr(error))
 
 # Not trusting the proxy's certificate: no connection.
 os.environ.pop("SSL_CERT_FILE", None)

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// One request as the origin saw it.
 #[derive(Clone, Debug)]
@@ -440,7 +440,7 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         };
         return Ok(Response::builder()
             .header("content-type", "application/json; charset=utf-8")
-            .body(Full::new(Bytes::from(body)).boxed())
+            .body(Full::new(Bytes::from(body)).map_err(never).boxed())
             .unwrap());
     }
     let scripted = shared.script.lock().unwrap().clone();
@@ -482,7 +482,7 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
                     .header("content-type", "application/x-ndjson")
                     .header("content-encoding", "gzip")
                     .header("content-length", encoded.len())
-                    .body(Full::new(Bytes::from(encoded)).boxed())
+                    .body(Full::new(Bytes::from(encoded)).map_err(never).boxed())
                     .unwrap()
             } else {
                 paced(&shared, "application/x-ndjson", lines.collect(), delay)
@@ -508,14 +508,20 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             paced(&shared, "text/event-stream", events, delay)
         }
-        // An Anthropic Messages stream, paced like /api/chat's: its counts
-        // come in `message_delta`.
+        "/v1/messages" if !streamed => json(StatusCode::OK, ANTHROPIC_MESSAGE),
+        // An Anthropic Messages stream as Ollama writes it, paced like
+        // /api/chat's: its counts come in `message_delta`. With `?cut=1` it
+        // breaks off after the content (Ollama gone mid-answer).
         "/v1/messages" => {
-            let mut events: Vec<Bytes> = (0..chunks)
-                .map(|i| Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n")))
-                .collect();
-            events.insert(0, Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n"));
-            events.push(Bytes::from(format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{MOCK_PROMPT_TOKENS},\"output_tokens\":{chunks}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n")));
+            let mut events = vec![
+                Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n"),
+                Bytes::from_static(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"),
+            ];
+            events.extend((0..chunks).map(|i| Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n"))));
+            if param("cut") == Some(1) {
+                return Ok(paced_then_broken(&shared, events, delay));
+            }
+            events.push(Bytes::from(format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{MOCK_PROMPT_TOKENS},\"output_tokens\":{chunks}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n")));
             paced(&shared, "text/event-stream", events, delay)
         }
         // Image generation (Ollama runs a model; its answer counts no
@@ -621,7 +627,9 @@ fn scripted_response(script: Script) -> Response<Body> {
         tx.try_send(chunk).expect("channel sized for every chunk");
     }
     drop(tx);
-    builder.body(ChannelBody(rx).boxed()).unwrap()
+    builder
+        .body(ChannelBody(rx).map_err(never).boxed())
+        .unwrap()
 }
 
 /// The prompt tokens the mock reports for every generation.
@@ -632,6 +640,8 @@ pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
 /// `/api/tags`, listing [`MODELS`].
 pub const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
 const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+/// `/v1/messages` not streamed (Anthropic's shape).
+const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"llama3.2:1b","content":[{"type":"text","text":"Hello from the mock."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":5}}"#;
 /// `/api/embed`: Ollama counts the input's tokens.
 const EMBED: &str = r#"{"model":"llama3.2:1b","embeddings":[[0.1,-0.2,0.3]],"total_duration":1000000,"load_duration":500000,"prompt_eval_count":7}"#;
 /// `/v1/embeddings`.
@@ -685,7 +695,11 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+        .body(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(never)
+                .boxed(),
+        )
         .unwrap()
 }
 
@@ -696,6 +710,32 @@ fn paced(
     pieces: Vec<Bytes>,
     delay: Duration,
 ) -> Response<Body> {
+    stream_response(
+        content_type,
+        paced_channel(shared, pieces, delay, Duration::ZERO),
+    )
+}
+
+/// As [`paced`] (server-sent events), then, `delay` after the last piece,
+/// the body fails: the answer breaks off without its end, as when Ollama
+/// goes away mid-answer. (Failing at once would lose the last piece: hyper
+/// drops the connection without writing out what it holds.)
+fn paced_then_broken(shared: &Shared, pieces: Vec<Bytes>, delay: Duration) -> Response<Body> {
+    let body = BreaksAtEnd(ChannelBody(paced_channel(shared, pieces, delay, delay)));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body.boxed())
+        .unwrap()
+}
+
+/// `pieces`, `delay` apart, through a channel that closes `linger` after
+/// the last.
+fn paced_channel(
+    shared: &Shared,
+    pieces: Vec<Bytes>,
+    delay: Duration,
+    linger: Duration,
+) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let watch = Watch {
         shared: shared.clone(),
@@ -711,14 +751,48 @@ fn paced(
                 return; // receiver dropped: the client went away; `watch` records it
             }
         }
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
         watch.finished = true;
     });
-    stream_response(content_type, rx)
+    rx
 }
 
 fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let builder = Response::builder().header("content-type", content_type);
-    builder.body(ChannelBody(rx).boxed()).unwrap()
+    builder
+        .body(ChannelBody(rx).map_err(never).boxed())
+        .unwrap()
+}
+
+/// For bodies that cannot fail, in the mock's body type.
+fn never(never: Infallible) -> std::io::Error {
+    match never {}
+}
+
+/// A channel's frames, then an error instead of the end.
+struct BreaksAtEnd(ChannelBody);
+
+impl http_body::Body for BreaksAtEnd {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map(|next| match next {
+                Some(Ok(frame)) => Some(Ok(frame)),
+                Some(Err(never)) => match never {},
+                None => Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the mock's answer breaks off",
+                ))),
+            })
+    }
 }
 
 /// A body fed by a channel: each message is one frame; ends when the sender drops.

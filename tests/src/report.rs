@@ -78,6 +78,12 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/scenarios.rs::origin_reset_mid_stream_is_not_a_clean_end",
             },
             Row {
+                input: "origin breaks off an Anthropic Messages stream (`/v1/messages`, SSE)",
+                result: "the client gets what was sent, then Anthropic's `event: error` with an `api_error` (its SDKs skip unnamed events, so the OpenAI-shaped record would pass unseen there); Anthropic's Python SDK raises `APIStatusError` (tests/python/sdks.py, natively over HTTPS)",
+                targets: Targets::Both,
+                test: "tests/src/scenarios.rs::an_anthropic_stream_that_breaks_off_ends_with_its_error_event",
+            },
+            Row {
                 input: "origin closes before its `Content-Length` is sent",
                 result: "the client gets fewer bytes than the `Content-Length` it was promised, then the connection closes",
                 targets: Targets::Both,

@@ -85,6 +85,7 @@ macro_rules! scenario_tests {
             origin_answering_garbage_gets_502,
             an_origin_that_breaks_off_an_upload_gets_502,
             origin_reset_mid_stream_is_not_a_clean_end,
+            an_anthropic_stream_that_breaks_off_ends_with_its_error_event,
             origin_short_body_is_not_a_clean_end,
             a_short_stream_of_declared_length_is_not_a_clean_end,
             body_over_limit_by_content_length_gets_413,
@@ -863,6 +864,35 @@ pub async fn origin_reset_mid_stream_is_not_a_clean_end<T: Target>(t: &T) {
             "a reset stream ended like a complete one: {got}"
         );
     }
+}
+
+/// An Anthropic Messages stream the origin breaks off ends with
+/// Anthropic's `error` event, which its SDKs raise (they skip unnamed
+/// events, so the OpenAI-shaped record would leave the answer looking
+/// whole).
+pub async fn an_anthropic_stream_that_breaks_off_ends_with_its_error_event<T: Target>(t: &T) {
+    let h = Harness::start(t, &[]).await;
+    let body = r#"{"model":"llama3.2:1b","stream":true,"max_tokens":64,"messages":[]}"#;
+    let req = format!(
+        "POST /v1/messages?cut=1&chunks=2&delay_ms=20 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = raw(h.proxy, req.as_bytes()).await;
+    // Returns at the end of a clean chunked body, or when the proxy closes.
+    let got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, b"\r\n0\r\n\r\n"))
+        .await
+        .expect("the proxy kept the connection open after the origin broke off");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("tok1 "), "the content was lost: {got}");
+    let notice = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The Ollama origin's stream broke off before it was complete.\"}}\n\n";
+    let at = got
+        .find(notice)
+        .unwrap_or_else(|| panic!("no error event after the cut: {got}"));
+    assert!(
+        got.find("tok1 ").is_some_and(|content| content < at),
+        "the error event came before the content: {got}"
+    );
 }
 
 pub async fn origin_short_body_is_not_a_clean_end<T: Target>(t: &T) {

@@ -328,7 +328,12 @@ async fn llm_answers_are_logged_with_their_usage_when_they_end() {
     post("/api/embed", "w-embed", embed).await;
     post("/v1/embeddings", "w-embeddings", embed).await;
     // Anthropic's Messages (Claude Code's route): counts at the end.
-    post("/v1/messages?chunks=3", "w-anthropic", chat).await;
+    post(
+        "/v1/messages?chunks=3",
+        "w-anthropic",
+        r#"{"model":"llama3.2:1b","stream":true,"max_tokens":64,"messages":[]}"#,
+    )
+    .await;
     // A client that leaves after the first chunk of a long stream.
     let response = ollama_proxy_tests::client::send(ollama_proxy_tests::client::request(
         addr,

@@ -1,4 +1,4 @@
-//! The Python clients the HTTPS tests drive (the OpenAI and Ollama SDKs,
+//! The Python clients the HTTPS tests drive (the OpenAI, Ollama and Anthropic SDKs,
 //! pinned in tests/python/requirements.txt), in a virtualenv at
 //! tests/python/.venv: made when missing (Debian's python3-venv from apt
 //! if need be), packages from PyPI, reused when they import.
@@ -20,7 +20,7 @@ pub(crate) fn prepare() -> Result<(), String> {
     let python = dir.join(".venv/bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import openai, ollama"])
+            .args(["-c", "import openai, ollama, anthropic"])
             .status()
             .is_ok_and(|s| s.success());
     if ready {
