@@ -402,12 +402,18 @@ impl Exchange {
         response
     }
 
+    /// The proxy's own JSON answer. One given after the request took its
+    /// turn (a body its model list refuses, the origin unreachable) carries
+    /// the key's rate headers, as the origin's answers do.
     pub(crate) fn local_json(&self, status: StatusCode, body: Bytes) -> Response<Bytes> {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, JSON);
         headers.insert(header::CACHE_CONTROL, NO_STORE);
         self.cors.apply(&mut headers);
         self.stamp(&mut headers);
+        if let Some(rate) = self.rate {
+            crate::turn_answer::put_rate(&mut headers, rate);
+        }
         local(status, headers, body)
     }
 

@@ -259,6 +259,7 @@ fn responses_stream(prompt: u64) -> Vec<u8> {
     for piece in ["Hel", "lo"] {
         body.extend_from_slice(format!("event: response.output_text.delta\ndata: {{\"content_index\":0,\"delta\":\"{piece}\",\"item_id\":\"msg_1\",\"logprobs\":[],\"output_index\":0,\"sequence_number\":1,\"type\":\"response.output_text.delta\"}}\n\n").as_bytes());
     }
+    body.extend_from_slice(b"event: response.output_item.done\ndata: {\"item\":{\"content\":[{\"text\":\"Hello\",\"type\":\"output_text\"}],\"type\":\"message\"},\"output_index\":0,\"sequence_number\":3,\"type\":\"response.output_item.done\"}\n\n");
     body.extend_from_slice(format!("event: response.completed\ndata: {{\"response\":{{\"error\":null,\"id\":\"resp_1\",\"model\":\"qwen3:8b\",\"output\":[{{\"content\":[{{\"text\":\"Hello\",\"type\":\"output_text\"}}],\"type\":\"message\"}}],\"usage\":{{\"input_tokens\":{prompt},\"input_tokens_details\":{{\"cached_tokens\":0}},\"output_tokens\":21,\"output_tokens_details\":{{\"reasoning_tokens\":0}},\"total_tokens\":{}}}}},\"sequence_number\":4,\"type\":\"response.completed\"}}\n\n", prompt + 21).as_bytes());
     body
 }
@@ -285,7 +286,9 @@ fn anthropic_and_responses_streams_are_read() {
             2000
         };
         assert_eq!(usage.first_token_us, Some(first), "{text}");
-        assert!(usage.tokens_per_second.is_some(), "{text}");
+        // 21 tokens between the two deltas, 1 ms apart: the answer echoed
+        // at the end (`response.output_item.done`) is not content.
+        assert_eq!(usage.tokens_per_second, Some(20_000.0), "{text}");
     }
     // Ollama reports a cached prompt as 0 there too: unknown, never 0.
     for body in [anthropic_stream(0), responses_stream(0)] {
@@ -294,16 +297,23 @@ fn anthropic_and_responses_streams_are_read() {
         assert_eq!(usage.completion_tokens, Some(21));
         assert_eq!(usage.unknown, Some("cached_prompt"));
     }
-    // Cut before the counts: unknown.
+    // A stream that ends without its counts (Ollama failed mid-answer and
+    // its Anthropic writer sent nothing more): no usage, not the prompt
+    // estimate `message_start` carries.
     let body = anthropic_stream(9);
     let cut = String::from_utf8_lossy(&body)
         .find("event: message_delta")
         .unwrap();
-    let usage = read(Framing::Sse, &[&body[..cut]], Ended::OriginError);
+    let usage = read(Framing::Sse, &[&body[..cut]], Ended::Complete);
     assert_eq!(
-        (usage.prompt_tokens, usage.unknown),
-        (None, Some("origin_error"))
+        (usage.prompt_tokens, usage.completion_tokens, usage.unknown),
+        (None, None, Some("no_usage"))
     );
+    // A Responses stream that failed (`response.failed`, as Ollama's web
+    // search sends it): counts given, but an error.
+    let failed: &[&[u8]] = &[b"event: response.failed\ndata: {\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"boom\"},\"model\":\"qwen3:8b\",\"status\":\"failed\",\"usage\":{\"input_tokens\":9,\"output_tokens\":3}},\"type\":\"response.failed\"}\n\n"];
+    let usage = read(Framing::Sse, failed, Ended::Complete);
+    assert_eq!((usage.prompt_tokens, usage.unknown), (None, Some("error")));
 }
 
 #[test]

@@ -113,11 +113,14 @@ impl Value {
         depth >= 2 && self.container(depth - 1) == Some(Name::Choices)
     }
 
-    /// An element of a `content` array (an Anthropic message's blocks, a
-    /// Responses output item's parts).
+    /// An element of a whole answer's `content` array: an Anthropic
+    /// message's blocks (depth 3), a Responses answer's `output[].content`
+    /// parts (depth 5). Not the same parts echoed by a stream's events
+    /// (`response.output_item.done`, depth 4; `response.completed`, deeper
+    /// than the meter looks), which come after the content did.
     fn in_content_part(&self, depth: u32) -> bool {
         let d = depth as usize;
-        d >= 2 && self.arrays[d - 1] && self.container(depth - 1) == Some(Name::Content)
+        (d == 3 || d == 5) && self.arrays[d - 1] && self.container(depth - 1) == Some(Name::Content)
     }
 
     /// The whole answer inside a stream's event: Anthropic's
@@ -150,8 +153,10 @@ impl Visitor for Value {
         if member == Some(Name::ToolCalls) {
             self.content = true;
         }
-        // An error object (OpenAI's in-stream shape).
-        if depth == 2 && member == Some(Name::Error) {
+        // An error object (OpenAI's in-stream shape, Anthropic's `error`
+        // event), or the failed answer of a Responses stream
+        // (`response.failed`: `response.error`).
+        if member == Some(Name::Error) && (depth == 2 || (depth == 3 && self.in_answer(2))) {
             self.error = true;
         }
     }
@@ -191,14 +196,21 @@ impl Visitor for Value {
                 self.completion_tokens = number(raw);
             }
             // Anthropic's Messages and OpenAI's Responses: `usage` of the
-            // answer, or of the stream's event carrying it
-            // (`message_start`, `message_delta`, `response.completed`).
+            // answer, of Anthropic's `message_delta` (the counts Ollama
+            // measured), or of the answer a Responses stream ends with
+            // (`response.completed`). Not `message_start`'s: Ollama
+            // estimates the prompt there, and a stream that ends without
+            // its `message_delta` has no counts.
             (2, Some(Name::Usage), Name::InputTokens) => self.prompt_tokens = number(raw),
             (2, Some(Name::Usage), Name::OutputTokens) => self.completion_tokens = number(raw),
-            (3, Some(Name::Usage), Name::InputTokens) if self.in_answer(2) => {
+            (3, Some(Name::Usage), Name::InputTokens)
+                if self.container(2) == Some(Name::Response) =>
+            {
                 self.prompt_tokens = number(raw);
             }
-            (3, Some(Name::Usage), Name::OutputTokens) if self.in_answer(2) => {
+            (3, Some(Name::Usage), Name::OutputTokens)
+                if self.container(2) == Some(Name::Response) =>
+            {
                 self.completion_tokens = number(raw);
             }
             // Generated content: a Responses stream's `delta` text, an

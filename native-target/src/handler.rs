@@ -56,21 +56,11 @@ pub(crate) async fn handle(
         Action::Forward(head) => head,
     };
 
-    let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit())
-        .counting_into(Arc::clone(&shared.metrics));
-    let body = match exchange.model_gate() {
-        None => RequestBody::plain(body),
-        // Held until the key's model list has been checked: a refusal here
-        // sends nothing to the origin, and costs the key no turn (no rate
-        // token, no slot, no wait in the queue: it is read before the turn).
-        Some(gate) => match RequestBody::through_gate(body, gate).await {
-            Ok(body) => body,
-            Err(error) => return Ok(body_failed(&mut exchange, &log, &error)),
-        },
-    };
-    // A limited key, or a generation under MAX_CONCURRENT: its turn, once
-    // the model list allows the body (waiting, if it must, before anything
-    // reaches the origin). The lease is held until the answer ends.
+    // A limited key, or a generation under MAX_CONCURRENT: its turn first
+    // (waiting, if it must, before anything reaches the origin), and before
+    // the model gate reads the body, so that the key's limits bound the
+    // bodies held for it (a body the gate refuses has used its turn). The
+    // lease is held until the answer ends.
     let lease = match exchange.turn().cloned() {
         None => None,
         Some(turn) => match shared.turns.take(&turn).await {
@@ -86,6 +76,17 @@ pub(crate) async fn handle(
         },
     };
 
+    let body = Guarded::new(body, shared.idle_timeout, exchange.body_limit())
+        .counting_into(Arc::clone(&shared.metrics));
+    let body = match exchange.model_gate() {
+        None => RequestBody::plain(body),
+        // Held until the key's model list has been checked: a refusal here
+        // sends nothing to the origin.
+        Some(gate) => match RequestBody::through_gate(body, gate).await {
+            Ok(body) => body,
+            Err(error) => return Ok(body_failed(&mut exchange, &log, &error)),
+        },
+    };
     let asked = body.usage_asked();
 
     // With several Ollama boxes: which one (or all, for a listing).

@@ -19,6 +19,9 @@ pub enum Breakage {
     /// [`BrokenOrigin::cut`] is called (a reset discards data the peer has
     /// not read yet, so the test first sees the chunk arrive).
     ResetMidStream,
+    /// The same with a stream of server-sent events (Anthropic's
+    /// Messages): its head and [`FIRST_EVENT`], then a reset when cut.
+    ResetMidEvents,
     /// `Content-Length: 100` and 10 bytes, then close.
     ShortBody,
     /// An NDJSON stream of `Content-Length: 100` (as a buffering hop in
@@ -32,6 +35,9 @@ pub enum Breakage {
 
 /// The first chunk a stream-cutting origin sends before it breaks.
 pub const FIRST_CHUNK: &str = "{\"response\":\"partial\"}\n";
+
+/// The first event an event-stream-cutting origin sends before it breaks.
+pub const FIRST_EVENT: &str = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"partial\"}}\n\n";
 
 /// A raw origin that reads each request head and breaks its answer.
 pub struct BrokenOrigin {
@@ -85,10 +91,15 @@ async fn answer(mut stream: TcpStream, breakage: Breakage, cut: Arc<Notify>) {
         Breakage::Garbage => {
             let _ = stream.write_all(b"this is not http\r\n\r\n").await;
         }
-        Breakage::ResetMidStream => {
+        Breakage::ResetMidStream | Breakage::ResetMidEvents => {
+            let (content_type, first) = if matches!(breakage, Breakage::ResetMidEvents) {
+                ("text/event-stream", FIRST_EVENT)
+            } else {
+                ("application/x-ndjson", FIRST_CHUNK)
+            };
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{FIRST_CHUNK}\r\n",
-                FIRST_CHUNK.len()
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+                first.len()
             );
             let _ = stream.write_all(answer.as_bytes()).await;
             let _ = stream.flush().await;

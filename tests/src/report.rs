@@ -369,10 +369,10 @@ pub const SECTIONS: &[Section] = &[
                 test: "tests/src/fair.rs::an_unmetered_generation_keeps_its_slot_until_it_ends",
             },
             Row {
-                input: "`MAX_CONCURRENT=1`, the slot held by another key; a key with `requests_per_minute = 1` and a model list asks twice for a model not on it, then once for one on it, then again",
-                result: "both refusals are 403 `model_not_allowed` at once (the list is read before the turn: no wait for the slot, no rate token); the allowed request is served once the slot is free, the last gets 429; only the two allowed requests reached Ollama",
+                input: "`MAX_CONCURRENT=1`; a key with `requests_per_minute = 3` and a model list asks for a model not on it in the body, then for one on it",
+                result: "403 `model_not_allowed` once the gate has read the body, after the request's turn (it counts: `x-ratelimit-remaining-requests: 2`); its slot is given back at once, so the allowed request is served without waiting; only it reached Ollama",
                 targets: Targets::Both,
-                test: "tests/src/fair.rs::a_body_its_model_list_refuses_costs_no_turn",
+                test: "tests/src/fair.rs::a_body_its_model_list_refuses_gives_its_slot_back",
             },
             Row {
                 input: "`MAX_CONCURRENT=1`; a request waits for the slot, is granted it, and its answer's head comes 14 s later (past the 10 s a granted slot waits to be claimed at the edge); then a third request",

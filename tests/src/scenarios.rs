@@ -15,12 +15,12 @@ pub use crate::boxes::{
     a_request_that_could_not_connect_goes_to_the_next_box,
     an_upload_its_client_breaks_is_not_the_boxs_failure,
 };
-use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK};
+use crate::broken::{Breakage, BrokenOrigin, FIRST_CHUNK, FIRST_EVENT};
 use crate::client::{
     call, channel_body, collect, empty, full, lines_with_arrival, raw, read_until, request, send,
 };
 pub use crate::fair::{
-    a_body_its_model_list_refuses_costs_no_turn, a_client_that_leaves_gives_its_slot_back,
+    a_body_its_model_list_refuses_gives_its_slot_back, a_client_that_leaves_gives_its_slot_back,
     a_key_over_its_cap_is_refused_until_its_answer_ends,
     a_keys_rate_is_enforced_with_openais_headers, a_request_that_waits_too_long_gets_503,
     a_slot_granted_after_a_wait_is_kept_until_its_answer_ends,
@@ -100,7 +100,7 @@ macro_rules! scenario_tests {
             an_answer_before_the_whole_body_streams_on,
             openai_streams_are_asked_for_their_usage,
             a_keys_rate_is_enforced_with_openais_headers,
-            a_body_its_model_list_refuses_costs_no_turn,
+            a_body_its_model_list_refuses_gives_its_slot_back,
             a_key_over_its_cap_is_refused_until_its_answer_ends,
             max_concurrent_queues_and_refuses_past_max_queue,
             a_request_that_waits_too_long_gets_503,
@@ -824,13 +824,20 @@ pub async fn an_origin_that_breaks_off_an_upload_gets_502<T: Target>(t: &T) {
 async fn through_broken(t: &impl Target, breakage: Breakage) -> String {
     let origin = BrokenOrigin::start(breakage).await;
     let h = Harness::start(t, &[("OLLAMA_ORIGIN", &origin.url())]).await;
+    let (path, first) = match breakage {
+        Breakage::ResetMidEvents => ("/v1/messages", FIRST_EVENT),
+        _ => ("/api/chat", FIRST_CHUNK),
+    };
     let req = format!(
-        "POST /api/chat HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+        "POST {path} HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
     );
     let mut stream = raw(h.proxy, req.as_bytes()).await;
     let mut got = Vec::new();
-    if matches!(breakage, Breakage::ResetMidStream) {
-        got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, FIRST_CHUNK.as_bytes()))
+    if matches!(
+        breakage,
+        Breakage::ResetMidStream | Breakage::ResetMidEvents
+    ) {
+        got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, first.as_bytes()))
             .await
             .expect("the first chunk did not arrive");
         origin.cut();
@@ -871,27 +878,15 @@ pub async fn origin_reset_mid_stream_is_not_a_clean_end<T: Target>(t: &T) {
 /// events, so the OpenAI-shaped record would leave the answer looking
 /// whole).
 pub async fn an_anthropic_stream_that_breaks_off_ends_with_its_error_event<T: Target>(t: &T) {
-    let h = Harness::start(t, &[]).await;
-    let body = r#"{"model":"llama3.2:1b","stream":true,"max_tokens":64,"messages":[]}"#;
-    let req = format!(
-        "POST /v1/messages?cut=1&chunks=2&delay_ms=20 HTTP/1.1\r\nHost: proxy\r\ncf-aig-authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = raw(h.proxy, req.as_bytes()).await;
-    // Returns at the end of a clean chunked body, or when the proxy closes.
-    let got = tokio::time::timeout(ORIGIN_WAIT, read_until(&mut stream, b"\r\n0\r\n\r\n"))
-        .await
-        .expect("the proxy kept the connection open after the origin broke off");
-    let got = String::from_utf8_lossy(&got);
+    let got = through_broken(t, Breakage::ResetMidEvents).await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-    assert!(got.contains("tok1 "), "the content was lost: {got}");
     let notice = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The Ollama origin's stream broke off before it was complete.\"}}\n\n";
     let at = got
         .find(notice)
         .unwrap_or_else(|| panic!("no error event after the cut: {got}"));
     assert!(
-        got.find("tok1 ").is_some_and(|content| content < at),
-        "the error event came before the content: {got}"
+        got.find(FIRST_EVENT).is_some_and(|content| content < at),
+        "the content was lost, or came after the error event: {got}"
     );
 }
 

@@ -164,10 +164,11 @@ impl Forward {
         answered(response).unchecked_into()
     }
 
-    /// The whole way in Rust: the model gate, then the doorman's turn (a
-    /// limited key, or a generation under `MAX_CONCURRENT`; its lease held,
-    /// renewed, until the answer ends, then given back, whichever way this
-    /// request ends), several boxes.
+    /// The whole way in Rust: the doorman's turn (a limited key, or a
+    /// generation under `MAX_CONCURRENT`; its lease held, renewed, until
+    /// the answer ends, then given back, whichever way this request ends),
+    /// then the model gate (after the turn, so the key's limits bound the
+    /// bodies held in the isolate for it), several boxes.
     ///
     /// # Errors
     /// Never: every failure is an answer.
@@ -176,13 +177,6 @@ impl Forward {
         request: web_sys::Request,
         ctx: JsContext,
     ) -> Result<JsValue, JsValue> {
-        // The model gate first: a body the key's list refuses costs the key
-        // no turn (no rate token, no slot, no wait in the queue).
-        let upload = match self.open_upload(&request).await {
-            Ok(Ok(upload)) => upload,
-            Ok(Err(stopped)) => return Ok(answered(self.stopped_response(stopped))),
-            Err(error) => return Ok(answered(Err(error))),
-        };
         let lease = match self.exchange.turn().cloned() {
             None => None,
             Some(turn) => match turns::take(&self.env, &turn).await {
@@ -235,7 +229,7 @@ impl Forward {
             }));
             settle
         });
-        let forwarded = self.forward(upload, &request, &ctx).await;
+        let forwarded = self.forward(&request, &ctx).await;
         let done = forwarded.as_ref().ok().and_then(|(_, done)| done.clone());
         if let Some(done) = &done {
             let _ = ctx.wait_until(done);
@@ -278,36 +272,29 @@ impl Forward {
             .finish(&self.exchange, status, error, &self.env, None);
     }
 
-    /// The client's body on its way: as it is, or read through the key's
-    /// model gate until the model is known and allowed (`Err` inside: why
-    /// it stops here, nothing sent).
-    async fn open_upload(
-        &self,
-        request: &web_sys::Request,
-    ) -> worker::Result<Result<Upload, Stopped>> {
-        // Body and abort signal ride along: the client going away cancels
-        // the subrequest, and the body stays a JS stream (see upload.rs).
-        let body = body(&self.head, request);
-        let limit = self.exchange.streamed_body_limit();
-        let length = self.exchange.declared_length();
-        Ok(match self.exchange.model_gate() {
-            None => Ok(upload::plain(body, limit, length, request.signal())?),
-            Some(gate) => upload::through_gate(body, gate, limit, request.signal()).await,
-        })
-    }
-
-    /// Sends the request with `upload` on and answers with the origin's
-    /// answer: the response, and for an LLM's answer a promise that settles
-    /// when it has ended.
+    /// Sends the request on and answers with the origin's answer: the
+    /// response, and for an LLM's answer a promise that settles when it has
+    /// ended.
     async fn forward(
         mut self,
-        upload: Upload,
         request: &web_sys::Request,
         ctx: &JsContext,
     ) -> worker::Result<(web_sys::Response, Option<js_sys::Promise>)> {
         let done_none = |response: worker::Result<web_sys::Response>| response.map(|r| (r, None));
         let proxy = Rc::clone(&self.proxy);
         let count = proxy.config().origins().len();
+        // Body and abort signal ride along: the client going away cancels
+        // the subrequest, and the body stays a JS stream (see upload.rs).
+        let body = body(&self.head, request);
+        let limit = self.exchange.streamed_body_limit();
+        let length = self.exchange.declared_length();
+        let upload = match self.exchange.model_gate() {
+            None => upload::plain(body, limit, length, request.signal())?,
+            Some(gate) => match upload::through_gate(body, gate, limit, request.signal()).await {
+                Ok(upload) => upload,
+                Err(stopped) => return done_none(self.stopped_response(stopped)),
+            },
+        };
 
         // With several Ollama boxes: which one (or all, for a listing).
         let mut routed = None;
