@@ -63,20 +63,8 @@ fn every_route_that_takes_a_model_reads_it() {
         } => watched.models,
         other => panic!("{path}: {other:?}"),
     };
-    for path in [
-        "/api/chat",
-        "/api/generate",
-        "/api/embed",
-        "/api/embeddings",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/responses",
-        "/v1/messages",
-        "/API/%63hat",
-        "//api/chat/",
-        "/v1/../api/generate",
-    ] {
+    let spellings = ["/API/%63hat", "//api/chat/", "/v1/../api/generate"];
+    for path in GENERATIONS.into_iter().chain(spellings) {
         assert_eq!(required(path), ["model"], "{path}");
     }
     for path in ["/api/show", "/api/pull", "/api/push", "/api/delete"] {
@@ -126,19 +114,22 @@ fn listings_paths_and_forms() {
     assert_eq!(classify("/api/blobs/sha256:00").model, ModelSource::Blobs);
 }
 
+/// The routes that run a model and whose answers count tokens.
+const GENERATIONS: [&str; 9] = [
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+];
+
 #[test]
 fn generation_routes_are_metered_and_take_a_slot() {
-    for path in [
-        "/api/chat",
-        "/api/generate",
-        "/api/embed",
-        "/api/embeddings",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/responses",
-        "/v1/messages",
-    ] {
+    for path in GENERATIONS {
         let e = classify(path);
         assert!(e.llm && e.slot, "{path}");
     }
