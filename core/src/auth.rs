@@ -238,17 +238,45 @@ pub(crate) fn authenticate(
         ours |= key.is_some();
         only = key;
     }
-    let others = API_KEY_HEADERS.map(|name| {
-        headers
-            .get_all(&name)
-            .iter()
-            .take(MAX_PIECES)
-            .any(|value| carries_token(keys, value.as_bytes()))
-    });
+    // Anthropic's SDKs (and Claude Code's `ANTHROPIC_API_KEY`) send the key
+    // bare in `x-api-key`: one value, the token exactly, authenticates where
+    // `Authorization` may (hashed once, for both questions). Azure's
+    // `api-key` never does; either is dropped when it carries a token.
+    let mut api_key = None;
+    let mut api_key_values = 0usize;
+    let mut others = [false; 2];
+    for (at, name) in API_KEY_HEADERS.iter().enumerate() {
+        for value in headers.get_all(name).iter().take(MAX_PIECES) {
+            let value = value.as_bytes();
+            // The value as it is, then (when it differs) the token in another
+            // spelling: each hashed at most once.
+            let exact = if is_bare(value) {
+                match_key(keys, value)
+            } else {
+                None
+            };
+            let key = exact.or_else(|| {
+                let token = bearer_token(value).or_else(|| last_word(value))?;
+                if token == value {
+                    None
+                } else {
+                    match_key(keys, token)
+                }
+            });
+            others[at] |= key.is_some();
+            if at == 0 {
+                api_key_values += 1;
+                api_key = exact;
+            }
+        }
+    }
     if sources.authorization_header {
-        presented |= count > 0;
+        presented |= count > 0 || api_key_values > 0;
         if count == 1 {
             matched = matched.or(only);
+        }
+        if api_key_values == 1 {
+            matched = matched.or(api_key);
         }
     }
     let outcome = match (matched, presented) {
@@ -269,17 +297,17 @@ pub(crate) fn authenticate(
 const MAX_PIECES: usize = 8;
 
 /// Headers other SDKs put an API key in (Anthropic's `x-api-key`, Azure
-/// OpenAI's `api-key`): never a credential here, but one carrying a proxy
-/// token is not forwarded.
+/// OpenAI's `api-key`): one carrying a proxy token is not forwarded, and a
+/// bare token in `x-api-key` authenticates where `Authorization` may.
 pub(crate) const API_KEY_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
 ];
 
-/// A header value that is a configured token, bare or after `Bearer`.
-fn carries_token(keys: &[Arc<Key>], value: &[u8]) -> bool {
-    let token = bearer_token(value).or_else(|| last_word(value));
-    token.is_some_and(|token| match_key(keys, token).is_some())
+/// A value that is one bare word, as a token is written (no whitespace or
+/// comma): how Anthropic's SDKs send `x-api-key`.
+fn is_bare(value: &[u8]) -> bool {
+    !value.is_empty() && !value.iter().any(|b| b.is_ascii_whitespace() || *b == b',')
 }
 
 /// The last word of a credential, unquoted (`<token>`, `Token <token>`,

@@ -218,3 +218,49 @@ fn a_header_with_too_many_credentials_is_dropped_unread() {
     let h = headers(&[("authorization", few.as_str())]);
     assert!(!authenticate(&keys(), &h, BOTH).ours.authorization);
 }
+
+/// Anthropic's SDKs (and Claude Code's `ANTHROPIC_API_KEY`) send the key
+/// bare in `x-api-key`: it authenticates where `Authorization` may, only
+/// as the exact token and only alone; it is the proxy's (never forwarded)
+/// either way.
+#[test]
+fn a_bare_token_in_x_api_key_authenticates_where_authorization_may() {
+    let h = headers(&[("x-api-key", "other-token")]);
+    let checked = authenticate(&keys(), &h, BOTH);
+    assert_eq!(checked.outcome, accepted("laptop"));
+    assert!(checked.ours.api_keys[0]);
+    let off = authenticate(&keys(), &h, AIG_ONLY);
+    assert_eq!(off.outcome, AuthOutcome::Missing);
+    assert!(off.ours.api_keys[0], "dropped with the fallback off too");
+    for value in ["Bearer other-token", "Token other-token", "\"other-token\""] {
+        let checked = authenticate(&keys(), &headers(&[("x-api-key", value)]), BOTH);
+        assert_eq!(checked.outcome, AuthOutcome::Rejected, "{value}");
+        assert!(checked.ours.api_keys[0], "{value}");
+    }
+    let twice = headers(&[("x-api-key", "other-token"), ("x-api-key", "other-token")]);
+    assert_eq!(
+        authenticate(&keys(), &twice, BOTH).outcome,
+        AuthOutcome::Rejected
+    );
+    let wrong = headers(&[("x-api-key", "sk-ant-not-ours")]);
+    let checked = authenticate(&keys(), &wrong, BOTH);
+    assert_eq!(checked.outcome, AuthOutcome::Rejected);
+    assert!(!checked.ours.api_keys[0], "another key is the origin's");
+    // Azure's `api-key` is dropped when it carries a token, never read as one.
+    let azure = authenticate(&keys(), &headers(&[("api-key", "other-token")]), BOTH);
+    assert_eq!(azure.outcome, AuthOutcome::Missing);
+    assert!(azure.ours.api_keys[1]);
+    // A token with `=` (base64 padding) is matched whole, not cut at it.
+    let padded = vec![key("padded", "dG9rZW4=")];
+    let checked = authenticate(&padded, &headers(&[("x-api-key", "dG9rZW4=")]), BOTH);
+    assert_eq!(checked.outcome, accepted("padded"));
+    // `cf-aig-authorization` comes first.
+    let both = headers(&[
+        ("cf-aig-authorization", "Bearer s3cret-token"),
+        ("x-api-key", "other-token"),
+    ]);
+    assert_eq!(
+        authenticate(&keys(), &both, BOTH).outcome,
+        accepted("default")
+    );
+}

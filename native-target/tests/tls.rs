@@ -450,7 +450,7 @@ async fn python_clients_over_https() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        10,
+        11,
         "{stdout}"
     );
     drop(proxy);

@@ -64,6 +64,10 @@ with claude.messages.stream(**asked) as stream:
     final = stream.get_final_message()
 check("anthropic stream", text == "tok0 tok1 tok2 ", repr(text))
 check("anthropic stream usage", final.usage.output_tokens == 3, repr(final.usage))
+# The API key alone (ANTHROPIC_API_KEY: the token goes in `x-api-key`).
+keyed = anthropic.Anthropic(base_url=url, api_key=token, max_retries=0)
+message = keyed.messages.create(**asked)
+check("anthropic api key", message.content[0].text == "Hello from the mock.", repr(message))
 # Ollama gone mid-answer: the SDK raises, the answer is not taken as whole.
 try:
     with claude.messages.stream(**asked, extra_query={"cut": "1", "delay_ms": "10"}) as stream:

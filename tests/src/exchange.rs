@@ -304,7 +304,7 @@ fn credentials() -> impl Strategy<Value = Vec<(String, String)>> {
     let scheme = prop::sample::select(vec![
         "Bearer ", "bearer ", "BEARER  ", "Bearer\t", "Basic ", "",
     ]);
-    let header = prop::sample::select(vec!["cf-aig-authorization", "authorization"]);
+    let header = prop::sample::select(vec!["cf-aig-authorization", "authorization", "x-api-key"]);
     let one = (header, any::<u64>(), scheme, token)
         .prop_map(|(h, seed, s, t)| (recase(h, seed), format!("{s}{t}")));
     prop::collection::vec(one, 0..3)

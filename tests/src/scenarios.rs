@@ -280,6 +280,21 @@ pub async fn authorization_header_fallback_can_be_turned_off<T: Target>(t: &T) {
         seen.headers.get("authorization").is_none(),
         "proxy token forwarded in Authorization"
     );
+    // Anthropic's SDKs send the key bare in `x-api-key`.
+    let got = call(
+        on.proxy,
+        "GET",
+        "/api/tags",
+        &[("x-api-key", TOKEN)],
+        empty(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = &on.origin.requests()[1];
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "proxy token forwarded in x-api-key"
+    );
 
     let off = Harness::start(t, &[("ALLOW_AUTHORIZATION_HEADER", "false")]).await;
     let got = call(
@@ -287,6 +302,15 @@ pub async fn authorization_header_fallback_can_be_turned_off<T: Target>(t: &T) {
         "GET",
         "/api/tags",
         &[("authorization", &bearer)],
+        empty(),
+    )
+    .await;
+    assert_openai_error(&got, 401, "missing_api_key");
+    let got = call(
+        off.proxy,
+        "GET",
+        "/api/tags",
+        &[("x-api-key", TOKEN)],
         empty(),
     )
     .await;
