@@ -231,7 +231,7 @@ pub(crate) fn authenticate(
         let key = match bearer_token(piece) {
             Some(token) => match_key(keys, token),
             None => {
-                ours |= last_word(piece).is_some_and(|word| match_key(keys, word).is_some());
+                ours |= carried_key(keys, piece).1.is_some();
                 None
             }
         };
@@ -248,21 +248,10 @@ pub(crate) fn authenticate(
     for (at, name) in API_KEY_HEADERS.iter().enumerate() {
         for value in headers.get_all(name).iter().take(MAX_PIECES) {
             let value = value.as_bytes();
-            // The value as it is, then (when it differs) the token in another
-            // spelling: each hashed at most once.
-            let exact = if is_bare(value) {
-                match_key(keys, value)
-            } else {
-                None
+            let (exact, key) = match bearer_token(value) {
+                Some(token) => (None, match_key(keys, token)),
+                None => carried_key(keys, value),
             };
-            let key = exact.or_else(|| {
-                let token = bearer_token(value).or_else(|| last_word(value))?;
-                if token == value {
-                    None
-                } else {
-                    match_key(keys, token)
-                }
-            });
             others[at] |= key.is_some();
             if at == 0 {
                 api_key_values += 1;
@@ -303,6 +292,28 @@ pub(crate) const API_KEY_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
 ];
+
+/// The key a credential carries other than as `Bearer <token>`: `.0` when
+/// the value is the token itself (one bare word), `.1` when it carries one
+/// in any spelling (also `Token <token>`, quoted, `key=<token>`, `<token>;`).
+/// Each candidate is hashed once.
+fn carried_key<'k>(
+    keys: &'k [Arc<Key>],
+    value: &[u8],
+) -> (Option<&'k Arc<Key>>, Option<&'k Arc<Key>>) {
+    let value = value.trim_ascii();
+    let bare = is_bare(value);
+    let exact = if bare { match_key(keys, value) } else { None };
+    let spelled = exact.or_else(|| {
+        let word = last_word(value)?;
+        if bare && word == value {
+            None // hashed above
+        } else {
+            match_key(keys, word)
+        }
+    });
+    (exact, spelled)
+}
 
 /// A value that is one bare word, as a token is written (no whitespace or
 /// comma): how Anthropic's SDKs send `x-api-key`.

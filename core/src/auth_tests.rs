@@ -250,10 +250,14 @@ fn a_bare_token_in_x_api_key_authenticates_where_authorization_may() {
     let azure = authenticate(&keys(), &headers(&[("api-key", "other-token")]), BOTH);
     assert_eq!(azure.outcome, AuthOutcome::Missing);
     assert!(azure.ours.api_keys[1]);
-    // A token with `=` (base64 padding) is matched whole, not cut at it.
+    // A token with `=` (base64 padding) is matched whole, not cut at it;
+    // bare in `Authorization` (a client's mistake) it is still the proxy's.
     let padded = vec![key("padded", "dG9rZW4=")];
     let checked = authenticate(&padded, &headers(&[("x-api-key", "dG9rZW4=")]), BOTH);
     assert_eq!(checked.outcome, accepted("padded"));
+    let checked = authenticate(&padded, &headers(&[("authorization", "dG9rZW4=")]), BOTH);
+    assert!(checked.ours.authorization);
+    assert_eq!(checked.outcome, AuthOutcome::Rejected);
     // `cf-aig-authorization` comes first.
     let both = headers(&[
         ("cf-aig-authorization", "Bearer s3cret-token"),
