@@ -582,20 +582,20 @@ fn cut(bytes: Bytes, cuts: &[usize]) -> Vec<Bytes> {
 pub fn llm_stream(path: &str, tokens: usize, usage: bool, crlf: bool) -> Bytes {
     let mut text = String::new();
     // Ollama counts no prompt when it was cached: 0 in these shapes.
-    let prompt = if usage { 26 } else { 0 };
+    let prompt: u64 = if usage { 26 } else { 0 };
     if path == "/v1/messages" {
-        text += "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":0}}}\n\n";
-        for _ in 0..tokens {
-            text += "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok\"}}\n\n";
+        let mut events = crate::origin::anthropic_start(5).to_vec();
+        events.extend((0..tokens).map(|_| crate::origin::anthropic_delta("tok")));
+        events.push(crate::origin::anthropic_end(prompt, tokens as u64));
+        for event in events {
+            text += std::str::from_utf8(&event).expect("text");
         }
-        text += &format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{tokens}}}}}\n\n");
-        text += "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     } else if path == "/v1/responses" {
         text += "event: response.created\ndata: {\"response\":{\"error\":null,\"id\":\"resp_1\",\"model\":\"llama3.2:1b\",\"output\":[],\"usage\":null},\"sequence_number\":0,\"type\":\"response.created\"}\n\n";
         for _ in 0..tokens {
             text += "event: response.output_text.delta\ndata: {\"content_index\":0,\"delta\":\"tok\",\"item_id\":\"msg_1\",\"output_index\":0,\"type\":\"response.output_text.delta\"}\n\n";
         }
-        text += &format!("event: response.completed\ndata: {{\"response\":{{\"error\":null,\"id\":\"resp_1\",\"model\":\"llama3.2:1b\",\"output\":[],\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{tokens},\"total_tokens\":{}}}}},\"type\":\"response.completed\"}}\n\n", prompt + tokens);
+        text += &format!("event: response.completed\ndata: {{\"response\":{{\"error\":null,\"id\":\"resp_1\",\"model\":\"llama3.2:1b\",\"output\":[],\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{tokens},\"total_tokens\":{}}}}},\"type\":\"response.completed\"}}\n\n", prompt + tokens as u64);
     } else if path.starts_with("/v1/") {
         let piece = if path == "/v1/completions" {
             r#""text":"tok""#

@@ -513,15 +513,12 @@ async fn respond(shared: Shared, req: Request<Incoming>) -> Result<Response<Body
         // /api/chat's: its counts come in `message_delta`. With `?cut=1` it
         // breaks off after the content (Ollama gone mid-answer).
         "/v1/messages" => {
-            let mut events = vec![
-                Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n"),
-                Bytes::from_static(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"),
-            ];
-            events.extend((0..chunks).map(|i| Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n"))));
+            let mut events = anthropic_start(1).to_vec();
+            events.extend((0..chunks).map(|i| anthropic_delta(&format!("tok{i} "))));
             if param("cut") == Some(1) {
                 return Ok(paced_then_broken(&shared, events, delay));
             }
-            events.push(Bytes::from(format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{MOCK_PROMPT_TOKENS},\"output_tokens\":{chunks}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n")));
+            events.push(anthropic_end(MOCK_PROMPT_TOKENS, chunks));
             paced(&shared, "text/event-stream", events, delay)
         }
         // Image generation (Ollama runs a model; its answer counts no
@@ -640,6 +637,27 @@ pub const MODELS: [&str; 3] = ["llama3.2:1b", "qwen3:8b", "mistral:latest"];
 /// `/api/tags`, listing [`MODELS`].
 pub const TAGS: &str = r#"{"models":[{"name":"llama3.2:1b","model":"llama3.2:1b","size":1321098329,"details":{"family":"llama"}},{"name":"qwen3:8b","model":"qwen3:8b","size":5225387923,"details":{"family":"qwen3"}},{"name":"mistral:latest","model":"mistral:latest","size":4113301824,"details":{"family":"llama"}}]}"#;
 const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2:1b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+/// The events an Anthropic Messages stream starts with, as Ollama writes
+/// them (`message_start` carrying its estimate of the prompt, then the
+/// text block's start).
+pub fn anthropic_start(estimate: u64) -> [Bytes; 2] {
+    [
+        Bytes::from(format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"llama3.2:1b\",\"content\":[],\"stop_reason\":null,\"usage\":{{\"input_tokens\":{estimate},\"output_tokens\":0}}}}}}\n\n")),
+        Bytes::from_static(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"),
+    ]
+}
+
+/// One piece of an Anthropic Messages stream's text.
+pub fn anthropic_delta(text: &str) -> Bytes {
+    Bytes::from(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"))
+}
+
+/// The events an Anthropic Messages stream ends with: the block's end, the
+/// counts Ollama measured (`message_delta`), `message_stop`.
+pub fn anthropic_end(prompt: u64, output: u64) -> Bytes {
+    Bytes::from(format!("event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{output}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"))
+}
+
 /// `/v1/messages` not streamed (Anthropic's shape).
 const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"llama3.2:1b","content":[{"type":"text","text":"Hello from the mock."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":5}}"#;
 /// `/api/embed`: Ollama counts the input's tokens.
@@ -710,32 +728,22 @@ fn paced(
     pieces: Vec<Bytes>,
     delay: Duration,
 ) -> Response<Body> {
-    stream_response(
-        content_type,
-        paced_channel(shared, pieces, delay, Duration::ZERO),
-    )
+    stream_response(content_type, paced_channel(shared, pieces, delay))
 }
 
-/// As [`paced`] (server-sent events), then, `delay` after the last piece,
-/// the body fails: the answer breaks off without its end, as when Ollama
-/// goes away mid-answer. (Failing at once would lose the last piece: hyper
-/// drops the connection without writing out what it holds.)
+/// As [`paced`] (server-sent events), then the body fails: the answer
+/// breaks off without its end, as when Ollama goes away mid-answer (hyper
+/// may drop what it has not written out yet, as a crash would).
 fn paced_then_broken(shared: &Shared, pieces: Vec<Bytes>, delay: Duration) -> Response<Body> {
-    let body = BreaksAtEnd(ChannelBody(paced_channel(shared, pieces, delay, delay)));
+    let body = BreaksAtEnd(ChannelBody(paced_channel(shared, pieces, delay)));
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(body.boxed())
         .unwrap()
 }
 
-/// `pieces`, `delay` apart, through a channel that closes `linger` after
-/// the last.
-fn paced_channel(
-    shared: &Shared,
-    pieces: Vec<Bytes>,
-    delay: Duration,
-    linger: Duration,
-) -> mpsc::Receiver<Bytes> {
+/// `pieces`, `delay` apart, through a channel that closes after the last.
+fn paced_channel(shared: &Shared, pieces: Vec<Bytes>, delay: Duration) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let watch = Watch {
         shared: shared.clone(),
@@ -750,9 +758,6 @@ fn paced_channel(
             if tx.send(piece).await.is_err() {
                 return; // receiver dropped: the client went away; `watch` records it
             }
-        }
-        if !linger.is_zero() {
-            tokio::time::sleep(linger).await;
         }
         watch.finished = true;
     });
